@@ -1,0 +1,115 @@
+"""The catalogue: every item of a data source with its image, category, split and attributes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+CATEGORIES: tuple[str, ...] = ("Skirts", "Dresses", "Shorts", "Blouses")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# Train/Val/Test items per category in the course this harness reproduces.
+COURSE_SPLIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "Skirts": (493, 209, 160),
+    "Dresses": (1829, 638, 545),
+    "Shorts": (847, 373, 267),
+    "Blouses": (2063, 694, 694),
+}
+
+ATTRIBUTE_PREFIX = "attr_"
+REQUIRED_COLUMNS = ("item_id", "category", "split", "source")
+
+
+class CatalogueError(ValueError):
+    """A data source produced (or was configured for) a catalogue the harness cannot use."""
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Items of a shop's data source, row i of ``items`` described by ``images[i]``.
+
+    ``items`` has the columns ``item_id`` (unique str), ``category`` (one of
+    CATEGORIES), ``split`` (one of SPLITS), ``source`` (file path or generator name)
+    and any number of ground-truth attribute columns named ``attr_<name>``.
+    ``images`` is uint8 RGB, shape (n, height, width, 3). ``skipped`` counts items the
+    source could not use, by reason.
+    """
+
+    items: pd.DataFrame
+    images: np.ndarray
+    skipped: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in REQUIRED_COLUMNS if c not in self.items.columns]
+        if missing:
+            raise CatalogueError(f"catalogue items lack the column(s) {missing}")
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise CatalogueError(
+                f"catalogue images must be uint8 of shape (n, h, w, 3), got "
+                f"{self.images.dtype} {self.images.shape}"
+            )
+        if len(self.items) != len(self.images):
+            raise CatalogueError(
+                f"catalogue has {len(self.items)} items but {len(self.images)} images"
+            )
+        unknown = sorted(set(self.items["category"]) - set(CATEGORIES))
+        if unknown:
+            raise CatalogueError(f"unknown categories {unknown}; expected {list(CATEGORIES)}")
+        bad_splits = sorted(set(self.items["split"]) - set(SPLITS))
+        if bad_splits:
+            raise CatalogueError(f"unknown splits {bad_splits}; expected {list(SPLITS)}")
+        if self.items["item_id"].duplicated().any():
+            dupes = self.items.loc[self.items["item_id"].duplicated(), "item_id"].head(5).tolist()
+            raise CatalogueError(f"duplicate item ids, e.g. {dupes}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return [c[len(ATTRIBUTE_PREFIX):] for c in self.items.columns if c.startswith(ATTRIBUTE_PREFIX)]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Category index of every item (position in CATEGORIES)."""
+        return self.items["category"].map(CATEGORIES.index).to_numpy(dtype=np.int64)
+
+    def subset(self, mask: np.ndarray | pd.Series) -> Catalogue:
+        mask = np.asarray(mask, dtype=bool)
+        return Catalogue(self.items[mask].reset_index(drop=True), self.images[mask], self.skipped)
+
+    def split(self, name: str) -> Catalogue:
+        """The items of one split ("train", "val" or "test")."""
+        if name not in SPLITS:
+            raise CatalogueError(f"unknown split {name!r}; expected one of {list(SPLITS)}")
+        return self.subset(self.items["split"] == name)
+
+    def split_table(self) -> pd.DataFrame:
+        """Items per category (rows, CATEGORIES order) and split (columns)."""
+        table = pd.crosstab(self.items["category"], self.items["split"])
+        return table.reindex(index=list(CATEGORIES), columns=list(SPLITS), fill_value=0)
+
+    def fingerprint(self) -> str:
+        """A short hash of the items table and every image byte: same data, same fingerprint."""
+        digest = hashlib.sha256()
+        digest.update(self.items.to_csv(index=False).encode())
+        digest.update(np.ascontiguousarray(self.images).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def course_split_sizes(scale: float, min_per_split: int = 1) -> dict[str, tuple[int, int, int]]:
+    """The course's Train/Val/Test counts per category, scaled, each at least ``min_per_split``."""
+    if scale <= 0:
+        raise CatalogueError(f"data.scale must be > 0, got {scale}")
+    return {
+        category: tuple(max(min_per_split, round(n * scale)) for n in sizes)
+        for category, sizes in COURSE_SPLIT_SIZES.items()
+    }

@@ -1,0 +1,147 @@
+"""The classifier: a Keras ResNet50 backbone, the course's head, and the layer that embeds items.
+
+Inputs are RGB pixels in [0, 255] passed through ``preprocess_images`` (ResNet50's own
+"caffe" preprocessing). ``freeze=N`` freezes every backbone layer except the last N;
+frozen BatchNorm layers run in inference mode (Keras 3 semantics), so a frozen prefix is a
+fixed function of the image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fashionbench.data import CATEGORIES
+
+log = logging.getLogger(__name__)
+
+# Names of the head's layers; any of them (or a backbone layer) can be the embedding layer.
+HEAD_LAYERS = ("pool", "dense_512", "dropout", "dense_128", "softmax")
+EMBEDDING_LAYERS = ("pool", "dense_512", "dense_128", "softmax")
+IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+class ModelConfigError(ValueError):
+    """An invalid ``model.*`` option; the message names it and the valid values."""
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights were required but could not be loaded."""
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A compiled Keras classifier and the facts about how it was built."""
+
+    model: keras.Model
+    weights_used: str  # "imagenet", "random" or "file:<path>"
+    backbone_layers: int  # how many layers the ResNet50 backbone has (including its input)
+    trainable_backbone_layers: int
+    embedding_layer: str
+
+    def embedding_model(self) -> keras.Model:
+        """A model from the classifier's input to the embedding layer's output."""
+        return keras.Model(self.model.input, self.model.get_layer(self.embedding_layer).output)
+
+
+def preprocess_images(images: np.ndarray | tf.Tensor) -> tf.Tensor:
+    """uint8 RGB images (array or tensor) -> the float32 input ResNet50's weights expect."""
+    return keras.applications.resnet50.preprocess_input(tf.cast(images, tf.float32))
+
+
+def predict_in_batches(model: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """``model`` outputs for uint8 images, preprocessed and batched through tf.data."""
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(preprocess_images)
+    return model.predict(dataset.prefetch(tf.data.AUTOTUNE), verbose=0)
+
+
+def build_classifier(
+    image_size: tuple[int, int],
+    weights: str | None = "auto",
+    freeze: int = 4,
+    embedding_layer: str = "pool",
+    dense_units: tuple[int, int] = (512, 128),
+    dropout: float = 0.3,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+) -> Classifier:
+    """Build ResNet50 (no top) + GlobalAveragePooling -> Dense relu -> Dropout -> Dense relu -> softmax.
+
+    Raises ModelConfigError for a freeze outside [0, backbone layers] or an unknown
+    embedding layer, and WeightsUnavailableError when ``weights="imagenet"`` cannot be loaded.
+    """
+    keras.utils.set_random_seed(seed)
+    input_shape = (*image_size, 3)
+    backbone, weights_used = _backbone(weights, input_shape)
+    n_layers = len(backbone.layers)
+    if not isinstance(freeze, int) or not 0 <= freeze <= n_layers:
+        raise ModelConfigError(
+            f"model.freeze must be an integer in [0, {n_layers}] (ResNet50 has {n_layers} "
+            f"layers; freeze=N trains the last N), got {freeze!r}"
+        )
+    for layer in backbone.layers[: n_layers - freeze]:
+        layer.trainable = False
+
+    first, second = dense_units
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
+    x = keras.layers.Dense(first, activation="relu", name="dense_512")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    x = keras.layers.Dense(second, activation="relu", name="dense_128")(x)
+    outputs = keras.layers.Dense(len(CATEGORIES), activation="softmax", name="softmax")(x)
+    model = keras.Model(backbone.input, outputs, name="fashion_classifier")
+
+    valid_layers = [layer.name for layer in model.layers]
+    if embedding_layer not in valid_layers:
+        raise ModelConfigError(
+            f"model.embedding_layer {embedding_layer!r} is not a layer of the model; use one of "
+            f"{list(EMBEDDING_LAYERS)} (or any backbone layer name, e.g. 'conv5_block3_out')"
+        )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return Classifier(model, weights_used, n_layers, freeze, embedding_layer)
+
+
+def _backbone(weights: str | None, input_shape: tuple[int, int, int]) -> tuple[keras.Model, str]:
+    """ResNet50 without its top, with the requested weights, and a description of what was used."""
+    if weights in (None, "null", "none", "random"):
+        return _resnet50(None, input_shape), "random"
+    if weights in ("imagenet", "auto"):
+        try:
+            return _resnet50("imagenet", input_shape), "imagenet"
+        except Exception as error:  # keras.utils.get_file raises a bare Exception offline
+            if weights == "auto":
+                log.warning("ImageNet weights unavailable (%s); using random initialisation", error)
+                return _resnet50(None, input_shape), "random"
+            cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+            raise WeightsUnavailableError(
+                f"model.weights=imagenet but the ImageNet weights could not be loaded ({error}). "
+                f"Copy {IMAGENET_NOTOP_FILE} into {cache}/ (the Keras cache), or pass "
+                f"model.weights=/path/to/{IMAGENET_NOTOP_FILE}, or use model.weights=auto to fall "
+                f"back to random initialisation."
+            ) from None
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelConfigError(
+            f"model.weights={weights!r}: expected 'imagenet', 'auto', null or the path of an "
+            f"existing weights file for ResNet50 without its top, and no file is at {path.resolve()}"
+        )
+    try:
+        return _resnet50(str(path), input_shape), f"file:{path.resolve()}"
+    except (ValueError, OSError) as error:  # OSError: h5py cannot read the file at all
+        raise ModelConfigError(
+            f"model.weights={weights!r}: the file is not a weights file for ResNet50 without its "
+            f"top ({error})"
+        ) from None
+
+
+def _resnet50(weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
+    return keras.applications.ResNet50(include_top=False, weights=weights, input_shape=input_shape)

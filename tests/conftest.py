@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny synthetic catalogues, Hydra composition, a temp MLflow store."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before TensorFlow/Keras are imported: quiet logs, and an empty Keras cache so that no test
+# can pick up ImageNet weights a developer happens to have.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="fashionbench-keras-home-")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from fashionbench.data import Catalogue  # noqa: E402
+from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+SHARED_DATA = Path(os.environ.get("FASHIONBENCH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data"
+
+# Overrides that shrink a whole run to seconds: 32 px, a few items per split, one epoch.
+TINY_RUN = [
+    "data.image_size=32",
+    "data.scale=0.01",
+    "data.min_per_split=3",
+    "train.epochs=1",
+    "train.batch_size=16",
+    "users.n_users=6",
+    "users.items_per_user=12",
+    "eval.k=2",
+    "model.weights=null",
+]
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The config a user gets from the command line with these overrides."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+@pytest.fixture(scope="session")
+def tiny_catalogue() -> Catalogue:
+    return SyntheticSource(seed=0, image_size=32, scale=0.01, min_per_split=3).load()
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    """A fresh SQLite MLflow store in the test's temp dir."""
+    return "sqlite:///" + str(tmp_path / "mlflow.db")
+
+
+@pytest.fixture(autouse=True)
+def no_inherited_tracking_uri():
+    """``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI; keep one test's store out of the next."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)

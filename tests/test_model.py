@@ -1,0 +1,88 @@
+"""The classifier: freezing, embedding layers and weights, as the config describes them."""
+
+import numpy as np
+import pytest
+
+from fashionbench.model import EMBEDDING_LAYERS, ModelConfigError, WeightsUnavailableError, build_classifier
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return build_classifier((32, 32), weights=None, freeze=4, embedding_layer="dense_128")
+
+
+def test_freeze_n_trains_exactly_the_last_n_backbone_layers(classifier):
+    backbone = classifier.model.layers[: classifier.backbone_layers]
+    trainable = [layer.name for layer in backbone if layer.trainable]
+    assert trainable == [layer.name for layer in backbone[-4:]]
+    assert trainable[-1] == "conv5_block3_out"
+    # The head is always trained.
+    assert all(classifier.model.get_layer(name).trainable for name in ("dense_512", "dense_128", "softmax"))
+
+
+def test_head_is_the_courses(classifier):
+    assert classifier.model.get_layer("dense_512").units == 512
+    assert classifier.model.get_layer("dropout").rate == pytest.approx(0.3)
+    assert classifier.model.get_layer("dense_128").units == 128
+    assert classifier.model.output_shape == (None, 4)
+
+
+@pytest.mark.parametrize("layer, dim", [("pool", 2048), ("dense_512", 512), ("dense_128", 128), ("softmax", 4)])
+def test_embedding_layers_give_their_width(classifier, layer, dim):
+    assert layer in EMBEDDING_LAYERS
+    embedder = type(classifier)(classifier.model, "random", classifier.backbone_layers, 4, layer).embedding_model()
+    assert embedder.output_shape == (None, dim)
+
+
+@pytest.mark.parametrize("freeze", [-1, 176, 2.5])
+def test_invalid_freeze_names_the_valid_range(freeze):
+    with pytest.raises(ModelConfigError, match=r"model.freeze must be an integer in \[0, 175\]"):
+        build_classifier((32, 32), weights=None, freeze=freeze)
+
+
+def test_unknown_embedding_layer_lists_the_valid_names():
+    with pytest.raises(ModelConfigError, match="'pool', 'dense_512', 'dense_128', 'softmax'"):
+        build_classifier((32, 32), weights=None, embedding_layer="fc7")
+
+
+def test_weights_file_is_loaded(tmp_path):
+    import keras
+
+    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "backbone.weights.h5"
+    source.save_weights(path)
+    loaded = build_classifier((32, 32), weights=str(path), seed=123)
+    assert loaded.weights_used == f"file:{path.resolve()}"
+    np.testing.assert_array_equal(
+        loaded.model.get_layer("conv1_conv").get_weights()[0], source.get_layer("conv1_conv").get_weights()[0]
+    )
+
+
+def test_missing_weights_file_is_a_config_error(tmp_path):
+    with pytest.raises(ModelConfigError, match="no file is at"):
+        build_classifier((32, 32), weights=str(tmp_path / "nope.weights.h5"))
+
+
+def test_wrong_weights_file_is_a_config_error(tmp_path):
+    path = tmp_path / "notes.weights.h5"
+    path.write_bytes(b"not hdf5")
+    with pytest.raises(ModelConfigError, match="not a weights file for ResNet50"):
+        build_classifier((32, 32), weights=str(path))
+
+
+def test_imagenet_without_cache_or_network_says_how_to_provide_the_file():
+    # conftest points KERAS_HOME at an empty directory; this machine cannot download.
+    try:
+        build_classifier((32, 32), weights="imagenet")
+    except WeightsUnavailableError as error:
+        message = str(error)
+        assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+        assert "model.weights=/path/to/" in message
+        assert "model.weights=auto" in message
+    else:
+        pytest.skip("ImageNet weights were downloadable here; the offline error cannot be shown")
+
+
+def test_auto_falls_back_to_random_and_says_so():
+    classifier = build_classifier((32, 32), weights="auto")
+    assert classifier.weights_used in ("random", "imagenet")

@@ -1,0 +1,107 @@
+"""The whole pipeline into a real MLflow store: single runs, failures, and a Hydra multirun."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashionbench.data import CATEGORIES
+from fashionbench.run import run_experiment
+from tests.conftest import TINY_RUN, compose_config
+
+pytestmark = pytest.mark.slow
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    found = set()
+    for entry in client.list_artifacts(run_id, path):
+        found.add(entry.path)
+        if entry.is_dir:
+            found |= artifact_paths(client, run_id, entry.path)
+    return found
+
+
+def test_a_run_logs_params_metrics_artifacts_and_tags(store_uri):
+    cfg = compose_config([*TINY_RUN, f"tracking.uri={store_uri}", "tracking.experiment_name=e2e"])
+    summary = run_experiment(cfg)
+
+    client = MlflowClient(store_uri)
+    run = client.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "e2e"
+    metrics = run.data.metrics
+    for name in ("train_seconds", "test_accuracy", "precision_at_k", "recall_at_k", "random_precision_at_k"):
+        assert name in metrics, name
+    assert metrics["train_seconds"] > 0
+    for category in CATEGORIES:
+        assert 0 <= metrics[f"test_f1_{category}"] <= 1
+        assert 0 <= metrics[f"precision_at_k_{category}"] <= 1
+        assert 0 <= metrics[f"random_precision_at_k_{category}"] <= 1
+    assert metrics["items_test"] == sum(max(3, round(n * 0.01)) for n in (160, 545, 267, 694))
+    assert run.data.params["model.freeze"] == "4"
+    assert run.data.params["index.metric"] == "angular"
+    assert run.data.tags["weights_used"] == "random"
+    assert len(run.data.tags["data_fingerprint"]) == 16
+    assert run.data.tags["git_commit"]
+
+    artifacts = artifact_paths(client, summary.run_id)
+    assert {"config.yaml", "plots/confusion_matrix.png", "data/split_table.csv"} <= artifacts
+    assert {f"indexes/{c}.ann" for c in CATEGORIES} <= artifacts
+
+    # The logged model loads back, by its own URI and through the run.
+    model = mlflow.keras.load_model(run.data.tags["model_uri"])
+    assert model.output_shape == (None, 4)
+    assert mlflow.keras.load_model(f"runs:/{summary.run_id}/model").count_params() == model.count_params()
+
+
+def test_a_failing_run_is_marked_failed_with_its_error(store_uri):
+    cfg = compose_config([*TINY_RUN, f"tracking.uri={store_uri}", "freeze=999", "tracking.log_model=false"])
+    with pytest.raises(ValueError, match=r"model.freeze must be an integer in \[0, 175\]"):
+        run_experiment(cfg)
+    client = MlflowClient(store_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "model.freeze" in run.data.tags["error"]
+    assert "error.txt" in artifact_paths(client, run.info.run_id)
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "fashionbench.run", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_reports_a_bad_option_without_a_traceback(tmp_path):
+    result = run_cli([*TINY_RUN, "index.metric=cosine", "tracking.log_model=false"], tmp_path)
+    assert result.returncode != 0
+    assert "index.metric must be one of ['angular', 'euclidean', 'manhattan', 'dot'], got 'cosine'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_single_run_uses_a_store_in_the_working_directory(tmp_path):
+    result = run_cli([*TINY_RUN, "tracking.log_model=false"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "precision@k" in result.stdout and "mlflow ui --backend-store-uri sqlite:////" in result.stdout
+    client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
+    (run,) = client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])
+    assert run.info.status == "FINISHED"
+
+
+def test_multirun_goes_on_after_a_failed_job_and_groups_runs_under_a_parent(tmp_path):
+    result = run_cli(["-m", "freeze=999,2", *TINY_RUN, "tracking.log_model=false"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
+    experiment_id = client.get_experiment_by_name("fashionbench").experiment_id
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time ASC"])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("sweep_id") == parent.info.run_id]
+    assert [(c.data.params["model.freeze"], c.info.status) for c in children] == [("999", "FAILED"), ("2", "FINISHED")]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics == {"runs_failed": 1.0, "runs": 2.0}
+    assert "precision_at_k" in children[1].data.metrics

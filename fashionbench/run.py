@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 import hydra  # noqa: E402
+import numpy as np  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from hydra.errors import InstantiationException  # noqa: E402
@@ -116,6 +117,12 @@ def run_experiment(cfg: DictConfig) -> RunSummary:
         run.log_artifact(report.plot_confusion_matrix(workdir / "confusion_matrix.png"), "plots")
 
         shop = test  # the test split plays the shop's new items
+        # The shop as the registry will need it: item table and the images the model saw.
+        shop.items.to_csv(workdir / "shop_items.csv", index=False)
+        np.savez_compressed(workdir / "shop_images.npz", item_ids=shop.items["item_id"].to_numpy(str),
+                            images=shop.images)
+        run.log_artifact(workdir / "shop_items.csv", "data")
+        run.log_artifact(workdir / "shop_images.npz", "data")
         embeddings = embed_items(classifier, shop, cfg.eval.batch_size)
         indexes = build_shop_index(embeddings, cfg.index.metric, cfg.index.n_trees, cfg.index.search_k, cfg.seed)
         for index in indexes.values():

@@ -50,7 +50,8 @@ def test_a_run_logs_params_metrics_artifacts_and_tags(store_uri):
     assert run.data.tags["git_commit"]
 
     artifacts = artifact_paths(client, summary.run_id)
-    assert {"config.yaml", "plots/confusion_matrix.png", "data/split_table.csv"} <= artifacts
+    assert {"config.yaml", "plots/confusion_matrix.png", "data/split_table.csv", "data/shop_items.csv",
+            "data/shop_images.npz"} <= artifacts
     assert {f"indexes/{c}.ann" for c in CATEGORIES} <= artifacts
 
     # The logged model loads back, by its own URI and through the run.

@@ -133,7 +133,7 @@ def run_experiment(cfg: DictConfig) -> RunSummary:
         users = build(cfg.users)(shop=shop, seed=cfg.seed)
         splits, skipped_pairs = hold_out_favourites(users, cfg.eval.holdout_fraction, seed=cfg.seed)
         run.log_metrics({"users": users.n_users, "favourites": len(users.favourites),
-                         "eval_pairs_skipped": skipped_pairs})
+                         "eval_pairs_skipped": skipped_pairs, **users.metrics})
 
         def annoy_recommender(category: str, queries: list[str], k: int) -> list[str]:
             return [item for item, _ in indexes[category].recommend(queries, k)]

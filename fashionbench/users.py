@@ -1,25 +1,29 @@
-"""Simulated users: a taste over item attributes, ratings, favourites and held-out favourites.
+"""Users of the shop: their ratings, favourites and held-out favourites.
 
-A user's taste is a random weight per attribute value (colour=red, pattern=dots, ...). Its
-score for an item is the sum of the weights of the item's attribute values plus Gaussian
-noise; scores become ratings by matching a target rating histogram (by default the one
-observed in the Women's E-Commerce Clothing Reviews), so ratings look like real reviews
-while similar-looking items get similar ratings. Everything is deterministic from ``seed``.
+Two ways to make them, both deterministic from ``seed``:
+- ``simulate_users`` (users=taste): a user's taste is a random weight per attribute value
+  (colour=red, pattern=dots, ...); its score for an item is the sum of the weights of the
+  item's attribute values plus Gaussian noise, and scores become ratings by matching a
+  rating histogram (optionally calibrated on the reviews CSV), so that ratings look like
+  real reviews while similar-looking items get similar ratings.
+- ``course_users`` (users=course): the course's own simulation from the reviews CSV, whose
+  ratings do not depend on what the items look like.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from fashionbench.data import Catalogue
+from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.catalogue import ATTRIBUTE_PREFIX
+from fashionbench.reviews import Reviews, load_reviews
 
-# Ratings 1..5 in the first 1,000 rows of the Women's E-Commerce Clothing Reviews (Kaggle).
-REVIEWS_RATING_HISTOGRAM = (27, 72, 127, 228, 546)
+log = logging.getLogger(__name__)
 
 
 class UsersConfigError(ValueError):
@@ -31,7 +35,8 @@ class SimulatedUsers:
     """Ratings of shop items: one row per (user_id, item_id) with the item's category."""
 
     ratings: pd.DataFrame  # user_id, item_id, category, rating
-    favourite_threshold: int
+    favourite_threshold: float
+    metrics: dict[str, float] = field(default_factory=dict)  # how the users were made, to log
 
     @property
     def favourites(self) -> pd.DataFrame:
@@ -55,48 +60,135 @@ class HeldOutFavourites:
 def simulate_users(
     shop: Catalogue,
     n_users: int = 50,
-    items_per_user: int = 60,
+    items_per_user: int | None = 100,
     rating_histogram: tuple[float, ...] = (1, 1, 1, 1, 1),
     noise: float = 0.3,
     favourite_threshold: int = 4,
     seed: int = 0,
+    reviews: str | None = None,
+    class_map: dict[str, str] | None = None,
+    min_reviews_per_category: int = 20,
 ) -> SimulatedUsers:
-    """Each of ``n_users`` rates ``items_per_user`` random shop items (all if the shop is smaller).
+    """Users with a taste over item attributes rate shop items; ratings follow a histogram.
 
-    ``rating_histogram[r-1]`` is the relative frequency of rating r; the scale is
-    1..len(rating_histogram). Raises UsersConfigError for unusable options.
+    Without ``reviews``: each user rates ``items_per_user`` shop items (all, if the shop is
+    smaller) spread over the categories as the shop is, and ``rating_histogram[r-1]`` is the
+    relative frequency of rating r (scale 1..len). With ``reviews`` (the Women's E-Commerce
+    Clothing Reviews CSV) the simulation is calibrated on it: the class mix sets how many
+    items of each category a user rates, each category's rating histogram is the file's
+    (the overall one for a category with fewer than ``min_reviews_per_category`` rows, which
+    is reported), and ``items_per_user=None`` means review rows / ``n_users``. Ratings are
+    matched per user and category: a user's q-quantile score gets the rating whose
+    cumulative frequency first reaches q. Raises UsersConfigError for unusable options.
     """
-    _validate(n_users, items_per_user, rating_histogram, noise, favourite_threshold)
     attribute_columns = [c for c in shop.items.columns if c.startswith(ATTRIBUTE_PREFIX)]
     if not attribute_columns:
         raise UsersConfigError(
-            "simulated users need items with ground-truth attributes (attr_* columns); "
-            "this catalogue has none"
+            "taste users need items with ground-truth attributes (attr_* columns); this catalogue "
+            "has none: use users=course, or a data source with attributes"
         )
+    categories = [c for c in CATEGORIES if (shop.items["category"] == c).any()]
+    metrics: dict[str, float] = {}
+    if reviews is None:
+        histograms = {c: np.asarray(rating_histogram, dtype=float) for c in categories}
+        mix = shop.items["category"].value_counts(normalize=True).to_dict()
+    else:
+        calibration = load_reviews(reviews, class_map)
+        histograms, mix, metrics = _calibrate(calibration, categories, min_reviews_per_category)
+        rating_histogram = tuple(calibration.rating_histogram())
+        if items_per_user is None:
+            items_per_user = max(2, round(len(calibration.rows) / max(n_users, 1)))
+    if items_per_user is None:
+        raise UsersConfigError("users.items_per_user may be null only when users.reviews names a reviews file")
+    _validate(n_users, items_per_user, rating_histogram, noise, favourite_threshold)
+    metrics["users_items_per_user"] = float(items_per_user)
+
     # One-hot item attributes: taste weights are per attribute value.
     features = pd.get_dummies(shop.items[attribute_columns].astype(str)).to_numpy(dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    per_user = min(items_per_user, len(shop))
-    cumulative = np.cumsum(rating_histogram) / np.sum(rating_histogram)
     item_ids = shop.items["item_id"].to_numpy()
-    categories = shop.items["category"].to_numpy()
+    members = {c: np.flatnonzero(shop.items["category"].to_numpy() == c) for c in categories}
+    per_category = {c: min(len(members[c]), max(1, round(items_per_user * mix.get(c, 0.0)))) for c in categories}
+    cumulative = {c: np.cumsum(histograms[c]) / histograms[c].sum() for c in categories}
+    rng = np.random.default_rng(seed)
     frames = []
     for user in range(n_users):
         taste = rng.normal(0.0, 1.0, features.shape[1])
-        rated = rng.choice(len(shop), size=per_user, replace=False)
-        scores = features[rated] @ taste / math.sqrt(len(attribute_columns))
-        scores += rng.normal(0.0, noise, per_user)
-        # Histogram matching: the q-quantile of this user's scores gets the rating whose
-        # cumulative frequency first reaches q.
-        quantiles = (np.argsort(np.argsort(scores)) + 0.5) / per_user
-        frames.append(pd.DataFrame({
-            "user_id": f"user-{user:04d}",
-            "item_id": item_ids[rated],
-            "category": categories[rated],
-            "rating": 1 + np.searchsorted(cumulative, quantiles),
-        }))
-    ratings = pd.concat(frames, ignore_index=True)
-    return SimulatedUsers(ratings, favourite_threshold)
+        for category in categories:
+            rated = rng.choice(members[category], size=per_category[category], replace=False)
+            scores = features[rated] @ taste / math.sqrt(len(attribute_columns))
+            scores += rng.normal(0.0, noise, len(rated))
+            quantiles = (np.argsort(np.argsort(scores)) + 0.5) / len(rated)
+            frames.append(pd.DataFrame({
+                "user_id": f"user-{user:04d}",
+                "item_id": item_ids[rated],
+                "category": category,
+                "rating": 1 + np.searchsorted(cumulative[category], quantiles),
+            }))
+    return SimulatedUsers(pd.concat(frames, ignore_index=True), favourite_threshold, metrics)
+
+
+def course_users(
+    shop: Catalogue,
+    reviews: str,
+    n_users: int = 5,
+    favourite_threshold: int = 4,
+    class_map: dict[str, str] | None = None,
+    seed: int = 0,
+) -> SimulatedUsers:
+    """The course's simulation: every review row of the four classes goes to one of
+    ``n_users`` users (A, B, C, ...) at random, and every Clothing ID of a class stands for a
+    random shop item of that category. A user's rating of an item is the mean of its rows.
+    Ratings here do not depend on what items look like."""
+    if not 1 <= n_users <= 26:
+        raise UsersConfigError(f"users.n_users must be in 1..26 (users are named A..Z), got {n_users}")
+    calibration = load_reviews(reviews, class_map)
+    rows = calibration.rows
+    rng = np.random.default_rng(seed)
+    stand_in: dict[tuple[str, str], str] = {}
+    for category, group in rows.groupby("category", sort=True):
+        shop_items = shop.items.loc[shop.items["category"] == category, "item_id"].to_numpy()
+        if len(shop_items) == 0:
+            continue
+        for clothing_id in sorted(group["clothing_id"].unique()):
+            stand_in[(category, clothing_id)] = str(rng.choice(shop_items))
+    names = np.array([chr(ord("A") + i) for i in range(n_users)])
+    ratings = pd.DataFrame({
+        "user_id": names[rng.integers(0, n_users, len(rows))],
+        "item_id": [stand_in.get(key) for key in zip(rows["category"], rows["clothing_id"])],
+        "category": rows["category"].to_numpy(),
+        "rating": rows["rating"].to_numpy(dtype=float),
+    }).dropna(subset=["item_id"])
+    ratings = ratings.groupby(["user_id", "item_id", "category"], as_index=False)["rating"].mean()
+    metrics = {"users_reviews_rows": float(len(rows)),
+               **{f"users_reviews_{c}": float(n) for c, n in calibration.class_counts().items()},
+               **{f"users_reviews_skipped_{r}": float(n) for r, n in calibration.skipped.items()}}
+    return SimulatedUsers(ratings, favourite_threshold, metrics)
+
+
+def _calibrate(reviews: Reviews, categories: list[str], min_rows: int):
+    """Per-category histograms and class mix from the reviews, with the fallbacks reported."""
+    counts = reviews.class_counts()
+    overall = reviews.rating_histogram().astype(float)
+    metrics = {"users_reviews_rows": float(len(reviews.rows)),
+               **{f"users_reviews_{c}": float(n) for c, n in counts.items()},
+               **{f"users_reviews_skipped_{r}": float(n) for r, n in reviews.skipped.items()}}
+    histograms, thin = {}, []
+    for category in categories:
+        if counts[category] >= min_rows:
+            histograms[category] = reviews.rating_histogram(category).astype(float)
+        else:
+            histograms[category] = overall
+            thin.append(category)
+            metrics[f"users_histogram_fallback_{category}"] = 1.0
+    present = [counts[c] for c in categories if c not in thin]
+    # A category the file (almost) lacks still gets rated, as often as an average category.
+    stand_in = float(np.mean(present)) if present else 1.0
+    weights = {c: (stand_in if c in thin else float(counts[c])) for c in categories}
+    mix = {c: w / sum(weights.values()) for c, w in weights.items()}
+    if thin:
+        log.warning("reviews %s have fewer than %d rows for %s: using the overall rating histogram "
+                    "and an average share of ratings for them", reviews.path.name, min_rows, thin)
+    return histograms, mix, metrics
 
 
 def hold_out_favourites(

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fashionbench.data.synthetic import SyntheticSource
 from fashionbench.users import UsersConfigError, hold_out_favourites, simulate_users
 
 
@@ -21,12 +22,14 @@ def test_same_seed_same_users_and_held_out_sets(tiny_catalogue):
     assert not first.ratings.equals(other.ratings)
 
 
-def test_ratings_follow_the_histogram(tiny_catalogue):
-    shop = shop_of(tiny_catalogue)
+def test_ratings_follow_the_histogram_in_every_category():
+    shop = SyntheticSource(image_size=32, scale=0.1).load().split("test")
     users = simulate_users(shop, n_users=40, items_per_user=len(shop), rating_histogram=(1, 1, 2, 0, 4), seed=0)
-    share = users.ratings["rating"].value_counts(normalize=True).reindex(range(1, 6), fill_value=0)
-    np.testing.assert_allclose(share.to_numpy(), [0.125, 0.125, 0.25, 0.0, 0.5], atol=1 / len(shop))  # quantiles of n items
     assert users.ratings.groupby("user_id").size().eq(len(shop)).all()
+    for category, ratings in users.ratings.groupby("category"):
+        share = ratings["rating"].value_counts(normalize=True).reindex(range(1, 6), fill_value=0)
+        n_items = (shop.items.category == category).sum()  # quantiles of n items: 1/n resolution
+        np.testing.assert_allclose(share.to_numpy(), [0.125, 0.125, 0.25, 0.0, 0.5], atol=1 / n_items)
 
 
 def test_ratings_depend_on_attributes_not_on_chance(tiny_catalogue):
@@ -62,3 +65,42 @@ def test_held_out_favourites_split_each_users_favourites(tiny_catalogue):
 def test_invalid_user_options_name_the_option(tiny_catalogue, options, message):
     with pytest.raises(UsersConfigError, match=message):
         simulate_users(shop_of(tiny_catalogue), **options)
+
+
+def reviews_without_shorts(tmp_path, n_dresses=40, n_skirts=30):
+    header = ",Clothing ID,Age,Title,Review Text,Rating,Recommended IND,Positive Feedback Count,Division Name,Department Name,Class Name\n"
+    lines = [f"{i},{100 + i % 7},30,,ok,{5 if i % 4 else 1},1,0,General,Dresses,Dresses" for i in range(n_dresses)]
+    lines += [f"{n_dresses + i},{200 + i % 5},30,,ok,{2 + i % 2},1,0,General,Bottoms,Skirts" for i in range(n_skirts)]
+    path = tmp_path / "reviews.csv"
+    path.write_text(header + "\n".join(lines) + "\n")
+    return path
+
+
+def test_taste_users_calibrated_on_reviews_follow_each_class(tiny_catalogue, tmp_path):
+    shop = shop_of(tiny_catalogue)
+    users = simulate_users(shop, n_users=30, items_per_user=None, reviews=str(reviews_without_shorts(tmp_path)),
+                           min_reviews_per_category=10, seed=0)
+    # Skirts were rated only 2 or 3 in the file; Dresses 5 (3 in 4) or 1.
+    skirts = users.ratings[users.ratings.category == "Skirts"].rating
+    assert set(skirts) <= {2, 3}
+    dresses = users.ratings[users.ratings.category == "Dresses"].rating
+    assert set(dresses) <= {1, 5} and (dresses == 5).mean() > 0.6
+    # Shorts and Blouses are absent: reported, rated with the overall histogram.
+    assert users.metrics["users_histogram_fallback_Shorts"] == 1.0
+    assert users.metrics["users_histogram_fallback_Blouses"] == 1.0
+    assert "users_histogram_fallback_Dresses" not in users.metrics
+    assert set(users.ratings.category) == set(shop.items.category)
+    assert users.metrics["users_items_per_user"] == round(70 / 30)
+
+
+def test_course_users_deal_review_rows_to_named_users(tiny_catalogue, tmp_path):
+    from fashionbench.users import course_users
+
+    shop = shop_of(tiny_catalogue)
+    path = str(reviews_without_shorts(tmp_path))
+    users = course_users(shop, path, n_users=5, seed=0)
+    assert set(users.ratings.user_id) <= set("ABCDE")
+    assert set(users.ratings.category) == {"Dresses", "Skirts"}
+    assert set(users.ratings.item_id) <= set(shop.items.item_id)
+    assert users.ratings.equals(course_users(shop, path, n_users=5, seed=0).ratings)
+    assert users.metrics["users_reviews_rows"] == 70

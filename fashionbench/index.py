@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class CategoryIndex:
     item_ids: np.ndarray
     metric: str
     search_k: int = -1
+    build_seconds: float = 0.0  # adding the items and building the trees; 0 for a loaded index
 
     @classmethod
     def build(
@@ -48,12 +50,14 @@ class CategoryIndex:
         categories = set(embeddings.categories.tolist())
         if len(categories) != 1:
             raise ValueError(f"a CategoryIndex holds one category, got {sorted(categories)}")
+        start = time.perf_counter()
         annoy = AnnoyIndex(embeddings.dim, metric)
         annoy.set_seed(seed)
         for position, vector in enumerate(embeddings.vectors):
             annoy.add_item(position, vector)
         annoy.build(n_trees, n_jobs=1)  # n_jobs=1: Annoy builds are reproducible only single-threaded
-        return cls(categories.pop(), annoy, np.asarray(embeddings.item_ids), metric, search_k)
+        seconds = time.perf_counter() - start
+        return cls(categories.pop(), annoy, np.asarray(embeddings.item_ids), metric, search_k, seconds)
 
     def __len__(self) -> int:
         return len(self.item_ids)

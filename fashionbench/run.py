@@ -29,6 +29,7 @@ from fashionbench.data import CATEGORIES  # noqa: E402
 from fashionbench.embed import embed_items  # noqa: E402
 from fashionbench.evaluate import classification_report, evaluate_recommendations, random_recommender  # noqa: E402
 from fashionbench.index import build_shop_index, validate_index_options  # noqa: E402
+from fashionbench.index_quality import measure_index, shop_index_metrics  # noqa: E402
 from fashionbench.model import predict_in_batches  # noqa: E402
 from fashionbench.tracking import flatten_config, tracked_run, tracking_settings  # noqa: E402
 from fashionbench.train import train_classifier  # noqa: E402
@@ -128,6 +129,11 @@ def run_experiment(cfg: DictConfig) -> RunSummary:
         for index in indexes.values():
             index.save(workdir / "indexes")
         run.log_artifacts(workdir / "indexes", "indexes")
+        # Annoy against exact search on the same vectors, as ann-benchmarks measures it.
+        run.log_metrics(shop_index_metrics([
+            measure_index(index, embeddings.of_category(category).vectors, cfg.index.quality_k,
+                          cfg.index.quality_repeats, workdir / "indexes" / f"{category}.ann")
+            for category, index in indexes.items()]))
         run.log_metrics({"embedding_dim": embeddings.dim})
 
         users = build(cfg.users)(shop=shop, seed=cfg.seed)

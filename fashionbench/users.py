@@ -21,6 +21,7 @@ import pandas as pd
 
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.catalogue import ATTRIBUTE_PREFIX
+from fashionbench.data.measured_attributes import measured_attributes
 from fashionbench.reviews import Reviews, load_reviews
 
 log = logging.getLogger(__name__)
@@ -79,16 +80,20 @@ def simulate_users(
     (the overall one for a category with fewer than ``min_reviews_per_category`` rows, which
     is reported), and ``items_per_user=None`` means review rows / ``n_users``. Ratings are
     matched per user and category: a user's q-quantile score gets the rating whose
-    cumulative frequency first reaches q. Raises UsersConfigError for unusable options.
+    cumulative frequency first reaches q. A catalogue without ``attr_*`` columns gets
+    attributes measured from its images (see ``measured_attributes``), reported as the
+    metric ``users_attributes_measured``. Raises UsersConfigError for unusable options.
     """
     attribute_columns = [c for c in shop.items.columns if c.startswith(ATTRIBUTE_PREFIX)]
-    if not attribute_columns:
-        raise UsersConfigError(
-            "taste users need items with ground-truth attributes (attr_* columns); this catalogue "
-            "has none: use users=course, or a data source with attributes"
-        )
-    categories = [c for c in CATEGORIES if (shop.items["category"] == c).any()]
+    attributes = shop.items[attribute_columns]
     metrics: dict[str, float] = {}
+    if not attribute_columns:
+        # No ground truth: a taste over colour, lightness and saturation read off the images.
+        attributes = measured_attributes(shop.images)
+        attribute_columns = list(attributes.columns)
+        metrics["users_attributes_measured"] = 1.0
+        log.info("the catalogue has no attributes: users' taste is over %s measured from pixels", attribute_columns)
+    categories = [c for c in CATEGORIES if (shop.items["category"] == c).any()]
     if reviews is None:
         histograms = {c: np.asarray(rating_histogram, dtype=float) for c in categories}
         mix = shop.items["category"].value_counts(normalize=True).to_dict()
@@ -104,7 +109,7 @@ def simulate_users(
     metrics["users_items_per_user"] = float(items_per_user)
 
     # One-hot item attributes: taste weights are per attribute value.
-    features = pd.get_dummies(shop.items[attribute_columns].astype(str)).to_numpy(dtype=np.float64)
+    features = pd.get_dummies(attributes.astype(str)).to_numpy(dtype=np.float64)
     item_ids = shop.items["item_id"].to_numpy()
     members = {c: np.flatnonzero(shop.items["category"].to_numpy() == c) for c in categories}
     per_category = {c: min(len(members[c]), max(1, round(items_per_user * mix.get(c, 0.0)))) for c in categories}

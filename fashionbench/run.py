@@ -105,6 +105,8 @@ def run_experiment(cfg: DictConfig) -> RunSummary:
         run.log_text(split_table.to_csv(), "data/split_table.csv")
         run.log_metrics({f"items_{split}": float(split_table[split].sum()) for split in split_table.columns})
         run.log_metrics({f"skipped_{reason}": count for reason, count in catalogue.skipped.items()})
+        run.log_metrics({f"converted_{what}": count for what, count in catalogue.converted.items()})
+        run.log_text(catalogue.skipped_items.to_csv(index=False), "data/skipped_items.csv")
         log.info("catalogue %s: %d items\n%s", cfg.data.name, len(catalogue), split_table)
 
         training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"),

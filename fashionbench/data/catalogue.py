@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from fashionbench.data.skips import empty_skipped_items
+
 CATEGORIES: tuple[str, ...] = ("Skirts", "Dresses", "Shorts", "Blouses")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -36,12 +38,16 @@ class Catalogue:
     CATEGORIES), ``split`` (one of SPLITS), ``source`` (file path or generator name)
     and any number of ground-truth attribute columns named ``attr_<name>``.
     ``images`` is uint8 RGB, shape (n, height, width, 3). ``skipped`` counts items the
-    source could not use, by reason.
+    source could not use, by reason; ``skipped_items`` lists the problem ones (columns
+    ``item``, ``reason``, ``detail``; items a filter or an unmapped label left out are only
+    counted). ``converted`` counts items used after a conversion (colour mode, encoding).
     """
 
     items: pd.DataFrame
     images: np.ndarray
     skipped: Mapping[str, int] = field(default_factory=dict)
+    skipped_items: pd.DataFrame = field(default_factory=empty_skipped_items)
+    converted: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [c for c in REQUIRED_COLUMNS if c not in self.items.columns]
@@ -84,7 +90,8 @@ class Catalogue:
 
     def subset(self, mask: np.ndarray | pd.Series) -> Catalogue:
         mask = np.asarray(mask, dtype=bool)
-        return Catalogue(self.items[mask].reset_index(drop=True), self.images[mask], self.skipped)
+        return Catalogue(self.items[mask].reset_index(drop=True), self.images[mask], self.skipped,
+                         self.skipped_items, self.converted)
 
     def split(self, name: str) -> Catalogue:
         """The items of one split ("train", "val" or "test")."""

@@ -1,0 +1,185 @@
+"""From labelled image paths to a catalogue: the part every file-based source shares.
+
+A source (DeepFashion annotations, a labelled CSV, a folder tree) reads its own layout into
+``LabelledImage`` records; ``load_labelled_images`` resolves each path inside the root,
+decodes the images (in threads: Pillow releases the GIL while decoding), splits the items
+when the source publishes no split, and fails if a category ends up empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fashionbench.data.catalogue import ATTRIBUTE_PREFIX, CATEGORIES, SPLITS, Catalogue, CatalogueError
+from fashionbench.data.images import UnusableImage, decode_image, resolve_inside
+from fashionbench.data.skips import SkipLog
+from fashionbench.data.splitting import stratified_course_split
+
+log = logging.getLogger("fashionbench.data")
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One item as a source's annotations describe it; ``path`` is relative to the root."""
+
+    item_id: str
+    path: str
+    category: str
+    split: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+def validate_source_options(
+    source: str, root: str | Path, image_size: int, max_pixels: int, max_per_category: int | None
+) -> Path:
+    """The root as a Path; CatalogueError naming the ``data.*`` option that is invalid."""
+    if image_size < 32:
+        raise CatalogueError(f"data.image_size must be >= 32 (ResNet50's smallest input), got {image_size}")
+    if max_pixels < 1:
+        raise CatalogueError(f"data.max_pixels must be >= 1, got {max_pixels}")
+    if max_per_category is not None and max_per_category < 1:
+        raise CatalogueError(f"data.max_per_category must be >= 1 or null, got {max_per_category}")
+    if root is None or str(root) in ("", "???"):
+        raise CatalogueError(f"data.root must name the {source} data folder")
+    path = Path(root)
+    if not path.is_dir():
+        raise CatalogueError(f"data.root={str(root)!r}: no such folder (the {source} data set's root)")
+    return path
+
+
+def validate_category_mapping(mapping: Mapping[str, str], option: str) -> dict[str, str]:
+    """``mapping`` (source label -> shop category) checked: every target is one of CATEGORIES."""
+    wrong = {label: target for label, target in mapping.items() if target not in CATEGORIES}
+    if wrong:
+        raise CatalogueError(f"{option} maps to unknown categories {wrong}; expected one of {list(CATEGORIES)}")
+    return {str(label): str(target) for label, target in mapping.items()}
+
+
+def load_labelled_images(
+    records: Sequence[LabelledImage],
+    *,
+    source: str,
+    root: Path,
+    image_size: int,
+    seed: int,
+    skips: SkipLog,
+    max_per_category: int | None = None,
+    max_pixels: int,
+) -> Catalogue:
+    """The catalogue of the records whose image is usable, skipped ones counted in ``skips``.
+
+    Records without a split get a seeded stratified split in the course's proportions.
+    Raises CatalogueError if a category or a split ends up empty, naming it and the skip counts.
+    """
+    records = _drop_duplicate_ids(records, skips)
+    listed = Counter(record.category for record in records)
+    records = _subsample(records, max_per_category, seed)
+
+    started = time.perf_counter()
+    paths: list[Path | None] = []
+    lost_by_category: dict[str, Counter[str]] = {category: Counter() for category in CATEGORIES}
+    for record in records:
+        try:
+            paths.append(resolve_inside(root, record.path))
+        except UnusableImage as unusable:
+            paths.append(None)
+            skips.skip(record.item_id, unusable.reason, unusable.detail)
+            lost_by_category[record.category][unusable.reason] += 1
+
+    def decode(path: Path | None) -> tuple[np.ndarray, str] | UnusableImage | None:
+        if path is None:
+            return None
+        try:
+            return decode_image(path, image_size, max_pixels)
+        except UnusableImage as unusable:
+            return unusable
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        decoded = list(pool.map(decode, paths, chunksize=16))
+
+    kept, images = [], []
+    for record, result in zip(records, decoded):
+        if result is None:
+            continue
+        if isinstance(result, UnusableImage):
+            skips.skip(record.item_id, result.reason, result.detail)
+            lost_by_category[record.category][result.reason] += 1
+            continue
+        pixels, mode = result
+        if mode != "RGB":
+            skips.convert("image_mode_" + re.sub(r"[^A-Za-z0-9]+", "_", mode).strip("_"))
+        kept.append(record)
+        images.append(pixels)
+    seconds = time.perf_counter() - started
+
+    counts = Counter(record.category for record in kept)
+    for category in CATEGORIES:
+        if counts[category] == 0:
+            lost = dict(lost_by_category[category]) or "none"
+            raise CatalogueError(
+                f"data source {source} ({root}): category {category} has no usable items "
+                f"({listed[category]} listed after mapping; skipped in {category}: {lost}; "
+                f"skipped overall: {dict(skips.skipped) or 'none'})"
+            )
+    items = pd.DataFrame(
+        {
+            "item_id": [record.item_id for record in kept],
+            "category": [record.category for record in kept],
+            "split": [record.split for record in kept],
+            "source": [record.path for record in kept],
+        }
+    )
+    attribute_names = list(dict.fromkeys(name for record in kept for name in record.attributes))
+    for name in attribute_names:
+        items[ATTRIBUTE_PREFIX + name] = [record.attributes.get(name, "unknown") for record in kept]
+    unsplit = items["split"].isna().to_numpy()
+    if unsplit.any():
+        items.loc[unsplit, "split"] = stratified_course_split(items.loc[unsplit, "category"].to_numpy(), seed)
+    for split in SPLITS:
+        if not (items["split"] == split).any():
+            raise CatalogueError(
+                f"data source {source} ({root}): the {split} split has no usable items "
+                f"(skipped: {dict(skips.skipped) or 'none'})"
+            )
+
+    level = logging.WARNING if len(skips.skipped_items()) else logging.INFO
+    log.log(level, "%s: %d images decoded from %s in %.1f s; %s", source, len(kept), root, seconds, skips.summary())
+    stacked = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
+    return Catalogue(items, stacked, dict(skips.skipped), skips.skipped_items(), dict(skips.converted))
+
+
+def _drop_duplicate_ids(records: Sequence[LabelledImage], skips: SkipLog) -> list[LabelledImage]:
+    seen: set[str] = set()
+    unique = []
+    for record in records:
+        if record.item_id in seen:
+            skips.skip(record.item_id, "duplicate_id", f"item id listed again (path {record.path})")
+            continue
+        seen.add(record.item_id)
+        unique.append(record)
+    return unique
+
+
+def _subsample(records: list[LabelledImage], max_per_category: int | None, seed: int) -> list[LabelledImage]:
+    """At most ``max_per_category`` records per category, a seeded choice, in the original order."""
+    if max_per_category is None:
+        return records
+    chosen: set[int] = set()
+    for number, category in enumerate(CATEGORIES):
+        members = [i for i, record in enumerate(records) if record.category == category]
+        if len(members) > max_per_category:
+            rng = np.random.default_rng([seed, number, 1])
+            members = rng.choice(members, size=max_per_category, replace=False).tolist()
+        chosen.update(members)
+    return [record for i, record in enumerate(records) if i in chosen]

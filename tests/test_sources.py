@@ -131,6 +131,7 @@ def test_folders_flat_and_the_course_split_layout(tmp_path):
 def test_max_per_category_subsamples_with_the_seed(deepfashion_root):
     small = load("deepfashion", deepfashion_root, "data.max_per_category=3")
     assert small.items["category"].value_counts().to_dict() == dict.fromkeys(CATEGORIES, 3)
+    assert small.split_table().to_numpy().tolist() == [[1, 1, 1]] * 4  # the published split keeps its shares
     again = load("deepfashion", deepfashion_root, "data.max_per_category=3")
     assert small.items["item_id"].tolist() == again.items["item_id"].tolist()
 

@@ -172,14 +172,28 @@ def _drop_duplicate_ids(records: Sequence[LabelledImage], skips: SkipLog) -> lis
 
 
 def _subsample(records: list[LabelledImage], max_per_category: int | None, seed: int) -> list[LabelledImage]:
-    """At most ``max_per_category`` records per category, a seeded choice, in the original order."""
+    """At most ``max_per_category`` records per category, a seeded choice, in the original order.
+
+    With a published split, each split keeps its share of the category (largest remainder),
+    so that a small subsample still has items in every split the source has.
+    """
     if max_per_category is None:
         return records
     chosen: set[int] = set()
     for number, category in enumerate(CATEGORIES):
         members = [i for i, record in enumerate(records) if record.category == category]
-        if len(members) > max_per_category:
-            rng = np.random.default_rng([seed, number, 1])
-            members = rng.choice(members, size=max_per_category, replace=False).tolist()
-        chosen.update(members)
+        if len(members) <= max_per_category:
+            chosen.update(members)
+            continue
+        rng = np.random.default_rng([seed, number, 1])
+        groups: dict[str | None, list[int]] = {}
+        for i in members:
+            groups.setdefault(records[i].split, []).append(i)
+        shares = np.array([len(group) for group in groups.values()], dtype=np.float64)
+        quotas = np.floor(shares / shares.sum() * max_per_category).astype(int)
+        remainders = shares / shares.sum() * max_per_category - quotas
+        for position in np.argsort(-remainders, kind="stable")[: max_per_category - quotas.sum()]:
+            quotas[position] += 1
+        for quota, group in zip(quotas, groups.values()):
+            chosen.update(rng.choice(group, size=int(quota), replace=False).tolist())
     return [record for i, record in enumerate(records) if i in chosen]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from fashionbench.data import CATEGORIES, CatalogueError
 from fashionbench.data.images import UnusableImage, decode_image, resolve_inside
@@ -183,3 +184,14 @@ def test_deepfashion_end_to_end_logs_skip_metrics_and_the_skipped_list(tmp_path,
     skipped_csv = Path(client.download_artifacts(summary.run_id, "data/skipped_items.csv", str(tmp_path)))
     text = skipped_csv.read_text()
     assert dresses[0] in text and "truncated" in text and dresses[1] in text
+
+
+def test_phone_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :30] = (255, 0, 0)  # left half red, right half blue as stored
+    pixels[:, 30:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright, _ = decode_image(tmp_path / "phone.jpg", 32)
+    assert upright[:8, :, 0].mean() > 200 and upright[-8:, :, 2].mean() > 200  # red on top, blue below

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from struct import error as struct_error
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -85,7 +86,7 @@ def decode_image(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             # real ~400 px photos then decode several times faster.
             image.draft("RGB", (size, size))
             image.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(image))
+            rgb = _to_rgb(_upright(image))
             rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
             return np.asarray(rgb, dtype=np.uint8), mode
     except UnusableImage:
@@ -99,6 +100,15 @@ def decode_image(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise UnusableImage(reason, f"{path}: {error}") from None
     except (ValueError, SyntaxError, EOFError) as error:
         raise UnusableImage("undecodable", f"{path}: {type(error).__name__}: {error}") from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; as it is if the EXIF block is corrupt
+    (the pixels are fine, only the camera's metadata is not)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct_error):
+        return image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -1,0 +1,174 @@
+"""The promoted recommender: everything one run needs to recommend, in one directory (a bundle).
+
+A bundle is what ``promote`` registers in the model registry and what ``recommend`` and the
+``mlflow.pyfunc`` wrapper (in ``tracking``) load back. It holds
+
+    classifier.keras        the fine-tuned Keras classifier
+    recommender.json        embedding layer, image size, k, metric, the source run
+    config.yaml             the run's resolved config
+    indexes/<Category>.ann|.json   the run's Annoy indexes (CategoryIndex.save)
+    shop_items.csv          the shop's item table (item_id, category, split, source, attr_*)
+    shop_images.npz         the shop's images as the model saw them (item_ids, uint8 images)
+    users.csv               the run's simulated users' ratings (user_id, item_id, category, rating)
+
+so that recommendations, favourites and the pictures of both need nothing but the registry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fashionbench.data import CATEGORIES, Catalogue
+from fashionbench.index import CategoryIndex
+
+# The registered model that promote writes and recommend reads unless told otherwise.
+DEFAULT_MODEL_NAME = "fashionbench-recommender"
+BUNDLE_FILES = ("classifier.keras", "recommender.json", "config.yaml", "indexes", "shop_items.csv",
+                "shop_images.npz", "users.csv")
+
+
+class BundleError(ValueError):
+    """A recommender bundle (or a query to it) that cannot be used; the message says why."""
+
+
+def load_shop(items_csv: Path, images_npz: Path) -> Catalogue:
+    """The shop a run indexed, from its ``data/shop_items.csv`` and ``data/shop_images.npz``.
+
+    Raises BundleError when the two files do not describe the same items.
+    """
+    # Every column as written (str): attribute values like "none" must not become NaN.
+    items = pd.read_csv(items_csv, dtype=str, keep_default_na=False)
+    with np.load(images_npz) as stored:
+        image_ids, images = stored["item_ids"].astype(str), stored["images"]
+    if image_ids.tolist() != items["item_id"].tolist():
+        raise BundleError(f"{images_npz} does not hold the images of the items in {items_csv} (ids differ)")
+    return Catalogue(items, images)
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Top-k shop items per category: one row per (query group, category, rank).
+
+    ``table`` columns: ``query`` (what was asked: "favourites" or an image's name),
+    ``category``, ``rank`` (1..k), ``item_id``, ``distance`` (Annoy's, smaller is closer).
+    """
+
+    table: pd.DataFrame
+
+    def item_ids(self, category: str, query: str | None = None) -> list[str]:
+        rows = self.table[self.table["category"] == category]
+        if query is not None:
+            rows = rows[rows["query"] == query]
+        return rows.sort_values("rank")["item_id"].tolist()
+
+
+class ShopRecommender:
+    """Recommends shop items like given favourites (item ids) or photos, per category."""
+
+    def __init__(self, directory: Path) -> None:
+        missing = [name for name in BUNDLE_FILES if not (directory / name).exists()]
+        if missing:
+            raise BundleError(f"{directory} is not a recommender bundle: {missing} missing")
+        self.directory = directory
+        self.meta = json.loads((directory / "recommender.json").read_text())
+        self.shop = load_shop(directory / "shop_items.csv", directory / "shop_images.npz")
+        self.indexes = {c: CategoryIndex.load(directory / "indexes", c)
+                        for c in CATEGORIES if (directory / "indexes" / f"{c}.json").exists()}
+        self.ratings = pd.read_csv(directory / "users.csv", dtype={"user_id": str, "item_id": str})
+        self._positions = {item_id: i for i, item_id in enumerate(self.shop.items["item_id"])}
+        self._classifier = None
+        self._embedder = None
+
+    @property
+    def k(self) -> int:
+        return int(self.meta["k"])
+
+    @property
+    def source_run_id(self) -> str:
+        return str(self.meta["source_run_id"])
+
+    @property
+    def user_ids(self) -> list[str]:
+        return sorted(self.ratings["user_id"].unique().tolist())
+
+    def favourites(self, user_id: str) -> list[str]:
+        """The items ``user_id`` rated at least the favourite threshold; BundleError for an unknown user."""
+        rows = self.ratings[self.ratings["user_id"] == user_id]
+        if rows.empty:
+            known = self.user_ids
+            raise BundleError(f"unknown user {user_id!r}; this model's simulated users are "
+                              f"{known[0]} .. {known[-1]} ({len(known)} users)")
+        return rows.loc[rows["rating"] >= int(self.meta["favourite_threshold"]), "item_id"].tolist()
+
+    def category_of(self, item_id: str) -> str:
+        return str(self.shop.items["category"].iat[self._position(item_id)])
+
+    def image_of(self, item_id: str) -> np.ndarray:
+        return self.shop.images[self._position(item_id)]
+
+    def recommend_for_items(self, item_ids: list[str], k: int | None = None) -> Recommendations:
+        """The k nearest shop items per category of the given items, the items themselves
+        excluded: exactly what the run's evaluation asked of its indexes (CategoryIndex.recommend)."""
+        k = k or self.k
+        by_category: dict[str, list[str]] = {}
+        for item_id in item_ids:
+            by_category.setdefault(self.category_of(item_id), []).append(item_id)
+        rows = [
+            {"query": "favourites", "category": category, "rank": rank, "item_id": item, "distance": distance}
+            for category, queries in by_category.items()
+            for rank, (item, distance) in enumerate(self.indexes[category].recommend(queries, k), start=1)
+        ]
+        return Recommendations(_table(rows))
+
+    def recommend_for_images(self, images: np.ndarray, k: int | None = None, category: str | None = None,
+                             names: list[str] | None = None) -> Recommendations:
+        """The k nearest shop items to each uint8 RGB image (n, h, w, 3) of the model's size, in
+        ``category`` or else in the category the classifier predicts for it.
+
+        Raises BundleError for images of the wrong shape or an unknown category.
+        """
+        from fashionbench.model import predict_in_batches
+
+        k = k or self.k
+        images = np.asarray(images)
+        expected = (int(self.meta["image_size"]),) * 2
+        if images.ndim != 4 or images.shape[1:] != (*expected, 3):
+            raise BundleError(f"images must be uint8 RGB of shape (n, {expected[0]}, {expected[1]}, 3) "
+                              f"for this model, got {images.shape}")
+        if category and category not in self.indexes:
+            raise BundleError(f"unknown category {category!r}; expected one of {sorted(self.indexes)}")
+        names = names or [f"image {i + 1}" for i in range(len(images))]
+        images = images.astype(np.uint8)
+        self._load_networks()
+        predicted = predict_in_batches(self._classifier, images).argmax(axis=1)
+        vectors = predict_in_batches(self._embedder, images).reshape(len(images), -1)
+        rows = []
+        for name, vector, label in zip(names, vectors, predicted):
+            target = category or CATEGORIES[int(label)]
+            for rank, (item, distance) in enumerate(self.indexes[target].nearest_to_vector(vector, k), start=1):
+                rows.append({"query": name, "category": target, "rank": rank, "item_id": item, "distance": distance})
+        return Recommendations(_table(rows))
+
+    def _load_networks(self) -> None:
+        if self._classifier is None:
+            import keras
+
+            self._classifier = keras.models.load_model(self.directory / "classifier.keras", compile=False)
+            layer = self._classifier.get_layer(self.meta["embedding_layer"])
+            self._embedder = keras.Model(self._classifier.input, layer.output)
+
+    def _position(self, item_id: str) -> int:
+        try:
+            return self._positions[item_id]
+        except KeyError:
+            raise BundleError(f"item {item_id!r} is not in this model's shop ({len(self.shop)} items, "
+                              f"e.g. {self.shop.items['item_id'].iat[0]!r})") from None
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["query", "category", "rank", "item_id", "distance"])

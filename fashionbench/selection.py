@@ -1,0 +1,109 @@
+"""Which tracked runs count, which is best, and what a sweep varied.
+
+Shared by ``promote`` (pick the best run) and ``report`` (tabulate runs): both see runs as
+``tracking.RunRecord`` values, so this module needs no MLflow.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from fashionbench.tracking import RunRecord
+
+OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|==|>|<)\s*(-?[0-9.eE+\-]+)\s*$")
+# What "best" means unless told otherwise: overall precision@k, higher is better.
+DEFAULT_METRIC = "precision_at_k"
+# Params that differ between runs without being part of the experiment's design.
+NOT_SWEPT_PREFIXES = ("tracking.", "run_name")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``metric op value``, e.g. ``test_accuracy >= 0.7``."""
+
+    metric: str
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        """Raise ValueError naming ``--constraint`` unless ``text`` reads ``<metric><op><number>``."""
+        match = _CONSTRAINT.match(text)
+        if not match:
+            raise ValueError(f"--constraint {text!r}: expected <metric><op><number> with op one of "
+                             f"{list(OPERATORS)}, e.g. 'test_accuracy>=0.7'")
+        metric, op, value = match.groups()
+        try:
+            return cls(metric, op, float(value))
+        except ValueError:
+            raise ValueError(f"--constraint {text!r}: {value!r} is not a number") from None
+
+    def holds(self, metrics: dict[str, float]) -> bool:
+        return self.metric in metrics and OPERATORS[self.op](metrics[self.metric], self.value)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Eligible runs best first, and why every other run was left out (reason -> count)."""
+
+    ranked: list[RunRecord]
+    excluded: Counter
+
+    @property
+    def best(self) -> RunRecord:
+        return self.ranked[0]
+
+
+def is_experiment_run(run: RunRecord) -> bool:
+    """A run of the pipeline: not a sweep's parent run, nor a report's run."""
+    return run.tags.get("sweep") != "parent" and "report" not in run.tags
+
+
+def select_runs(runs: list[RunRecord], metric: str = DEFAULT_METRIC, higher_is_better: bool = True,
+                constraints: tuple[Constraint, ...] = ()) -> Selection:
+    """Rank the FINISHED runs that have ``metric``, a logged model and meet every constraint.
+
+    Ties keep the earlier run first (stable sort over runs in start order).
+    """
+    eligible, excluded = [], Counter()
+    for run in runs:
+        if not is_experiment_run(run):
+            continue
+        if run.status != "FINISHED":
+            excluded[f"status {run.status}"] += 1
+        elif metric not in run.metrics:
+            excluded[f"no metric {metric!r}"] += 1
+        elif "model_uri" not in run.tags:
+            excluded["no logged model (tracking.log_model=false)"] += 1
+        elif failed := [c for c in constraints if not c.holds(run.metrics)]:
+            excluded[f"fails {failed[0]}"] += 1
+        else:
+            eligible.append(run)
+    ranked = sorted(eligible, key=lambda run: run.metrics[metric], reverse=higher_is_better)
+    return Selection(ranked, excluded)
+
+
+def swept_parameters(runs: list[RunRecord]) -> list[str]:
+    """Params whose values differ between ``runs``, one per group of params that always vary
+    together (``freeze`` drives ``model.freeze``: keep ``freeze``, the first name in order)."""
+    names = sorted({name for run in runs for name in run.params if not name.startswith(NOT_SWEPT_PREFIXES)})
+    seen_columns, swept = set(), []
+    for name in names:
+        column = tuple(run.params.get(name) for run in runs)
+        if len(set(column)) > 1 and column not in seen_columns:
+            seen_columns.add(column)
+            swept.append(name)
+    return swept
+
+
+def latest_sweep_id(runs: list[RunRecord]) -> str | None:
+    """The id of the most recently started sweep parent run among ``runs``, if any."""
+    parents = [r for r in runs if r.tags.get("sweep") == "parent"]
+    return max(parents, key=lambda r: r.start_time).run_id if parents else None

@@ -99,7 +99,8 @@ def simulate_users(
         mix = shop.items["category"].value_counts(normalize=True).to_dict()
     else:
         calibration = load_reviews(reviews, class_map)
-        histograms, mix, metrics = _calibrate(calibration, categories, min_reviews_per_category)
+        histograms, mix, calibration_metrics = _calibrate(calibration, categories, min_reviews_per_category)
+        metrics.update(calibration_metrics)
         rating_histogram = tuple(calibration.rating_histogram())
         if items_per_user is None:
             items_per_user = max(2, round(len(calibration.rows) / max(n_users, 1)))

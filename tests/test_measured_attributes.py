@@ -36,3 +36,13 @@ def test_taste_users_fall_back_to_measured_attributes(tiny_catalogue):
     assert users.metrics["users_attributes_measured"] == 1.0
     assert set(users.ratings["item_id"]) <= set(plain.items["item_id"])
     assert isinstance(users.ratings, pd.DataFrame) and len(users.ratings) > 0
+
+
+def test_measured_attributes_are_reported_with_calibrated_users_too(tiny_catalogue, tmp_path):
+    from tests.test_users import reviews_without_shorts
+
+    shop = tiny_catalogue.split("test")
+    plain = Catalogue(shop.items[["item_id", "category", "split", "source"]], shop.images)
+    users = simulate_users(plain, n_users=3, items_per_user=None, reviews=str(reviews_without_shorts(tmp_path)))
+    assert users.metrics["users_attributes_measured"] == 1.0
+    assert users.metrics["users_reviews_rows"] == 70

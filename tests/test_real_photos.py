@@ -1,0 +1,43 @@
+"""experiment=real_photos end to end on the shared CC0 clothing photos (skipped without them)."""
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashionbench.data import CATEGORIES
+from fashionbench.run import run_experiment
+from tests.conftest import SHARED_DATA, compose_config
+
+PHOTOS = SHARED_DATA / "clothing_dataset"
+REVIEWS = SHARED_DATA / "reviews" / "womens_clothing_ecommerce_reviews.csv"
+LABELS = {"Dress": "Dresses", "Skirt": "Skirts", "Shorts": "Shorts", "Blouse": "Blouses", "Top": "Blouses",
+          "Shirt": "Blouses"}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (PHOTOS / "images.csv").is_file() or not REVIEWS.is_file(),
+                       reason=f"the shared photos/reviews are not under {SHARED_DATA}"),
+]
+
+
+def test_real_photos_preset_runs_end_to_end(store_uri, monkeypatch):
+    monkeypatch.setenv("FASHIONBENCH_SHARED", str(SHARED_DATA.parent))
+    cfg = compose_config(["experiment=real_photos", f"tracking.uri={store_uri}", "tracking.log_model=false"])
+    summary = run_experiment(cfg)
+
+    run = MlflowClient(store_uri).get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for category in CATEGORIES:
+        for name in ("precision", "recall", "f1"):
+            assert 0 <= metrics[f"test_{name}_{category}"] <= 1
+    # Every mapped row of images.csv became an item (none of the shared photos is unreadable).
+    labels = pd.read_csv(PHOTOS / "images.csv")["label"].map(LABELS).dropna()
+    expected = labels.value_counts()
+    assert metrics["items_train"] + metrics["items_val"] + metrics["items_test"] == len(labels) == 1264
+    split_table = pd.read_csv(MlflowClient(store_uri).download_artifacts(summary.run_id, "data/split_table.csv"),
+                              index_col=0)
+    assert split_table.sum(axis=1).to_dict() == {c: int(expected[c]) for c in CATEGORIES}
+    assert 0 <= metrics["precision_at_k"] <= 1 and 0 <= metrics["random_precision_at_k"] <= 1
+    assert metrics["users_reviews_rows"] == 10678  # Dresses 6,319 + Blouses 3,097 + Skirts 945 + Shorts 317
+    assert metrics["users_attributes_measured"] == 1.0

@@ -6,7 +6,7 @@ import pytest
 from fashionbench.embed import ItemEmbeddings
 from fashionbench.index import CategoryIndex
 from fashionbench.index_quality import (
-    exact_neighbours, measure_index, metric_distances, recall_at_k, shop_index_metrics,
+    ExactSearch, exact_neighbours, measure_index, metric_distances, recall_at_k, shop_index_metrics,
 )
 
 
@@ -37,6 +37,15 @@ def test_exact_neighbours_rank_dot_by_largest_inner_product():
     vectors = np.array([[1.0, 0.0], [5.0, 0.0], [-1.0, 0.0], [2.0, 0.0]])
     assert exact_neighbours(vectors, np.array([1.0, 0.0]), 3, "dot").tolist() == [1, 3, 0]
     assert exact_neighbours(vectors, np.array([1.0, 0.0]), 3, "euclidean").tolist() == [0, 3, 2]
+
+
+@pytest.mark.parametrize("metric", ["angular", "euclidean", "manhattan", "dot"])
+def test_the_fast_exact_search_finds_the_true_neighbours(metric):
+    vectors = items(200, dim=16).vectors
+    queries = items(20, dim=16, seed=1).vectors
+    exact = ExactSearch(vectors, metric)
+    assert recall_at_k(vectors, queries, [exact.search(q, 10) for q in queries], 10, metric) == 1.0
+    assert exact.search(queries[0], 10).tolist() == exact_neighbours(vectors, queries[0], 10, metric).tolist()
 
 
 def test_recall_counts_ties_at_the_kth_distance_as_correct():

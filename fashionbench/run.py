@@ -33,6 +33,7 @@ from fashionbench.index_quality import measure_index, shop_index_metrics  # noqa
 from fashionbench.model import predict_in_batches  # noqa: E402
 from fashionbench.tracking import flatten_config, tracked_run, tracking_settings  # noqa: E402
 from fashionbench.train import train_classifier  # noqa: E402
+from fashionbench.trunk_cache import TrunkCache  # noqa: E402
 from fashionbench.users import hold_out_favourites  # noqa: E402
 
 log = logging.getLogger("fashionbench")
@@ -109,8 +110,13 @@ def run_experiment(cfg: DictConfig) -> RunSummary:
         run.log_text(catalogue.skipped_items.to_csv(index=False), "data/skipped_items.csv")
         log.info("catalogue %s: %d items\n%s", cfg.data.name, len(catalogue), split_table)
 
+        trunk_cache = (TrunkCache(cfg.train.cache_dir, cfg.train.cache_max_gb, cfg.train.cache_dtype,
+                                  cfg.eval.batch_size) if cfg.train.cache else None)
         training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"),
-                                    cfg.train.epochs, cfg.train.batch_size, seed=cfg.seed)
+                                    cfg.train.epochs, cfg.train.batch_size, seed=cfg.seed,
+                                    cache=trunk_cache, augment=cfg.train.augment)
+        run.log_metrics(training.cache.metrics())
+        run.set_tags({"trunk_cache": training.cache.reason})
         run.log_metrics({"train_seconds": training.seconds})
         run.log_history(training.history)
 

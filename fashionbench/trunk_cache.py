@@ -1,0 +1,198 @@
+"""The frozen trunk's activations, computed once and kept on disk.
+
+With ``freeze=N`` every backbone layer but the last N is frozen, and frozen layers are a fixed
+function of the image: Keras 3 runs a BatchNormalization layer with ``trainable=False`` in
+inference mode (keras.io/guides/transfer_learning, "BatchNormalization layer"), and ResNet50
+has no dropout. So the tensors that cross the freeze boundary — every output of a frozen
+layer that a trainable layer reads, in a ResNet the residual branch as well as the main one —
+can be computed once and the trainable tail + head trained on them alone, exactly.
+
+``split_at_freeze`` cuts a compiled classifier into ``trunk`` (image -> boundary tensors) and
+``tail`` (boundary tensors -> class probabilities). The tail *shares* its layers with the
+classifier, so training the tail trains the classifier's own weights.
+
+``TrunkCache`` stores the boundary activations under a key made of the trunk's weights, the
+images, their size and the boundary, so a run with another freeze value, other weights or
+other images never reads what it should not, and a second run of the same sweep reads all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fashionbench.model import predict_in_batches
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when what is stored, or how it is computed, changes
+CACHE_DTYPES = ("float32", "float16")
+
+
+class TrunkCacheConfigError(ValueError):
+    """An invalid ``train.cache_*`` option."""
+
+
+@dataclass(frozen=True)
+class FreezeSplit:
+    """A classifier cut at its freeze boundary; ``tail`` shares the classifier's layers."""
+
+    trunk: keras.Model  # preprocessed image -> boundary tensors (frozen layers only)
+    tail: keras.Model  # boundary tensors -> the classifier's output
+    boundary: tuple[str, ...]  # the layers whose outputs cross the boundary, in ``tail.inputs`` order
+
+
+def split_at_freeze(model: keras.Model) -> tuple[FreezeSplit | None, str]:
+    """Cut ``model`` where its frozen layers end; (None, why) when there is nothing to cache.
+
+    There is nothing to cache when no layer with computation is frozen, and caching would be
+    wrong when a frozen layer behaves randomly in training (dropout, noise) or when a frozen
+    layer sits downstream of a trainable one.
+    """
+    def frozen(layer: keras.layers.Layer) -> bool:
+        return isinstance(layer, keras.layers.InputLayer) or not layer.trainable
+
+    boundary: list = []
+    producers: list[str] = []
+    for layer in model.layers:
+        if frozen(layer):
+            continue
+        # model._nodes keys the calls of a layer that belong to *this* model's graph as
+        # "<id(layer)>_ib-<i>" (keras.src.ops.function.make_node_key); a layer also used in
+        # another model, e.g. an earlier tail, has more inbound nodes.
+        for i, node in enumerate(layer._inbound_nodes):
+            if f"{id(layer)}_ib-{i}" not in model._nodes:
+                continue
+            for tensor in node.input_tensors:
+                producer = tensor._keras_history.operation
+                if frozen(producer) and not any(tensor is seen for seen in boundary):
+                    boundary.append(tensor)
+                    producers.append(producer.name)
+    if not boundary or all(isinstance(model.get_layer(name), keras.layers.InputLayer) for name in producers):
+        return None, "no frozen layers before the trainable ones (freeze trains the whole backbone)"
+    trunk = keras.Model(model.inputs, boundary, name="frozen_trunk")
+    trainable_in_trunk = [layer.name for layer in trunk.layers if not frozen(layer)]
+    if trainable_in_trunk:
+        return None, f"trainable layers {trainable_in_trunk[:3]} feed the frozen ones; no clean boundary"
+    random_in_trunk = [layer.name for layer in trunk.layers
+                       if isinstance(layer, (keras.layers.Dropout, keras.layers.GaussianNoise,
+                                             keras.layers.GaussianDropout, keras.layers.AlphaDropout))]
+    if random_in_trunk:
+        return None, f"frozen layers {random_in_trunk[:3]} are random in training; their outputs cannot be cached"
+    tail = keras.Model(boundary, model.outputs, name="trainable_tail")
+    return FreezeSplit(trunk, tail, tuple(producers)), f"boundary {list(producers)}"
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """A hash of every weight of ``model`` (trainable or not: BatchNorm statistics count)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for variable in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        digest.update(f"{variable.path}:{value.dtype}:{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def images_fingerprint(images: np.ndarray) -> str:
+    """A hash of an image array's bytes, dtype and shape (so of the image size too)."""
+    digest = hashlib.blake2b(f"{images.dtype}:{images.shape}".encode(), digest_size=16)
+    digest.update(np.ascontiguousarray(images).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedFeatures:
+    """The boundary activations of one image set, and what getting them cost."""
+
+    arrays: tuple[np.ndarray, ...]  # one per boundary tensor, ``len(images)`` rows each
+    hit: bool
+    seconds: float  # spent here: computing (miss) or reading (hit)
+    compute_seconds: float  # what computing them took when they were computed
+
+
+class TrunkCache:
+    """A directory of boundary activations, least recently used entries evicted past a size limit."""
+
+    def __init__(self, directory: str | Path, max_gb: float = 5.0, dtype: str = "float32",
+                 batch_size: int = 64) -> None:
+        """Raises TrunkCacheConfigError naming the ``train.cache_*`` option that is invalid."""
+        if not isinstance(max_gb, (int, float)) or max_gb <= 0:
+            raise TrunkCacheConfigError(f"train.cache_max_gb must be a number > 0, got {max_gb!r}")
+        if dtype not in CACHE_DTYPES:
+            raise TrunkCacheConfigError(f"train.cache_dtype must be one of {list(CACHE_DTYPES)}, got {dtype!r}")
+        self.directory = Path(directory).expanduser()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise TrunkCacheConfigError(f"train.cache_dir={str(directory)!r} cannot be created: {error}") from None
+        self.max_bytes = int(max_gb * 1e9)
+        self.dtype = dtype
+        self.batch_size = batch_size
+
+    def key(self, split: FreezeSplit, images: np.ndarray) -> str:
+        """What the activations depend on: trunk weights, images (and their size), boundary, dtype."""
+        parts = [str(FORMAT_VERSION), weights_fingerprint(split.trunk), images_fingerprint(images),
+                 ",".join(split.boundary), self.dtype]
+        return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+    def features(self, split: FreezeSplit, images: np.ndarray) -> CachedFeatures:
+        """The boundary activations of ``images``: read from disk, or computed and stored."""
+        start = time.perf_counter()
+        entry = self.directory / self.key(split, images)
+        meta_path = entry / "meta.json"
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            arrays = tuple(np.load(entry / f"boundary_{i}.npy") for i in range(len(split.boundary)))
+            os.utime(meta_path)  # recently used: evicted last
+            return CachedFeatures(arrays, True, time.perf_counter() - start, meta["compute_seconds"])
+        outputs = predict_in_batches(split.trunk, images, self.batch_size)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        arrays = tuple(np.asarray(a, dtype=self.dtype) for a in outputs)
+        compute_seconds = time.perf_counter() - start
+        self._store(entry, arrays, {"boundary": list(split.boundary), "images": int(len(images)),
+                                    "image_shape": list(images.shape[1:]), "dtype": self.dtype,
+                                    "compute_seconds": compute_seconds})
+        return CachedFeatures(arrays, False, time.perf_counter() - start, compute_seconds)
+
+    def _store(self, entry: Path, arrays: tuple[np.ndarray, ...], meta: dict) -> None:
+        size = sum(a.nbytes for a in arrays)
+        if size > self.max_bytes:
+            log.warning("trunk cache: %.2f GB of activations exceed train.cache_max_gb (%.2f GB); not stored",
+                        size / 1e9, self.max_bytes / 1e9)
+            return
+        # Written to a temporary directory and renamed: a parallel job sees all or nothing.
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.directory))
+        for i, array in enumerate(arrays):
+            np.save(staging / f"boundary_{i}.npy", array)
+        (staging / "meta.json").write_text(json.dumps(meta))
+        try:
+            staging.rename(entry)
+        except OSError:  # another job stored the same entry first
+            shutil.rmtree(staging, ignore_errors=True)
+        self._evict(keep=entry)
+
+    def _evict(self, keep: Path) -> None:
+        entries = [p for p in self.directory.iterdir() if (p / "meta.json").is_file()]
+        sizes = {p: sum(f.stat().st_size for f in p.iterdir()) for p in entries}
+        total = sum(sizes.values())
+        for entry in sorted(entries, key=lambda p: (p / "meta.json").stat().st_mtime):
+            if total <= self.max_bytes:
+                break
+            if entry != keep:
+                shutil.rmtree(entry, ignore_errors=True)
+                total -= sizes[entry]
+                log.info("trunk cache: evicted %s (%.1f MB) to stay under train.cache_max_gb", entry.name,
+                         sizes[entry] / 1e6)
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.directory.rglob("*.npy"))

@@ -1,0 +1,149 @@
+"""The frozen-trunk cache: same training result as without it, reuse, keys, limits, refusals."""
+
+import keras
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashionbench.model import build_classifier, predict_in_batches
+from fashionbench.run import run_experiment
+from fashionbench.train import train_classifier
+from fashionbench.trunk_cache import TrunkCache, TrunkCacheConfigError, split_at_freeze
+from tests.conftest import TINY_RUN, compose_config
+
+# Cached and uncached training differ only by float rounding (the trunk runs in predict
+# batches instead of training batches): the stated tolerance for float32 activations.
+PROBABILITY_TOLERANCE = 1e-4
+LOSS_RELATIVE_TOLERANCE = 1e-4
+
+
+def toy_classifier(seed: int = 0, frozen_dropout: bool = False) -> keras.Model:
+    """conv -> BatchNorm (both frozen) -> pool -> softmax: a trunk/tail split in miniature."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    if frozen_dropout:
+        x = keras.layers.Dropout(0.5, name="frozen_dropout")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="softmax")(x))
+    for layer in model.layers[:-2]:
+        layer.trainable = False
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_cached_training_gives_the_uncached_result(tiny_catalogue, tmp_path):
+    train, val, test = (tiny_catalogue.split(s) for s in ("train", "val", "test"))
+    results = {}
+    for name, cache in (("uncached", None), ("miss", TrunkCache(tmp_path)), ("hit", TrunkCache(tmp_path))):
+        classifier = build_classifier((32, 32), weights=None, freeze=4, seed=0)
+        untrained = predict_in_batches(classifier.model, test.images)
+        training = train_classifier(classifier.model, train, val, epochs=2, batch_size=16, seed=0, cache=cache)
+        # What run.py evaluates and embeds: the full classifier, trained through the tail.
+        results[name] = training, predict_in_batches(classifier.model, test.images)
+    assert np.abs(results["uncached"][1] - untrained).max() > 100 * PROBABILITY_TOLERANCE  # training changed it
+    uncached_history = results["uncached"][0].history
+    for name in ("miss", "hit"):
+        training, probabilities = results[name]
+        assert training.cache.used
+        assert np.abs(probabilities - results["uncached"][1]).max() < PROBABILITY_TOLERANCE
+        assert training.history.keys() == uncached_history.keys()
+        for metric, values in uncached_history.items():
+            assert training.history[metric] == pytest.approx(values, rel=LOSS_RELATIVE_TOLERANCE), metric
+    assert (results["miss"][0].cache.misses, results["miss"][0].cache.hits) == (2, 0)  # train and val
+    assert (results["hit"][0].cache.misses, results["hit"][0].cache.hits) == (0, 2)
+    assert results["hit"][0].cache.seconds_saved > 0
+    assert results["uncached"][0].cache.reason == "train.cache=false"
+
+
+def test_the_boundary_of_a_resnet_includes_the_residual_branch():
+    split, _ = split_at_freeze(build_classifier((32, 32), weights=None, freeze=4).model)
+    # conv5_block3_3_conv reads the main branch; conv5_block3_add reads the shortcut.
+    assert split.boundary == ("conv5_block3_2_relu", "conv5_block2_out")
+    assert all(not layer.trainable for layer in split.trunk.layers)
+    split, _ = split_at_freeze(build_classifier((32, 32), weights=None, freeze=0).model)
+    assert split.boundary == ("conv5_block3_out",)
+    classifier = build_classifier((32, 32), weights=None, freeze=175)
+    split, reason = split_at_freeze(classifier.model)
+    assert split is None and "no frozen layers" in reason
+
+
+def test_a_frozen_dropout_layer_is_not_cached():
+    split, reason = split_at_freeze(toy_classifier(frozen_dropout=True))
+    assert split is None and "frozen_dropout" in reason and "random" in reason
+
+
+def test_the_key_changes_with_weights_images_and_boundary(tiny_catalogue, tmp_path):
+    cache = TrunkCache(tmp_path)
+    images = tiny_catalogue.images[:8]
+    split, _ = split_at_freeze(toy_classifier(seed=0))
+    key = cache.key(split, images)
+    assert cache.key(split_at_freeze(toy_classifier(seed=0))[0], images) == key  # same weights, same key
+    assert cache.key(split_at_freeze(toy_classifier(seed=1))[0], images) != key
+    assert cache.key(split, tiny_catalogue.images[1:9]) != key
+    assert cache.key(split, images[:, :16, :16]) != key  # another image size
+    assert TrunkCache(tmp_path, dtype="float16").key(split, images) != key
+    classifier = build_classifier((32, 32), weights=None, freeze=4, seed=0)
+    assert cache.key(split_at_freeze(classifier.model)[0], images) != \
+        cache.key(split_at_freeze(build_classifier((32, 32), weights=None, freeze=8, seed=0).model)[0], images)
+
+
+def test_a_second_read_returns_the_stored_activations(tiny_catalogue, tmp_path):
+    split, _ = split_at_freeze(toy_classifier())
+    images = tiny_catalogue.images[:10]
+    first = TrunkCache(tmp_path, dtype="float16").features(split, images)
+    second = TrunkCache(tmp_path, dtype="float16").features(split, images)
+    assert (first.hit, second.hit) == (False, True)
+    assert second.arrays[0].dtype == np.float16 and second.arrays[0].shape == (10, 30, 30, 4)
+    np.testing.assert_array_equal(first.arrays[0], second.arrays[0])
+    expected = split.trunk.predict(keras.applications.resnet50.preprocess_input(images.astype("float32")), verbose=0)
+    np.testing.assert_allclose(second.arrays[0], expected, rtol=2e-3, atol=2e-3)
+
+
+def test_past_the_size_limit_the_least_recently_used_entry_goes(tiny_catalogue, tmp_path):
+    split, _ = split_at_freeze(toy_classifier())
+    entry_bytes = 10 * 30 * 30 * 4 * 4
+    cache = TrunkCache(tmp_path, max_gb=2.5 * entry_bytes / 1e9)  # room for two entries
+    first, second, third = (tiny_catalogue.images[i:i + 10] for i in (0, 10, 20))
+    cache.features(split, first)
+    cache.features(split, second)
+    assert cache.features(split, first).hit  # first is now the most recently used
+    cache.features(split, third)
+    assert cache.features(split, first).hit and cache.features(split, third).hit
+    assert not cache.features(split, second).hit
+    too_small = TrunkCache(tmp_path / "small", max_gb=entry_bytes / 2 / 1e9)
+    too_small.features(split, first)
+    assert too_small.size_bytes() == 0 and not too_small.features(split, first).hit
+
+
+def test_augmentation_turns_the_cache_off_and_says_why(tiny_catalogue, tmp_path):
+    training = train_classifier(toy_classifier(), tiny_catalogue.split("train"), tiny_catalogue.split("val"),
+                                epochs=1, batch_size=16, cache=TrunkCache(tmp_path), augment=True)
+    assert not training.cache.used and "train.augment=true" in training.cache.reason
+    assert training.epochs == 1 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_gb": 0}, "train.cache_max_gb must be a number > 0"),
+    ({"dtype": "int8"}, "train.cache_dtype must be one of"),
+])
+def test_invalid_cache_options_name_the_option(tmp_path, options, message):
+    with pytest.raises(TrunkCacheConfigError, match=message):
+        TrunkCache(tmp_path, **options)
+
+
+@pytest.mark.slow
+def test_a_second_run_reads_the_whole_cache_and_logs_it(store_uri, tmp_path):
+    cache_dir = tmp_path / "trunk"
+    overrides = [*TINY_RUN, f"tracking.uri={store_uri}", f"train.cache_dir={cache_dir}", "tracking.log_model=false"]
+    first, second = (run_experiment(compose_config(overrides)) for _ in range(2))
+    client = MlflowClient(store_uri)
+    runs = [client.get_run(summary.run_id).data for summary in (first, second)]
+    assert [(r.metrics["trunk_cache_misses"], r.metrics["trunk_cache_hits"]) for r in runs] == [(2, 0), (0, 2)]
+    assert runs[1].metrics["trunk_cache_seconds_saved"] > 0
+    assert runs[0].tags["trunk_cache"] == "boundary ['conv5_block3_2_relu', 'conv5_block2_out']"
+    assert runs[1].metrics["test_accuracy"] == pytest.approx(runs[0].metrics["test_accuracy"])
+    # The Annoy indexes are measured against exact search in every run.
+    assert 0 < runs[0].metrics["annoy_recall_at_k"] <= 1 and runs[0].metrics["exact_qps"] > 0
+    assert runs[0].metrics["annoy_index_bytes"] > 0

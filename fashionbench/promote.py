@@ -94,21 +94,26 @@ def build_bundle(settings: TrackingSettings, run: RunRecord, directory: Path, me
     (scratch / "config.yaml").rename(directory / "config.yaml")
 
     config = OmegaConf.load(directory / "config.yaml")
-    shop = load_shop(directory / "shop_items.csv", directory / "shop_images.npz")
-    # The run's users are deterministic from its seed and shop: rebuild them as run.py did.
-    users = instantiate(config.users)(shop=shop, seed=config.seed)
-    expected = run.metrics.get("favourites")
-    if expected is not None and int(expected) != len(users.favourites):
-        raise PromotionError(f"run {run.run_id}: rebuilt users have {len(users.favourites)} favourites, "
-                             f"the run logged {int(expected)}; the users cannot be reproduced")
-    users.ratings.to_csv(directory / "users.csv", index=False)
+    logged_ratings = scratch / "data" / "user_ratings.csv"
+    if logged_ratings.exists():
+        logged_ratings.rename(directory / "users.csv")
+    else:
+        # Runs from before user_ratings.csv was logged: their users are deterministic from the
+        # seed and the shop (and the reviews file, if configured), so rebuild them as run.py did.
+        shop = load_shop(directory / "shop_items.csv", directory / "shop_images.npz")
+        users = instantiate(config.users)(shop=shop, seed=config.seed)
+        expected = run.metrics.get("favourites")
+        if expected is not None and int(expected) != len(users.favourites):
+            raise PromotionError(f"run {run.run_id}: rebuilt users have {len(users.favourites)} favourites, "
+                                 f"the run logged {int(expected)}; the users cannot be reproduced")
+        users.ratings.to_csv(directory / "users.csv", index=False)
 
     load_keras_model(settings, run.tags["model_uri"]).save(directory / "classifier.keras")
     meta = {
         "source_run_id": run.run_id, "experiment": settings.experiment_name,
         "embedding_layer": config.model.embedding_layer, "image_size": int(config.data.image_size),
         "k": int(config.eval.k), "index_metric": config.index.metric,
-        "favourite_threshold": int(config.users.favourite_threshold),
+        "favourite_threshold": float(config.users.favourite_threshold),
         "selected_by": metric, metric: run.metrics[metric],
     }
     (directory / "recommender.json").write_text(json.dumps(meta, indent=2))
@@ -184,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     settings = tracking_settings(args.tracking_uri, args.experiment)
     try:
+        if args.sweep == "latest":  # resolved here too, to print which sweep was searched
+            args.sweep = latest_sweep_id(experiment_runs(settings)) or args.sweep
         promotion, selection = promote(settings, args.sweep, args.metric, args.direction == "max", constraints,
                                        args.model_name, args.alias)
     except (PromotionError, LookupError) as error:

@@ -171,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.k is not None and args.k < 1:
         parser.error(f"--k must be >= 1, got {args.k}")
+    missing = [str(path) for path in args.images or [] if not path.is_file()]
+    if missing:  # before the model is loaded, which takes seconds
+        print(f"fashionbench.recommend: --images: no file {', '.join(missing)}", file=sys.stderr)
+        return 1
     try:
         with tempfile.TemporaryDirectory() as scratch:
             recommender = open_recommender(args.tracking_uri, args.model_name, args.alias, args.version,

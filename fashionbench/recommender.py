@@ -9,7 +9,7 @@ A bundle is what ``promote`` registers in the model registry and what ``recommen
     indexes/<Category>.ann|.json   the run's Annoy indexes (CategoryIndex.save)
     shop_items.csv          the shop's item table (item_id, category, split, source, attr_*)
     shop_images.npz         the shop's images as the model saw them (item_ids, uint8 images)
-    users.csv               the run's simulated users' ratings (user_id, item_id, category, rating)
+    users.csv               the run's users' ratings (user_id, item_id, category, rating)
 
 so that recommendations, favourites and the pictures of both need nothing but the registry.
 """
@@ -103,7 +103,7 @@ class ShopRecommender:
             known = self.user_ids
             raise BundleError(f"unknown user {user_id!r}; this model's simulated users are "
                               f"{known[0]} .. {known[-1]} ({len(known)} users)")
-        return rows.loc[rows["rating"] >= int(self.meta["favourite_threshold"]), "item_id"].tolist()
+        return rows.loc[rows["rating"] >= float(self.meta["favourite_threshold"]), "item_id"].tolist()
 
     def category_of(self, item_id: str) -> str:
         return str(self.shop.items["category"].iat[self._position(item_id)])

@@ -23,7 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 from fashionbench.data import COURSE_SPLIT_SIZES
-from fashionbench.selection import DEFAULT_METRIC, is_experiment_run, latest_sweep_id, swept_parameters
+from fashionbench.selection import (
+    DEFAULT_METRIC,
+    is_experiment_run,
+    latest_sweep_id,
+    swept_parameters,
+    uneven_parameters,
+)
 from fashionbench.tracking import (
     RunRecord,
     TrackingSettings,
@@ -206,6 +212,10 @@ def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: 
         parts.append(f"No finished run has {metric!r}.")
     parts += ["## Sweep", f"Swept: {', '.join(f'`{p}`' for p in swept) or 'nothing (the runs share every param)'}; "
               f"best by {metric} marked.", sweep_table(runs, swept, metric)]
+    uneven = uneven_parameters(finished)
+    if uneven:
+        parts.append(f"Not every run has the params {', '.join(f'`{p}`' for p in uneven)}: the config "
+                     "changed between these runs, so they differ in more than the swept params.")
     if plot_file:
         parts.append(f"![{metric} against each swept parameter]({plot_file})")
     return "\n\n".join(parts) + "\n"

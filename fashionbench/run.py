@@ -145,6 +145,8 @@ def run_experiment(cfg: DictConfig) -> RunSummary:
         run.log_metrics({"embedding_dim": embeddings.dim})
 
         users = build(cfg.users)(shop=shop, seed=cfg.seed)
+        # Who rated what: promote puts it in the registered model (recommend --user needs it).
+        run.log_text(users.ratings.to_csv(index=False), "data/user_ratings.csv")
         splits, skipped_pairs = hold_out_favourites(users, cfg.eval.holdout_fraction, seed=cfg.seed)
         run.log_metrics({"users": users.n_users, "favourites": len(users.favourites),
                          "eval_pairs_skipped": skipped_pairs, **users.metrics})

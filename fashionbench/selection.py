@@ -91,16 +91,27 @@ def select_runs(runs: list[RunRecord], metric: str = DEFAULT_METRIC, higher_is_b
 
 
 def swept_parameters(runs: list[RunRecord]) -> list[str]:
-    """Params whose values differ between ``runs``, one per group of params that always vary
-    together (``freeze`` drives ``model.freeze``: keep ``freeze``, the first name in order)."""
-    names = sorted({name for run in runs for name in run.params if not name.startswith(NOT_SWEPT_PREFIXES)})
+    """Params every run has and whose values differ between ``runs``, one per group of params
+    that always vary together (``freeze`` drives ``model.freeze``: keep ``freeze``, the first
+    name in order). A param only some runs have is not swept: see ``uneven_parameters``."""
+    names = sorted(set.intersection(*(set(run.params) for run in runs))) if runs else []
     seen_columns, swept = set(), []
     for name in names:
-        column = tuple(run.params.get(name) for run in runs)
+        if name.startswith(NOT_SWEPT_PREFIXES):
+            continue
+        column = tuple(run.params[name] for run in runs)
         if len(set(column)) > 1 and column not in seen_columns:
             seen_columns.add(column)
             swept.append(name)
     return swept
+
+
+def uneven_parameters(runs: list[RunRecord]) -> list[str]:
+    """Params that only some of ``runs`` have: the config itself changed between the runs."""
+    if not runs:
+        return []
+    params = [set(run.params) for run in runs]
+    return sorted(set.union(*params) - set.intersection(*params))
 
 
 def latest_sweep_id(runs: list[RunRecord]) -> str | None:

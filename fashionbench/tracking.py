@@ -199,9 +199,10 @@ def download_run_artifacts(settings: TrackingSettings, run_id: str, artifact_pat
 
 
 def load_keras_model(settings: TrackingSettings, model_uri: str) -> Any:
-    """The Keras model logged at ``model_uri`` (a run's ``model_uri`` tag)."""
+    """The Keras model logged at ``model_uri`` (a run's ``model_uri`` tag), without its
+    optimiser state (for inference)."""
     mlflow.set_tracking_uri(settings.uri)
-    return mlflow.keras.load_model(model_uri)
+    return mlflow.keras.load_model(model_uri, load_model_kwargs={"compile": False})
 
 
 class RecommenderPyfunc(mlflow.pyfunc.PythonModel):

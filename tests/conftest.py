@@ -59,3 +59,20 @@ def no_inherited_tracking_uri():
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(scope="session")
+def tracked_store(tmp_path_factory):
+    """One real tiny run plus planted decoy runs in one MLflow store (tests/tracked_store.py),
+    shared by the promote, recommend, report and notebook tests: built once, about 25 s."""
+    from tests.tracked_store import make_tracked_store
+
+    return make_tracked_store(tmp_path_factory.mktemp("tracked-store"))
+
+
+@pytest.fixture(scope="session")
+def champion(tracked_store):
+    """The tracked store's real run promoted to ``models:/<MODEL_NAME>@champion``."""
+    from tests.tracked_store import promote_champion
+
+    return promote_champion(tracked_store)

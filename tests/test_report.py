@@ -1,0 +1,99 @@
+"""``python -m fashionbench.report``: the course's tables and the sweep table from planted runs."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from fashionbench.report import ReportError, main, write_report
+from fashionbench.tracking import tracking_settings
+from tests.tracked_store import plant_run
+
+SPLIT_CSV = pd.DataFrame({"train": [5, 18, 8, 21], "val": [2, 6, 4, 7], "test": [3, 5, 3, 7]},
+                         index=pd.Index(["Skirts", "Dresses", "Shorts", "Blouses"], name="category")).to_csv()
+
+
+def metrics(seconds, accuracy, precision, random=0.1):
+    per_class = {f"test_{name}_{c}": value for c, base in [("Blouses", 0.8), ("Dresses", 0.7), ("Shorts", 0.6),
+                                                           ("Skirts", 0.5)]
+                 for name, value in [("f1", base), ("recall", base + 0.05), ("precision", base - 0.05)]}
+    return {"train_seconds": seconds, "test_accuracy": accuracy, "precision_at_k": precision,
+            "random_precision_at_k": random, **per_class}
+
+
+@pytest.fixture
+def sweep(store_uri):
+    """A sweep parent, three finished runs (freeze 8, 2, 4 in start order), one failed run, and a run
+    of another sweep that must not appear."""
+    client = MlflowClient(store_uri)
+    experiment_id = client.create_experiment("study")
+    parent = plant_run(client, experiment_id, "FINISHED", {}, tags={"sweep": "parent"})
+    child = {"sweep_id": parent, "weights_used": "random", "data_fingerprint": "abc"}
+    params = {"data.name": "synthetic", "data.image_size": "32", "train.epochs": "1", "eval.k": "2",
+              "index.metric": "angular", "tracking.uri": "x"}
+    ids = []
+    for freeze, seconds, accuracy, precision in [(8, 30.0, 0.70, 0.21), (2, 10.0, 0.60, 0.35), (4, 20.0, 0.65, 0.25)]:
+        ids.append(plant_run(client, experiment_id, "FINISHED", metrics(seconds, accuracy, precision),
+                             params={**params, "freeze": str(freeze), "model.freeze": str(freeze)}, tags=child))
+        client.log_text(ids[-1], SPLIT_CSV, "data/split_table.csv")
+    failed = plant_run(client, experiment_id, "FAILED", {}, params={**params, "freeze": "999", "model.freeze": "999"},
+                       tags=child)
+    plant_run(client, experiment_id, "FINISHED", metrics(1.0, 0.99, 0.99), params={**params, "freeze": "1"},
+              tags={"sweep_id": "another-sweep"})
+    return tracking_settings(store_uri, "study"), parent, ids, failed
+
+
+def test_the_report_puts_every_table_beside_the_courses(sweep, tmp_path):
+    settings, parent, ids, _ = sweep
+    out, plot, report_run = write_report(settings, tmp_path / "report.md", sweep_id=parent)
+    text = out.read_text()
+
+    assert "| Attempt | #1 | #2 | #3 | #4 |" in text
+    assert "| Seconds (these runs) | 30.0 | 10.0 | 20.0 |  |" in text  # start order, not sorted
+    assert "| Seconds (course) | 301 | 283 | 290 | 120 |" in text
+    assert "| Categories | Train | Val | Test | Course Train | Course Val | Course Test |" in text
+    assert "| Dresses | 18 | 6 | 5 | 1829 | 638 | 545 |" in text
+    assert "| **Total** | 52 | 19 | 18 | 5232 | 1914 | 1666 |" in text
+    # Classification of the best run (freeze=2, precision@k 0.35) beside the course's.
+    assert f"Best run by precision_at_k: `{ids[1]}`" in text
+    assert "| Blouses | 0.800 | 0.850 | 0.750 | 0.817 | 0.781 | 0.856 |" in text
+    assert "| Skirts | 0.500 | 0.550 | 0.450 | 0.602 | 0.796 | 0.484 |" in text
+    assert "| **Accuracy** | 0.600 |  |  | 0.760 |  |  |" in text
+
+
+def test_the_sweep_table_lists_swept_params_marks_the_best_and_is_plotted(sweep, tmp_path):
+    settings, parent, ids, failed = sweep
+    out, plot, report_run = write_report(settings, tmp_path / "report.md", sweep_id=parent)
+    text = out.read_text()
+
+    assert "Swept: `freeze`;" in text  # model.freeze always equals freeze: one column, not two
+    assert f"| #1 | `{ids[0][:8]}` | FINISHED | 8 | 30.0 | 0.700 | 0.210 | 0.100 |  |" in text
+    assert f"| #2 | `{ids[1][:8]}` | FINISHED | 2 | 10.0 | 0.600 | 0.350 | 0.100 | **best** |" in text
+    assert f"| #4 | `{failed[:8]}` | FAILED | 999 | – | – | – | – |  |" in text
+    assert "0.990" not in text  # the other sweep's run
+    assert f"![precision_at_k against each swept parameter]({plot.name})" in text
+    assert Image.open(plot).size[0] > 0
+
+    logged = {a.path for a in MlflowClient(settings.uri).list_artifacts(report_run, "report")}
+    assert logged == {"report/report.md", f"report/{plot.name}"}
+
+
+def test_latest_sweep_and_report_runs_are_not_reported_on(sweep, tmp_path, capsys):
+    settings, parent, ids, _ = sweep
+    args = ["--tracking-uri", settings.uri, "--experiment", "study", "--out", str(tmp_path / "r.md")]
+    assert main([*args, "--sweep", "latest"]) == 0
+    assert f"sweep `{parent}`" in capsys.readouterr().out
+    # Reporting on the whole experiment again: the first report's run is not a row.
+    assert main(args) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "| #5 |" in text and "| #6 |" not in text  # 4 runs of the sweep + the other sweep's run
+
+
+def test_nothing_to_report_is_an_error_naming_the_experiment(store_uri, capsys):
+    MlflowClient(store_uri).create_experiment("empty")
+    with pytest.raises(ReportError, match="no finished run in experiment empty"):
+        write_report(tracking_settings(store_uri, "empty"), Path("unused.md"))
+    assert main(["--tracking-uri", store_uri, "--experiment", "missing"]) == 1
+    assert "no experiment 'missing'" in capsys.readouterr().err

@@ -30,7 +30,10 @@ TINY_RUN = [
     "train.epochs=1",
     "train.batch_size=16",
     "users.n_users=6",
-    "users.items_per_user=12",
+    # Every user rates the whole tiny shop (18 items, 3 Skirts) and favourites start at 3, so
+    # each category has users with >= 2 favourites to split into queries and held-out items.
+    "users.items_per_user=40",
+    "users.favourite_threshold=3",
     "eval.k=2",
     "model.weights=null",
 ]

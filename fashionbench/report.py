@@ -186,6 +186,16 @@ def setup_line(runs: Sequence[RunRecord]) -> str:
             f"data fingerprint `{values(lambda r: r.tags.get('data_fingerprint', '?'))}`")
 
 
+def training_time_note(runs: Sequence[RunRecord]) -> str:
+    """What ``train_seconds`` measured: model.fit alone, or fitting on cached trunk activations."""
+    cached = sum(r.metrics.get("trunk_cache_used", 0.0) > 0 for r in runs)
+    note = "`train_seconds` is the wall time of `model.fit`, like the course's"
+    if cached:
+        note += (f"; {cached} of {len(runs)} run(s) fitted only the trainable tail on cached trunk "
+                 "activations (`train.cache=true`), so their seconds are not comparable to the course's")
+    return note + "."
+
+
 def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: str, plot_file: str | None,
                  metric: str = DEFAULT_METRIC) -> str:
     """The Markdown report of ``runs`` (``split``: the best run's split table; ``plot_file``: the
@@ -200,7 +210,7 @@ def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: 
         "The course's numbers come from a 224 px, ImageNet-initialised ResNet50 on its photo data "
         "set; compare shapes and orders of magnitude, not digits, unless these runs used the same.",
         "## Training time",
-        "`train_seconds` is the wall time of `model.fit` alone.",
+        training_time_note(finished),
         training_time_table(runs),
         "## Data set",
         split_table(split) if split is not None else "No split table was logged.",

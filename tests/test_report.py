@@ -9,6 +9,7 @@ from PIL import Image
 
 from fashionbench.report import ReportError, main, write_report
 from fashionbench.tracking import tracking_settings
+from tests.conftest import compose_config
 from tests.tracked_store import plant_run
 
 SPLIT_CSV = pd.DataFrame({"train": [5, 18, 8, 21], "val": [2, 6, 4, 7], "test": [3, 5, 3, 7]},
@@ -53,6 +54,7 @@ def test_the_report_puts_every_table_beside_the_courses(sweep, tmp_path):
     assert "| Attempt | #1 | #2 | #3 | #4 |" in text
     assert "| Seconds (these runs) | 30.0 | 10.0 | 20.0 |  |" in text  # start order, not sorted
     assert "| Seconds (course) | 301 | 283 | 290 | 120 |" in text
+    assert "`train_seconds` is the wall time of `model.fit`, like the course's." in text
     assert "| Categories | Train | Val | Test | Course Train | Course Val | Course Test |" in text
     assert "| Dresses | 18 | 6 | 5 | 1829 | 638 | 545 |" in text
     assert "| **Total** | 52 | 19 | 18 | 5232 | 1914 | 1666 |" in text
@@ -97,3 +99,13 @@ def test_nothing_to_report_is_an_error_naming_the_experiment(store_uri, capsys):
         write_report(tracking_settings(store_uri, "empty"), Path("unused.md"))
     assert main(["--tracking-uri", store_uri, "--experiment", "missing"]) == 1
     assert "no experiment 'missing'" in capsys.readouterr().err
+
+
+def test_the_course_preset_is_the_courses_setup_and_quick_keeps_its_design():
+    course = compose_config(["experiment=course"])
+    assert (course.model.freeze, course.data.image_size, course.train.epochs, course.index.metric) == (4, 224, 4, "angular")
+    assert (course.model.weights, course.train.learning_rate, list(course.model.dense_units)) == ("imagenet", 0.001, [512, 128])
+    assert not course.train.cache  # timed like the course: the frozen trunk runs every epoch
+    quick = compose_config(["experiment=quick", "freeze=8"])  # a sweep's override wins over the preset
+    assert (quick.model.freeze, quick.train.epochs, quick.index.metric, quick.model.weights) == (8, 4, "angular", "auto")
+    assert quick.data.image_size < course.data.image_size

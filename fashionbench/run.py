@@ -95,8 +95,7 @@ def run_experiment(cfg: DictConfig) -> RunSummary:
 
         # Model first: a bad freeze, layer or weights option fails before any data is loaded.
         image_size = (cfg.data.image_size, cfg.data.image_size)
-        classifier = build(cfg.model, image_size=image_size,
-                                 learning_rate=cfg.train.learning_rate, seed=cfg.seed)
+        classifier = build(cfg.model, image_size=image_size, learning_rate=cfg.train.learning_rate, seed=cfg.seed)
         run.set_tags({"weights_used": classifier.weights_used})
         run.log_metrics({"trainable_backbone_layers": classifier.trainable_backbone_layers})
 
@@ -148,6 +147,9 @@ def run_experiment(cfg: DictConfig) -> RunSummary:
         # Who rated what: promote puts it in the registered model (recommend --user needs it).
         run.log_text(users.ratings.to_csv(index=False), "data/user_ratings.csv")
         splits, skipped_pairs = hold_out_favourites(users, cfg.eval.holdout_fraction, seed=cfg.seed)
+        if not splits:
+            log.warning("no user has >= 2 favourites in any category: precision@k is undefined (NaN); "
+                        "raise users.items_per_user or lower users.favourite_threshold")
         run.log_metrics({"users": users.n_users, "favourites": len(users.favourites),
                          "eval_pairs_skipped": skipped_pairs, **users.metrics})
 

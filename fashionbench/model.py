@@ -46,8 +46,15 @@ class Classifier:
     embedding_layer: str
 
     def embedding_model(self) -> keras.Model:
-        """A model from the classifier's input to the embedding layer's output."""
-        return keras.Model(self.model.input, self.model.get_layer(self.embedding_layer).output)
+        """A model from the classifier's input to the embedding layer's output (built once).
+
+        Built once per classifier because each new keras.Model traces its own predict
+        function: a second ``embed_items`` call would otherwise pay the tracing again.
+        """
+        if "_embedding_model" not in self.__dict__:  # frozen dataclass: memoise in __dict__
+            self.__dict__["_embedding_model"] = keras.Model(
+                self.model.input, self.model.get_layer(self.embedding_layer).output)
+        return self.__dict__["_embedding_model"]
 
 
 def preprocess_images(images: np.ndarray | tf.Tensor) -> tf.Tensor:

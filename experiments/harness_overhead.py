@@ -1,0 +1,83 @@
+"""How much of a run is harness: wall time minus the time inside fit, predict and index builds.
+
+    python experiments/harness_overhead.py                       # ~ 3 minutes on 2 cores
+    python experiments/harness_overhead.py data.scale=0.02 train.epochs=1   # Hydra overrides
+
+Runs ``fashionbench.run.run_experiment`` twice in one process (trunk cache off, then on with
+an empty cache), into a temporary MLflow store created before timing. ``keras.Model.fit``,
+``keras.Model.predict`` and ``CategoryIndex.build`` are wrapped with timers; everything else
+(data generation, model construction, evaluation maths, users, Annoy-vs-exact measurement,
+MLflow logging including the ~95 MB model) is the harness. Times are measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+import fashionbench.model  # noqa: E402
+from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
+from fashionbench.index import CategoryIndex  # noqa: E402
+from fashionbench.run import run_experiment  # noqa: E402
+from fashionbench.tracking import TrackedRun, ensure_experiment, tracking_settings  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_OVERRIDES = ["data.scale=0.05", "model.weights=null"]
+
+inside: dict[str, float] = defaultdict(float)
+
+
+def timed(name: str, function):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            inside[name] += time.perf_counter() - start
+    return wrapper
+
+
+def main() -> None:
+    keras.Model.fit = timed("fit", keras.Model.fit)
+    keras.Model.predict = timed("predict", keras.Model.predict)
+    CategoryIndex.build = classmethod(timed("index build", CategoryIndex.build.__func__))
+    # Harness parts worth naming (counted as harness, shown to say where it goes):
+    fashionbench.model.build_classifier = timed("~model build", fashionbench.model.build_classifier)
+    SyntheticSource.load = timed("~data", SyntheticSource.load)
+    TrackedRun.log_keras_model = timed("~model logging", TrackedRun.log_keras_model)
+
+    scratch = Path(tempfile.mkdtemp(prefix="fashionbench-overhead-"))
+    store = "sqlite:///" + str(scratch / "mlflow.db")
+    ensure_experiment(tracking_settings(store, "overhead"))  # creating the store is a one-off, not per run
+    overrides = [*DEFAULT_OVERRIDES, *sys.argv[1:], f"tracking.uri={store}", "tracking.experiment_name=overhead",
+                 f"train.cache_dir={scratch / 'trunk'}"]
+    print(f"machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU; overrides: {' '.join(sys.argv[1:]) or DEFAULT_OVERRIDES}")
+    print(f"{'run':<12} {'wall s':>7} {'fit s':>7} {'predict s':>9} {'index s':>8} {'harness s':>9} {'harness %':>9}"
+          f"   of which: data / model build / model logging / rest s")
+    for name, cache in (("cache off", "false"), ("cache on", "true")):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[*overrides, f"train.cache={cache}"])
+        inside.clear()
+        start = time.perf_counter()
+        run_experiment(cfg)
+        wall = time.perf_counter() - start
+        harness = wall - sum(seconds for part, seconds in inside.items() if not part.startswith("~"))
+        named = [inside["~data"], inside["~model build"], inside["~model logging"]]
+        print(f"{name:<12} {wall:>7.1f} {inside['fit']:>7.1f} {inside['predict']:>9.1f} {inside['index build']:>8.2f} "
+              f"{harness:>9.1f} {100 * harness / wall:>8.1f}%   {' / '.join(f'{s:.1f}' for s in named)} / "
+              f"{harness - sum(named):.1f}", flush=True)
+    print("ratio: harness seconds / run wall seconds, per row above (target <= 5%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -78,14 +79,20 @@ def candidates_table(selection: Selection, metric: str, constraints: tuple[Const
 
 
 def build_bundle(settings: TrackingSettings, run: RunRecord, directory: Path, metric: str) -> Path:
-    """Gather what the recommender needs from ``run`` into ``directory`` (see fashionbench.recommender)."""
+    """Gather what the recommender needs from ``run`` into ``directory`` (see fashionbench.recommender).
+
+    Raises PromotionError when the run lacks an artifact or its users cannot be rebuilt."""
     from hydra.utils import instantiate
 
     from fashionbench.recommender import load_shop
 
     scratch = directory / "_downloads"
     for artifact in ("config.yaml", "data", "indexes"):
-        download_run_artifacts(settings, run.run_id, artifact, scratch)
+        try:
+            download_run_artifacts(settings, run.run_id, artifact, scratch)
+        except Exception as error:  # MlflowException or OSError, by store
+            raise PromotionError(f"run {run.run_id} lacks the artifact {artifact!r} a recommender needs "
+                                 f"({type(error).__name__}: {error})") from None
     (directory / "indexes").mkdir(parents=True)
     for path in (scratch / "indexes").iterdir():
         path.rename(directory / "indexes" / path.name)
@@ -117,9 +124,7 @@ def build_bundle(settings: TrackingSettings, run: RunRecord, directory: Path, me
         "selected_by": metric, metric: run.metrics[metric],
     }
     (directory / "recommender.json").write_text(json.dumps(meta, indent=2))
-    for leftover in sorted(scratch.rglob("*"), reverse=True):
-        leftover.rmdir() if leftover.is_dir() else leftover.unlink()
-    scratch.rmdir()
+    shutil.rmtree(scratch)
     return directory
 
 

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from fashionbench.data import CATEGORIES  # noqa: E402
+from fashionbench.promote import PromotionError, build_bundle  # noqa: E402
 from fashionbench.recommender import DEFAULT_MODEL_NAME, BundleError, Recommendations, ShopRecommender  # noqa: E402
 from fashionbench.selection import DEFAULT_METRIC  # noqa: E402
 from fashionbench.tracking import experiment_runs, load_recommender, tracking_settings  # noqa: E402
@@ -142,8 +143,6 @@ def open_recommender(tracking_uri: str | None, model_name: str, alias: str | Non
     """The registered model (by alias or version), or a run's recommender built on the fly."""
     settings = tracking_settings(tracking_uri, experiment)
     if run_id:
-        from fashionbench.promote import build_bundle
-
         runs = [run for run in experiment_runs(settings) if run.run_id == run_id]
         if not runs:
             raise BundleError(f"--run {run_id}: no such run in experiment {experiment!r} of {settings.uri}")
@@ -195,13 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 title = f"top {args.k or recommender.k} shop items per photo"
             args.out.parent.mkdir(parents=True, exist_ok=True)
             draw_grid(rows, args.out, f"{title} (run {recommender.source_run_id[:8]})")
-    except (BundleError, LookupError) as error:
+    except (BundleError, PromotionError, LookupError) as error:  # LookupError: no such experiment or model
         print(f"fashionbench.recommend: {error}", file=sys.stderr)
-        return 1
-    except Exception as error:  # MlflowException: no such model, version or alias
-        if type(error).__name__ != "MlflowException":
-            raise
-        print(f"fashionbench.recommend: cannot load the model: {error}", file=sys.stderr)
         return 1
     print(recommendations_text(recommendations))
     print(f"grid written to {args.out}")

@@ -292,10 +292,20 @@ def model_alias_version(settings: TrackingSettings, model_name: str, alias: str)
         return None
 
 
+class RegisteredModelNotFoundError(LookupError):
+    """The registry has no such model, version or alias."""
+
+
 def load_recommender(settings: TrackingSettings, model_uri: str) -> Any:
-    """The ShopRecommender registered at ``model_uri`` (``models:/name@alias``, ``models:/name/3``)."""
+    """The ShopRecommender registered at ``model_uri`` (``models:/name@alias``, ``models:/name/3``).
+
+    Raises RegisteredModelNotFoundError when the store has no such model, version or alias."""
     mlflow.set_tracking_uri(settings.uri)
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().recommender
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except mlflow.exceptions.MlflowException as error:
+        raise RegisteredModelNotFoundError(f"cannot load {model_uri} from {settings.uri}: {error}") from None
+    return model.unwrap_python_model().recommender
 
 
 class SweepCallback(Callback):

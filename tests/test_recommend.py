@@ -66,4 +66,13 @@ def test_unknown_users_files_and_versions_are_named(tracked_store, champion, tmp
     assert cli(tracked_store, "--images", str(tmp_path / "missing.jpg")) == 1
     assert f"no file {tmp_path / 'missing.jpg'}" in capsys.readouterr().err
     assert cli(tracked_store, "--user", "user-0000", "--version", "99") == 1
-    assert "cannot load the model" in capsys.readouterr().err
+    assert f"cannot load models:/{MODEL_NAME}/99" in capsys.readouterr().err
+
+
+def test_a_run_that_was_never_registered_recommends_the_same(tracked_store, recommender, tmp_path, capsys):
+    user = recommender.user_ids[0]
+    assert cli(tracked_store, "--user", user, "--out", str(tmp_path / "a.png")) == 0
+    from_registry = capsys.readouterr().out.splitlines()[:-1]  # the last line names the PNG
+    assert cli(tracked_store, "--run", tracked_store.real_run_id, "--experiment", tracked_store.experiment,
+               "--user", user, "--out", str(tmp_path / "b.png")) == 0
+    assert capsys.readouterr().out.splitlines()[:-1] == from_registry

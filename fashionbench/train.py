@@ -30,6 +30,7 @@ class TrunkCacheReport:
     reason: str  # the boundary when used, otherwise why not
     hits: int = 0
     misses: int = 0
+    derived: int = 0  # misses computed from another freeze value's stored (upstream) boundary
     seconds: float = 0.0  # computing or reading the activations
     # Estimated: uncached, every epoch runs the frozen trunk over train and val once, each
     # time costing what computing the activations cost; a miss replaces one of those passes,
@@ -38,7 +39,8 @@ class TrunkCacheReport:
 
     def metrics(self) -> dict[str, float]:
         return {"trunk_cache_used": float(self.used), "trunk_cache_hits": float(self.hits),
-                "trunk_cache_misses": float(self.misses), "trunk_cache_seconds": self.seconds,
+                "trunk_cache_misses": float(self.misses), "trunk_cache_derived": float(self.derived),
+                "trunk_cache_seconds": self.seconds,
                 "trunk_cache_seconds_saved": self.seconds_saved}
 
 
@@ -143,9 +145,10 @@ def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batc
     seconds = time.perf_counter() - start
     saved = sum((epochs if part.hit else epochs - 1) * part.compute_seconds for part in parts) \
         - sum(part.seconds for part in parts if part.hit)
-    report = TrunkCacheReport(True, boundary, hits, len(parts) - hits, feature_seconds, saved)
-    log.info("trunk cache: %s, %d hit(s), %d miss(es), %.1f s getting activations, ~%.1f s saved",
-             boundary, report.hits, report.misses, feature_seconds, saved)
+    derived = sum(part.derived_from is not None for part in parts)
+    report = TrunkCacheReport(True, boundary, hits, len(parts) - hits, derived, feature_seconds, saved)
+    log.info("trunk cache: %s, %d hit(s), %d miss(es) (%d from a stored upstream boundary), %.1f s getting "
+             "activations, ~%.1f s saved", boundary, report.hits, report.misses, derived, feature_seconds, saved)
     return TrainingResult(_floats(history.history), seconds, report)
 
 

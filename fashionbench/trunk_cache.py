@@ -118,6 +118,7 @@ class CachedFeatures:
     hit: bool
     seconds: float  # spent here: computing (miss) or reading (hit)
     compute_seconds: float  # what computing them took when they were computed
+    derived_from: list[str] | None = None  # a miss computed from this stored upstream boundary
 
 
 class TrunkCache:
@@ -141,28 +142,76 @@ class TrunkCache:
 
     def key(self, split: FreezeSplit, images: np.ndarray) -> str:
         """What the activations depend on: trunk weights, images (and their size), boundary, dtype."""
-        parts = [str(FORMAT_VERSION), weights_fingerprint(split.trunk), images_fingerprint(images),
-                 ",".join(split.boundary), self.dtype]
+        return self._key(weights_fingerprint(split.trunk), images_fingerprint(images), split.boundary)
+
+    def _key(self, weights: str, images: str, boundary: tuple[str, ...]) -> str:
+        parts = [str(FORMAT_VERSION), weights, images, ",".join(boundary), self.dtype]
         return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
 
     def features(self, split: FreezeSplit, images: np.ndarray) -> CachedFeatures:
-        """The boundary activations of ``images``: read from disk, or computed and stored."""
+        """The boundary activations of ``images``: read from disk, or computed and stored.
+
+        A miss starts from a stored boundary upstream of this one (another freeze value's,
+        same images, same weights up to there) when there is one, else from the images.
+        """
         start = time.perf_counter()
-        entry = self.directory / self.key(split, images)
+        weights, images_key = weights_fingerprint(split.trunk), images_fingerprint(images)
+        entry = self.directory / self._key(weights, images_key, split.boundary)
         meta_path = entry / "meta.json"
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
             arrays = tuple(np.load(entry / f"boundary_{i}.npy") for i in range(len(split.boundary)))
             os.utime(meta_path)  # recently used: evicted last
             return CachedFeatures(arrays, True, time.perf_counter() - start, meta["compute_seconds"])
-        outputs = predict_in_batches(split.trunk, images, self.batch_size)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        arrays = tuple(np.asarray(a, dtype=self.dtype) for a in outputs)
+        arrays, derived_from = self._derive(split, images_key)
+        if arrays is None:
+            outputs = predict_in_batches(split.trunk, images, self.batch_size)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            arrays = tuple(np.asarray(a, dtype=self.dtype) for a in outputs)
         compute_seconds = time.perf_counter() - start
         self._store(entry, arrays, {"boundary": list(split.boundary), "images": int(len(images)),
+                                    "images_fingerprint": images_key, "weights_fingerprint": weights,
                                     "image_shape": list(images.shape[1:]), "dtype": self.dtype,
-                                    "compute_seconds": compute_seconds})
-        return CachedFeatures(arrays, False, time.perf_counter() - start, compute_seconds)
+                                    "derived_from": derived_from, "compute_seconds": compute_seconds})
+        return CachedFeatures(arrays, False, time.perf_counter() - start, compute_seconds, derived_from)
+
+    def _derive(self, split: FreezeSplit, images_key: str) -> tuple[tuple[np.ndarray, ...] | None, list | None]:
+        """This boundary's activations computed from a stored upstream boundary, or (None, None).
+
+        An entry qualifies when it holds the same images, its boundary layers are frozen
+        layers of this trunk, the weights up to them hash as they did, and this boundary is
+        computable from them alone (Keras refuses a disconnected graph). The nearest such
+        entry (fewest layers left to run) is used.
+        """
+        candidates = []
+        for meta_path in self.directory.glob("*/meta.json"):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):  # being written or evicted by another job
+                continue
+            if meta.get("images_fingerprint") != images_key or meta.get("dtype") != self.dtype \
+                    or tuple(meta["boundary"]) == split.boundary:
+                continue
+            try:
+                upstream = [split.trunk.get_layer(name).output for name in meta["boundary"]]
+                prefix = keras.Model(split.trunk.inputs, upstream)
+                remaining = [t for t in split.trunk.outputs if not any(t is u for u in upstream)]
+                rest = keras.Model(upstream, remaining) if remaining else None
+            except ValueError:  # not a layer of this trunk, or downstream of this boundary
+                continue
+            if weights_fingerprint(prefix) == meta["weights_fingerprint"]:
+                candidates.append((len(rest.layers) if rest else 0, meta_path.parent, meta, upstream, rest))
+        if not candidates:
+            return None, None
+        _, entry, meta, upstream, rest = min(candidates, key=lambda c: c[0])
+        stored = [np.load(entry / f"boundary_{i}.npy") for i in range(len(meta["boundary"]))]
+        outputs = rest.predict(tuple(stored), batch_size=self.batch_size, verbose=0) if rest else []
+        computed = iter([outputs] if rest is not None and len(rest.outputs) == 1 else outputs)
+        arrays = []
+        for tensor in split.trunk.outputs:
+            passed = [i for i, u in enumerate(upstream) if u is tensor]
+            arrays.append(stored[passed[0]] if passed else np.asarray(next(computed), dtype=self.dtype))
+        return tuple(arrays), meta["boundary"]
 
     def _store(self, entry: Path, arrays: tuple[np.ndarray, ...], meta: dict) -> None:
         size = sum(a.nbytes for a in arrays)

@@ -36,25 +36,22 @@ def toy_classifier(seed: int = 0, frozen_dropout: bool = False) -> keras.Model:
 def test_cached_training_gives_the_uncached_result(tiny_catalogue, tmp_path):
     train, val, test = (tiny_catalogue.split(s) for s in ("train", "val", "test"))
     results = {}
-    for name, cache in (("uncached", None), ("miss", TrunkCache(tmp_path)), ("hit", TrunkCache(tmp_path))):
+    # A hit reads back exactly the arrays a miss stored (test_a_second_read_...), so training
+    # on a hit is training on a miss; the end-to-end test below runs a hit.
+    for name, cache in (("uncached", None), ("miss", TrunkCache(tmp_path))):
         classifier = build_classifier((32, 32), weights=None, freeze=4, seed=0)
         untrained = predict_in_batches(classifier.model, test.images)
         training = train_classifier(classifier.model, train, val, epochs=2, batch_size=16, seed=0, cache=cache)
         # What run.py evaluates and embeds: the full classifier, trained through the tail.
         results[name] = training, predict_in_batches(classifier.model, test.images)
     assert np.abs(results["uncached"][1] - untrained).max() > 100 * PROBABILITY_TOLERANCE  # training changed it
-    uncached_history = results["uncached"][0].history
-    for name in ("miss", "hit"):
-        training, probabilities = results[name]
-        assert training.cache.used
-        assert np.abs(probabilities - results["uncached"][1]).max() < PROBABILITY_TOLERANCE
-        assert training.history.keys() == uncached_history.keys()
-        for metric, values in uncached_history.items():
-            assert training.history[metric] == pytest.approx(values, rel=LOSS_RELATIVE_TOLERANCE), metric
-    assert (results["miss"][0].cache.misses, results["miss"][0].cache.hits) == (2, 0)  # train and val
-    assert (results["hit"][0].cache.misses, results["hit"][0].cache.hits) == (0, 2)
-    assert results["hit"][0].cache.seconds_saved > 0
-    assert results["uncached"][0].cache.reason == "train.cache=false"
+    (uncached, uncached_probabilities), (cached, cached_probabilities) = results["uncached"], results["miss"]
+    assert cached.cache.used and (cached.cache.misses, cached.cache.hits) == (2, 0)  # train and val
+    assert uncached.cache.reason == "train.cache=false"
+    assert np.abs(cached_probabilities - uncached_probabilities).max() < PROBABILITY_TOLERANCE
+    assert cached.history.keys() == uncached.history.keys()
+    for metric, values in uncached.history.items():
+        assert cached.history[metric] == pytest.approx(values, rel=LOSS_RELATIVE_TOLERANCE), metric
 
 
 def test_the_boundary_of_a_resnet_includes_the_residual_branch():
@@ -141,9 +138,27 @@ def test_a_second_run_reads_the_whole_cache_and_logs_it(store_uri, tmp_path):
     client = MlflowClient(store_uri)
     runs = [client.get_run(summary.run_id).data for summary in (first, second)]
     assert [(r.metrics["trunk_cache_misses"], r.metrics["trunk_cache_hits"]) for r in runs] == [(2, 0), (0, 2)]
-    assert runs[1].metrics["trunk_cache_seconds_saved"] > 0
+    assert runs[1].metrics["trunk_cache_seconds_saved"] > 0 and runs[0].metrics["trunk_cache_derived"] == 0
     assert runs[0].tags["trunk_cache"] == "boundary ['conv5_block3_2_relu', 'conv5_block2_out']"
     assert runs[1].metrics["test_accuracy"] == pytest.approx(runs[0].metrics["test_accuracy"])
     # The Annoy indexes are measured against exact search in every run.
     assert 0 < runs[0].metrics["annoy_recall_at_k"] <= 1 and runs[0].metrics["exact_qps"] > 0
     assert runs[0].metrics["annoy_index_bytes"] > 0
+
+
+def test_another_freeze_value_starts_from_a_stored_upstream_boundary(tiny_catalogue, tmp_path):
+    images = tiny_catalogue.images[:12]
+    freeze_8 = split_at_freeze(build_classifier((32, 32), weights=None, freeze=8, seed=0).model)[0]
+    freeze_4 = split_at_freeze(build_classifier((32, 32), weights=None, freeze=4, seed=0).model)[0]
+    TrunkCache(tmp_path / "fresh").features(freeze_4, images)  # a reference computed from the images
+    reference = TrunkCache(tmp_path / "fresh").features(freeze_4, images)
+    cache = TrunkCache(tmp_path / "sweep")
+    assert cache.features(freeze_8, images).derived_from is None  # nothing upstream stored yet
+    derived = cache.features(freeze_4, images)
+    assert not derived.hit and derived.derived_from == list(freeze_8.boundary)
+    for mine, expected in zip(derived.arrays, reference.arrays, strict=True):
+        np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-5)
+    # Downstream to upstream is impossible, and other weights never qualify.
+    assert TrunkCache(tmp_path / "fresh").features(freeze_8, images).derived_from is None
+    other_weights = split_at_freeze(build_classifier((32, 32), weights=None, freeze=2, seed=1).model)[0]
+    assert cache.features(other_weights, images).derived_from is None

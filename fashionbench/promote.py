@@ -176,7 +176,10 @@ def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fashionbench.promote", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fashionbench.promote",
+        description="Register the best FINISHED run of an experiment (or sweep) as the champion recommender.",
+    )
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", default="fashionbench", help="experiment to search (default: %(default)s)")
     parser.add_argument("--sweep", metavar="RUN_ID", help="only the runs of this sweep (its parent run's id, or 'latest')")

@@ -152,7 +152,10 @@ def open_recommender(tracking_uri: str | None, model_name: str, alias: str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fashionbench.recommend", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fashionbench.recommend",
+        description="Recommend shop items for a simulated user or for photos with a registered recommender.",
+    )
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--user", help="a simulated user of the model's run, e.g. user-0003")
     query.add_argument("--images", nargs="+", type=Path, metavar="FILE", help="photos to find similar items for")

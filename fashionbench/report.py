@@ -271,7 +271,10 @@ def write_report(settings: TrackingSettings, out: Path, sweep_id: str | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fashionbench.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fashionbench.report",
+        description="Write the course's tables, reproduced from tracked runs, and a sweep table as Markdown.",
+    )
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", default="fashionbench", help="experiment to read (default: %(default)s)")
     parser.add_argument("--sweep", metavar="RUN_ID", help="only this sweep's runs (its parent run id, or 'latest')")

@@ -248,12 +248,12 @@ def register_recommender(settings: TrackingSettings, model_name: str, bundle: Pa
                          tags: Mapping[str, Any]) -> str:
     """Log ``bundle`` as an ``mlflow.pyfunc`` model and register it as a new version of
     ``model_name`` linked to the source run (which is left as it is); return the version."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec
-    import annoy  # noqa: F401  (its version goes into the requirements)
     import importlib.metadata as metadata
+
     import keras
     import tensorflow as tf
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
     mlflow.set_tracking_uri(settings.uri)
     ensure_experiment(settings)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -138,6 +139,16 @@ def _as_numbers(values: Sequence[str]) -> list[float] | None:
         return None
 
 
+def standard_error(run: RunRecord, metric: str = DEFAULT_METRIC) -> float | None:
+    """Binomial standard error of a precision@k: sqrt(p (1 - p) / (pairs * k)), treating each of
+    the run's ``eval_pairs`` x k recommendation slots as an independent trial (an approximation:
+    slots of one user are correlated). None for other metrics or when the counts were not logged."""
+    if not metric.startswith("precision_at_k") or "eval_pairs" not in run.metrics or "eval.k" not in run.params:
+        return None
+    p, trials = run.metrics[metric], run.metrics["eval_pairs"] * int(run.params["eval.k"])
+    return math.sqrt(p * (1 - p) / trials) if trials > 0 else None
+
+
 def plot_metric_by_parameter(runs: Sequence[RunRecord], swept: Sequence[str], path: Path,
                              metric: str = DEFAULT_METRIC) -> Path:
     """One panel per swept param: ``metric`` of each finished run against the param's value
@@ -155,7 +166,12 @@ def plot_metric_by_parameter(runs: Sequence[RunRecord], swept: Sequence[str], pa
         numbers = _as_numbers(labels)
         order = sorted(range(len(scored)), key=lambda i: numbers[i] if numbers else labels[i])
         xs = [numbers[i] for i in order] if numbers else list(range(len(order)))
-        ax.plot(xs, [scored[i].metrics[metric] for i in order], "o-", label=metric)
+        values = [scored[i].metrics[metric] for i in order]
+        errors = [standard_error(scored[i], metric) for i in order]
+        if all(e is not None for e in errors):
+            ax.errorbar(xs, values, yerr=errors, fmt="o-", capsize=3, label=f"{metric} ± 1 s.e.")
+        else:
+            ax.plot(xs, values, "o-", label=metric)
         baseline = [scored[i].metrics.get(f"random_{metric}") for i in order]
         if all(b is not None for b in baseline):
             ax.plot(xs, baseline, "--", color="grey", label=f"random recommender")
@@ -228,6 +244,10 @@ def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: 
                      "changed between these runs, so they differ in more than the swept params.")
     if plot_file:
         parts.append(f"![{metric} against each swept parameter]({plot_file})")
+        if best is not None and standard_error(best, metric) is not None:
+            parts.append(f"Error bars: ±1 binomial standard error of precision@k, √(p(1−p)/(pairs·k)) "
+                         f"(about {standard_error(best, metric):.3f} for the best run); differences "
+                         "smaller than about two of them are not evidence of a better setting.")
     return "\n\n".join(parts) + "\n"
 
 

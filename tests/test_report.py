@@ -21,7 +21,7 @@ def metrics(seconds, accuracy, precision, random=0.1):
                                                            ("Skirts", 0.5)]
                  for name, value in [("f1", base), ("recall", base + 0.05), ("precision", base - 0.05)]}
     return {"train_seconds": seconds, "test_accuracy": accuracy, "precision_at_k": precision,
-            "random_precision_at_k": random, **per_class}
+            "random_precision_at_k": random, "eval_pairs": 100.0, **per_class}
 
 
 @pytest.fixture
@@ -77,6 +77,7 @@ def test_the_sweep_table_lists_swept_params_marks_the_best_and_is_plotted(sweep,
     assert "0.990" not in text  # the other sweep's run
     assert f"![precision_at_k against each swept parameter]({plot.name})" in text
     assert Image.open(plot).size[0] > 0
+    assert "about 0.034 for the best run" in text  # sqrt(0.35 * 0.65 / (100 pairs * k=2))
 
     logged = {a.path for a in MlflowClient(settings.uri).list_artifacts(report_run, "report")}
     assert logged == {"report/report.md", f"report/{plot.name}"}

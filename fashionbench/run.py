@@ -169,12 +169,25 @@ def run_experiment(cfg: DictConfig) -> RunSummary:
         return RunSummary(run.run_id, settings.uri, metrics)
 
 
+def swept_overrides(job_overrides: list[str], command_line: list[str]) -> str:
+    """The job's overrides of the keys the command line sweeps (``freeze=2,4,8`` -> "freeze=4")."""
+    swept = {arg.split("=", 1)[0].lstrip("+~") for arg in command_line
+             if "=" in arg and ("," in arg.split("=", 1)[1] or arg.split("=", 1)[1].startswith(("range(", "choice(", "glob(")))}
+    return " ".join(o for o in job_overrides if o.split("=", 1)[0].lstrip("+~") in swept)
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and cfg.run_name is None:
+        # Name each job by its swept values: MLflow draws names from Python's `random`, which
+        # the previous job seeded, so generated names would repeat across a sweep.
+        cfg.run_name = swept_overrides(HydraConfig.get().overrides.task, sys.argv[1:]) or (
+            f"job {HydraConfig.get().job.num}")
     try:
         summary = run_experiment(cfg)
     except Exception as error:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             # The basic launcher stops a sweep at the first job that raises; this run is
             # already marked FAILED in MLflow, so report it and let the next job run.
             log.error("run failed (marked FAILED in MLflow): %s: %s", type(error).__name__, error)

@@ -102,6 +102,7 @@ def test_multirun_goes_on_after_a_failed_job_and_groups_runs_under_a_parent(tmp_
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("sweep_id") == parent.info.run_id]
     assert [(c.data.params["model.freeze"], c.info.status) for c in children] == [("999", "FAILED"), ("2", "FINISHED")]
+    assert [c.info.run_name for c in children] == ["freeze=999", "freeze=2"]
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics == {"runs_failed": 1.0, "runs": 2.0}

@@ -136,9 +136,11 @@ def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batc
     parts = [cache.features(split, train.images)] + ([cache.features(split, val.images)] if len(val) else [])
     feature_seconds = time.perf_counter() - start
     hits = sum(part.hit for part in parts)
-    # The tail is compiled as the classifier was (a fresh optimizer of the same config), so
-    # its updates are the ones uncached training would make.
-    split.tail.compile_from_config(model.get_compile_config())
+    # The tail is compiled as the classifier was, with the classifier's own optimizer (it
+    # finds each variable's slots by the variable, not by position): the updates are the ones
+    # uncached training makes, and the classifier keeps the optimizer state, as when saved.
+    compile_arguments = keras.saving.deserialize_keras_object(model.get_compile_config())
+    split.tail.compile(**{**compile_arguments, "optimizer": model.optimizer})
     train_data = features_dataset(parts[0].arrays, train.labels, batch_size, shuffle_seed=seed)
     val_data = features_dataset(parts[1].arrays, val.labels, batch_size) if len(val) else None
     history = split.tail.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose, shuffle=False)

@@ -35,7 +35,7 @@ def toy_classifier(seed: int = 0, frozen_dropout: bool = False) -> keras.Model:
 
 def test_cached_training_gives_the_uncached_result(tiny_catalogue, tmp_path):
     train, val, test = (tiny_catalogue.split(s) for s in ("train", "val", "test"))
-    results = {}
+    results, optimizers = {}, {}
     # A hit reads back exactly the arrays a miss stored (test_a_second_read_...), so training
     # on a hit is training on a miss; the end-to-end test below runs a hit.
     for name, cache in (("uncached", None), ("miss", TrunkCache(tmp_path))):
@@ -44,10 +44,14 @@ def test_cached_training_gives_the_uncached_result(tiny_catalogue, tmp_path):
         training = train_classifier(classifier.model, train, val, epochs=2, batch_size=16, seed=0, cache=cache)
         # What run.py evaluates and embeds: the full classifier, trained through the tail.
         results[name] = training, predict_in_batches(classifier.model, test.images)
+        optimizers[name] = classifier.model.optimizer
     assert np.abs(results["uncached"][1] - untrained).max() > 100 * PROBABILITY_TOLERANCE  # training changed it
     (uncached, uncached_probabilities), (cached, cached_probabilities) = results["uncached"], results["miss"]
     assert cached.cache.used and (cached.cache.misses, cached.cache.hits) == (2, 0)  # train and val
     assert uncached.cache.reason == "train.cache=false"
+    # The classifier's optimizer carries the training state, as uncached (what a saved model keeps).
+    assert int(optimizers["miss"].iterations) == int(optimizers["uncached"].iterations) > 0
+    assert len(optimizers["miss"].variables) == len(optimizers["uncached"].variables)
     assert np.abs(cached_probabilities - uncached_probabilities).max() < PROBABILITY_TOLERANCE
     assert cached.history.keys() == uncached.history.keys()
     for metric, values in uncached.history.items():

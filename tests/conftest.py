@@ -10,6 +10,8 @@ from pathlib import Path
 # can pick up ImageNet weights a developer happens to have.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="fashionbench-keras-home-")
+# A fresh trunk cache per test session: no activations left over from earlier sessions.
+os.environ["FASHIONBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="fashionbench-trunk-cache-")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 import pytest  # noqa: E402

@@ -26,6 +26,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from fashionbench.data import CATEGORIES  # noqa: E402
+from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
 from fashionbench.embed import embed_items  # noqa: E402
 from fashionbench.evaluate import classification_report, evaluate_recommendations, random_recommender  # noqa: E402
 from fashionbench.index import build_shop_index, validate_index_options  # noqa: E402
@@ -99,7 +100,9 @@ def run_experiment(cfg: DictConfig) -> RunSummary:
         run.set_tags({"weights_used": classifier.weights_used})
         run.log_metrics({"trainable_backbone_layers": classifier.trainable_backbone_layers})
 
-        catalogue = build(cfg.data).load()
+        loaded = load_catalogue(build(cfg.data), cfg.data_store.dir, cfg.data_store.enabled)
+        catalogue = loaded.catalogue
+        run.log_metrics(loaded.metrics())
         split_table = catalogue.split_table()
         run.set_tags({"data_fingerprint": catalogue.fingerprint()})
         run.log_text(split_table.to_csv(), "data/split_table.csv")

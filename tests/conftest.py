@@ -12,6 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="fashionbench-keras-home-")
 # A fresh trunk cache per test session: no activations left over from earlier sessions.
 os.environ["FASHIONBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="fashionbench-trunk-cache-")
+# Likewise a fresh catalogue store: runs decode/draw their data in this session at least once.
+os.environ["FASHIONBENCH_DATA_STORE"] = tempfile.mkdtemp(prefix="fashionbench-data-store-")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 import pytest  # noqa: E402

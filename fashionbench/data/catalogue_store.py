@@ -1,0 +1,195 @@
+"""An on-disk store of loaded catalogues: decode (or draw) a data source's images once.
+
+A source's ``load()`` decodes and resizes every photo (or draws every synthetic garment) on
+each run. ``load_catalogue`` keeps the resulting ``Catalogue`` under a key that changes
+whenever ``load()`` could return something else:
+
+- the source's class and every dataclass field (root, image size, category mapping, seed...);
+- for a source with a ``root`` folder, the resolved root and (relative path, size, mtime_ns)
+  of every file under it (symlinked folders followed), and the size and mtime of any other
+  absolute file path a field names (e.g. a ``csv_file`` outside the root) -- so a replaced,
+  touched, added or removed image or annotation file is a miss;
+- the source code of ``fashionbench.data`` (a change in decoding is a miss) and the store
+  format, NumPy and pandas versions.
+
+An entry is a folder ``<store>/<key>/`` holding ``images.npy``, ``tables.pkl`` (items and
+skipped_items as pickled data frames, which keep dtypes exactly) and ``manifest.json``
+(counts and the catalogue's fingerprint). Entries are written to a temporary folder and
+renamed into place, so readers see a whole entry or none; an entry that cannot be read or
+whose data no longer matches its fingerprint is logged, ignored and rewritten.
+
+The store is local and written by this package: like the trunk cache, it is trusted (the
+tables are pickles). Delete the folder to empty it; nothing evicts entries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from fashionbench.data.catalogue import Catalogue
+
+log = logging.getLogger("fashionbench.data")
+
+# Bump when the entry layout changes: old entries are then simply never looked up again.
+STORE_FORMAT = 1
+_DATA_PACKAGE = Path(__file__).resolve().parent
+
+
+class CatalogueSource(Protocol):
+    def load(self) -> Catalogue: ...
+
+
+@dataclass(frozen=True)
+class CatalogueLoad:
+    """A loaded catalogue, whether it came from the store, and the seconds loading took."""
+
+    catalogue: Catalogue
+    hit: bool
+    seconds: float
+    key: str | None  # None when the store is off
+
+    def metrics(self) -> dict[str, float]:
+        return {"catalogue_store_hit": float(self.hit), "catalogue_load_seconds": self.seconds}
+
+
+def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool = True) -> CatalogueLoad:
+    """``source.load()``'s catalogue, from ``store_dir`` when an entry for this source and its
+    input files exists there, otherwise loaded and stored. With ``enabled=False`` this is just
+    ``source.load()`` (nothing read or written). Raises what ``source.load()`` raises; a store
+    that cannot be written is logged and the loaded catalogue returned."""
+    start = time.perf_counter()
+    if not enabled:
+        return CatalogueLoad(source.load(), False, time.perf_counter() - start, None)
+    key = catalogue_key(source)
+    entry = Path(store_dir) / key
+    if entry.exists():
+        try:
+            catalogue = read_entry(entry)
+        except Exception as error:  # any damage to an entry means "not stored"; it is rewritten
+            log.warning("catalogue store: ignoring unreadable entry %s (%s: %s); loading the source again",
+                        entry, type(error).__name__, error)
+        else:
+            seconds = time.perf_counter() - start
+            log.info("catalogue store: %s read from %s in %.2f s", type(source).__name__, entry, seconds)
+            return CatalogueLoad(catalogue, True, seconds, key)
+    catalogue = source.load()
+    try:
+        write_entry(entry, catalogue)
+    except OSError as error:
+        log.warning("catalogue store: could not write %s (%s); continuing without storing", entry, error)
+    seconds = time.perf_counter() - start
+    log.info("catalogue store: %s loaded in %.2f s and stored in %s", type(source).__name__, seconds, entry)
+    return CatalogueLoad(catalogue, False, seconds, key)
+
+
+def catalogue_key(source: CatalogueSource) -> str:
+    """A hex key that changes whenever ``source.load()`` could return a different catalogue
+    (see the module docstring). Raises TypeError for a source that is not a dataclass: its
+    options could not be listed, so it could not be keyed soundly."""
+    if not dataclasses.is_dataclass(source):
+        raise TypeError(f"{type(source).__name__} is not a dataclass; the catalogue store keys sources by their fields")
+    options = {f.name: _plain(getattr(source, f.name)) for f in dataclasses.fields(source)}
+    digest = hashlib.sha256()
+    header = {"format": STORE_FORMAT, "numpy": np.__version__, "pandas": pd.__version__,
+              "source": f"{type(source).__module__}.{type(source).__qualname__}", "options": options}
+    digest.update(json.dumps(header, sort_keys=True, default=repr).encode())
+    for path in sorted(_DATA_PACKAGE.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    root = options.get("root")
+    if isinstance(root, str) and os.path.isdir(root):
+        digest.update(b"root\0" + os.path.realpath(root).encode())
+        for line in _file_listing(Path(root)):
+            digest.update(line)
+    for name, value in sorted(options.items()):
+        if name != "root" and isinstance(value, str) and os.path.isabs(value) and os.path.isfile(value):
+            stat = os.stat(value)
+            digest.update(f"{name}\0{os.path.realpath(value)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:24]
+
+
+def _file_listing(root: Path):
+    """``relative path, size, mtime_ns`` of every file under ``root``, in a stable order;
+    symlinked folders are followed (a data set may link its images elsewhere), each real
+    folder once."""
+    seen: set[str] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()
+        relative = os.path.relpath(folder, root)
+        for name in sorted(files):
+            try:
+                stat = os.stat(os.path.join(folder, name))
+            except OSError:  # a dangling link: the source will count it as missing
+                yield f"{relative}/{name}\0missing\n".encode()
+                continue
+            yield f"{relative}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able copy of a config value (Hydra passes DictConfig/ListConfig for mappings and lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_entry(entry: Path, catalogue: Catalogue) -> None:
+    """Store ``catalogue`` as ``entry``, atomically: a whole entry appears or none. An existing
+    entry (a damaged one being replaced) is removed first; if another process stores the same
+    key meanwhile, its entry is kept. Raises OSError if the store folder cannot be written."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+    try:
+        np.save(staging / "images.npy", np.ascontiguousarray(catalogue.images), allow_pickle=False)
+        pd.to_pickle({"items": catalogue.items, "skipped_items": catalogue.skipped_items}, staging / "tables.pkl")
+        manifest = {"format": STORE_FORMAT, "fingerprint": catalogue.fingerprint(),
+                    "skipped": dict(catalogue.skipped), "converted": dict(catalogue.converted)}
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if entry.exists():
+            shutil.rmtree(entry, ignore_errors=True)
+        try:
+            os.rename(staging, entry)
+        except OSError:
+            if not (entry / "manifest.json").exists():
+                raise
+            # Another process stored this key first: same key, same catalogue; keep theirs.
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_entry(entry: Path) -> Catalogue:
+    """The catalogue stored as ``entry``. Raises (OSError, ValueError, pickle and Catalogue
+    errors...) if any file is missing or damaged, or the data no longer has the fingerprint
+    recorded when it was stored."""
+    manifest = json.loads((entry / "manifest.json").read_text())
+    if manifest.get("format") != STORE_FORMAT:
+        raise ValueError(f"store format {manifest.get('format')!r}, expected {STORE_FORMAT}")
+    images = np.load(entry / "images.npy", allow_pickle=False)
+    tables = pd.read_pickle(entry / "tables.pkl")
+    catalogue = Catalogue(tables["items"], images, dict(manifest["skipped"]), tables["skipped_items"],
+                          dict(manifest["converted"]))
+    if catalogue.fingerprint() != manifest["fingerprint"]:
+        raise ValueError(f"data fingerprint {catalogue.fingerprint()} differs from the stored {manifest['fingerprint']}")
+    return catalogue

@@ -10,9 +10,6 @@ import pandas as pd
 import pytest
 
 from fashionbench.data import CATEGORIES, CatalogueError
-from fashionbench.data.deepfashion import DeepFashionSource
-from fashionbench.data.folders import FolderSource
-from fashionbench.data.image_csv import ImageCsvSource
 from fashionbench.data.splitting import split_counts, stratified_course_split
 from fashionbench.run import build
 from tests.conftest import SHARED_DATA, compose_config

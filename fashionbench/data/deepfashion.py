@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fashionbench.data.catalogue import SPLITS, Catalogue, CatalogueError
-from fashionbench.data.images import DEFAULT_MAX_PIXELS
 from fashionbench.data.labelled_images import (
     LabelledImage,
     load_labelled_images,
     validate_category_mapping,
-    validate_source_options,
+    PhotoSourceOptions,
 )
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.text_tables import read_text
@@ -45,21 +44,15 @@ ATTRIBUTE_TYPES = {1: "texture", 2: "fabric", 3: "shape", 4: "part", 5: "style"}
 DEFAULT_CATEGORIES = {"Blouse": "Blouses", "Dress": "Dresses", "Shorts": "Shorts", "Skirt": "Skirts"}
 
 
-@dataclass
-class DeepFashionSource:
+@dataclass(kw_only=True)
+class DeepFashionSource(PhotoSourceOptions):
     """The images of the DeepFashion categories that ``categories`` maps to shop categories."""
 
-    name: str
-    root: str
     categories: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
-    seed: int = 0
-    image_size: int = 64
-    max_per_category: int | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def load(self) -> Catalogue:
         """Raises CatalogueError for an invalid option, a missing or malformed list file, an empty category."""
-        root = validate_source_options(self.name, self.root, self.image_size, self.max_pixels, self.max_per_category)
+        root = self.validated_root()
         mapping = validate_category_mapping(dict(self.categories), "data.categories")
         skips = SkipLog()
 

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fashionbench.data.catalogue import Catalogue, CatalogueError
-from fashionbench.data.images import DEFAULT_MAX_PIXELS
 from fashionbench.data.labelled_images import (
     LabelledImage,
     load_labelled_images,
     validate_category_mapping,
-    validate_source_options,
+    PhotoSourceOptions,
 )
 from fashionbench.data.skips import SkipLog
 
@@ -34,22 +33,16 @@ DEFAULT_CATEGORIES = {
 }
 
 
-@dataclass
-class FolderSource:
+@dataclass(kw_only=True)
+class FolderSource(PhotoSourceOptions):
     """The images in the category folders that ``categories`` maps to shop categories."""
 
-    name: str
-    root: str
     categories: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
     extensions: Sequence[str] = (".jpg", ".jpeg", ".png")
-    seed: int = 0
-    image_size: int = 64
-    max_per_category: int | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def load(self) -> Catalogue:
         """Raises CatalogueError for an invalid option, a root without category folders, an empty category."""
-        root = validate_source_options(self.name, self.root, self.image_size, self.max_pixels, self.max_per_category)
+        root = self.validated_root()
         mapping = validate_category_mapping(dict(self.categories), "data.categories")
         extensions = {str(e).lower() if str(e).startswith(".") else "." + str(e).lower() for e in self.extensions}
         skips = SkipLog()

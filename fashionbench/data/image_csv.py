@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from fashionbench.data.catalogue import Catalogue, CatalogueError
-from fashionbench.data.images import DEFAULT_MAX_PIXELS
 from fashionbench.data.labelled_images import (
     LabelledImage,
     load_labelled_images,
     validate_category_mapping,
-    validate_source_options,
+    PhotoSourceOptions,
 )
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.text_tables import read_csv_records
@@ -31,8 +30,8 @@ from fashionbench.data.text_tables import read_csv_records
 log = logging.getLogger("fashionbench.data")
 
 
-@dataclass
-class ImageCsvSource:
+@dataclass(kw_only=True)
+class ImageCsvSource(PhotoSourceOptions):
     """Items = rows of ``root/csv_file`` that pass ``filters`` and whose label is mapped.
 
     ``path_template`` names each row's image relative to ``root`` with ``{column}`` fields
@@ -42,8 +41,6 @@ class ImageCsvSource:
     ``attributes`` maps attribute names to columns (items get ``attr_<name>``).
     """
 
-    name: str
-    root: str
     categories: Mapping[str, str]
     csv_file: str = "images.csv"
     id_column: str = "image"
@@ -52,14 +49,10 @@ class ImageCsvSource:
     filters: Mapping[str, Any] = field(default_factory=dict)
     attributes: Mapping[str, str] = field(default_factory=dict)
     overflow_column: str | None = None
-    seed: int = 0
-    image_size: int = 64
-    max_per_category: int | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def load(self) -> Catalogue:
         """Raises CatalogueError for an invalid option, a missing file or column, an empty category."""
-        root = validate_source_options(self.name, self.root, self.image_size, self.max_pixels, self.max_per_category)
+        root = self.validated_root()
         mapping = validate_category_mapping(dict(self.categories), "data.categories")
         filters = {str(column): _allowed_values(column, values) for column, values in dict(self.filters).items()}
         attributes = {str(name): str(column) for name, column in dict(self.attributes).items()}

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fashionbench.data.catalogue import ATTRIBUTE_PREFIX, CATEGORIES, SPLITS, Catalogue, CatalogueError
-from fashionbench.data.images import UnusableImage, decode_image, resolve_inside
+from fashionbench.data.images import DEFAULT_MAX_PIXELS, UnusableImage, decode_image, resolve_inside
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.splitting import stratified_course_split
 
@@ -40,22 +40,32 @@ class LabelledImage:
     attributes: Mapping[str, str] = field(default_factory=dict)
 
 
-def validate_source_options(
-    source: str, root: str | Path, image_size: int, max_pixels: int, max_per_category: int | None
-) -> Path:
-    """The root as a Path; CatalogueError naming the ``data.*`` option that is invalid."""
-    if image_size < 32:
-        raise CatalogueError(f"data.image_size must be >= 32 (ResNet50's smallest input), got {image_size}")
-    if max_pixels < 1:
-        raise CatalogueError(f"data.max_pixels must be >= 1, got {max_pixels}")
-    if max_per_category is not None and max_per_category < 1:
-        raise CatalogueError(f"data.max_per_category must be >= 1 or null, got {max_per_category}")
-    if root is None or str(root) in ("", "???"):
-        raise CatalogueError(f"data.root must name the {source} data folder")
-    path = Path(root)
-    if not path.is_dir():
-        raise CatalogueError(f"data.root={str(root)!r}: no such folder (the {source} data set's root)")
-    return path
+@dataclass(kw_only=True)
+class PhotoSourceOptions:
+    """Options every photo source shares: where the data set is, its seeded split and
+    subsample, and how images are decoded."""
+
+    name: str
+    root: str
+    seed: int = 0
+    image_size: int = 64
+    max_per_category: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped as decompression_bomb
+
+    def validated_root(self) -> Path:
+        """The root as a Path; CatalogueError naming the ``data.*`` option that is invalid."""
+        if self.image_size < 32:
+            raise CatalogueError(f"data.image_size must be >= 32 (ResNet50's smallest input), got {self.image_size}")
+        if self.max_pixels < 1:
+            raise CatalogueError(f"data.max_pixels must be >= 1, got {self.max_pixels}")
+        if self.max_per_category is not None and self.max_per_category < 1:
+            raise CatalogueError(f"data.max_per_category must be >= 1 or null, got {self.max_per_category}")
+        if self.root is None or str(self.root) in ("", "???"):
+            raise CatalogueError(f"data.root must name the {self.name} data folder")
+        path = Path(self.root)
+        if not path.is_dir():
+            raise CatalogueError(f"data.root={str(self.root)!r}: no such folder (the {self.name} data set's root)")
+        return path
 
 
 def validate_category_mapping(mapping: Mapping[str, str], option: str) -> dict[str, str]:

@@ -174,7 +174,7 @@ def plot_metric_by_parameter(runs: Sequence[RunRecord], swept: Sequence[str], pa
             ax.plot(xs, values, "o-", label=metric)
         baseline = [scored[i].metrics.get(f"random_{metric}") for i in order]
         if all(b is not None for b in baseline):
-            ax.plot(xs, baseline, "--", color="grey", label=f"random recommender")
+            ax.plot(xs, baseline, "--", color="grey", label="random recommender")
         for x, i in zip(xs, order):
             if best is not None and scored[i].run_id == best.run_id:
                 ax.plot([x], [scored[i].metrics[metric]], "*", color="crimson", markersize=14, label="best")

@@ -31,10 +31,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 from omegaconf import OmegaConf  # noqa: E402
 
 from fashionbench.recommender import DEFAULT_MODEL_NAME  # noqa: E402
-from fashionbench.selection import (  # noqa: E402
+from fashionbench.selection import (
     DEFAULT_METRIC,
     Constraint,
     Selection,
+    add_run_selection_arguments,  # noqa: E402
     is_experiment_run,
     latest_sweep_id,
     select_runs,
@@ -180,10 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m fashionbench.promote",
         description="Register the best FINISHED run of an experiment (or sweep) as the champion recommender.",
     )
-    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    parser.add_argument("--experiment", default="fashionbench", help="experiment to search (default: %(default)s)")
-    parser.add_argument("--sweep", metavar="RUN_ID", help="only the runs of this sweep (its parent run's id, or 'latest')")
-    parser.add_argument("--metric", default=DEFAULT_METRIC, help="metric to rank by (default: %(default)s)")
+    add_run_selection_arguments(parser)
     parser.add_argument("--direction", choices=("max", "min"), default="max", help="max: higher is better")
     parser.add_argument("--constraint", action="append", default=[], metavar="EXPR",
                         help="e.g. 'test_accuracy>=0.7'; repeat for several")

@@ -26,6 +26,7 @@ import pandas as pd
 from fashionbench.data import COURSE_SPLIT_SIZES
 from fashionbench.selection import (
     DEFAULT_METRIC,
+    add_run_selection_arguments,
     is_experiment_run,
     latest_sweep_id,
     swept_parameters,
@@ -295,10 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m fashionbench.report",
         description="Write the course's tables, reproduced from tracked runs, and a sweep table as Markdown.",
     )
-    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    parser.add_argument("--experiment", default="fashionbench", help="experiment to read (default: %(default)s)")
-    parser.add_argument("--sweep", metavar="RUN_ID", help="only this sweep's runs (its parent run id, or 'latest')")
-    parser.add_argument("--metric", default=DEFAULT_METRIC, help="metric that decides the best run (default: %(default)s)")
+    add_run_selection_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("report.md"), help="Markdown file (default: %(default)s)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to a report run")
     args = parser.parse_args(argv)

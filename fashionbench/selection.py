@@ -6,6 +6,7 @@ Shared by ``promote`` (pick the best run) and ``report`` (tabulate runs): both s
 
 from __future__ import annotations
 
+import argparse
 import operator
 import re
 from collections import Counter
@@ -19,6 +20,14 @@ _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|==|>|<)\s*(-?[0-9.eE
 DEFAULT_METRIC = "precision_at_k"
 # Params that differ between runs without being part of the experiment's design.
 NOT_SWEPT_PREFIXES = ("tracking.", "run_name")
+
+
+def add_run_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options by which ``promote`` and ``report`` say which runs to read and what ranks them."""
+    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--experiment", default="fashionbench", help="experiment to read (default: %(default)s)")
+    parser.add_argument("--sweep", metavar="RUN_ID", help="only the runs of this sweep (its parent run's id, or 'latest')")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, help="metric that ranks the runs (default: %(default)s)")
 
 
 @dataclass(frozen=True)

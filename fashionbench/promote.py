@@ -31,11 +31,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 from omegaconf import OmegaConf  # noqa: E402
 
 from fashionbench.recommender import DEFAULT_MODEL_NAME  # noqa: E402
-from fashionbench.selection import (
+from fashionbench.selection import (  # noqa: E402
     DEFAULT_METRIC,
     Constraint,
     Selection,
-    add_run_selection_arguments,  # noqa: E402
+    add_run_selection_arguments,
     is_experiment_run,
     latest_sweep_id,
     select_runs,

@@ -165,19 +165,14 @@ def course_users(
         "rating": rows["rating"].to_numpy(dtype=float),
     }).dropna(subset=["item_id"])
     ratings = ratings.groupby(["user_id", "item_id", "category"], as_index=False)["rating"].mean()
-    metrics = {"users_reviews_rows": float(len(rows)),
-               **{f"users_reviews_{c}": float(n) for c, n in calibration.class_counts().items()},
-               **{f"users_reviews_skipped_{r}": float(n) for r, n in calibration.skipped.items()}}
-    return SimulatedUsers(ratings, favourite_threshold, metrics)
+    return SimulatedUsers(ratings, favourite_threshold, calibration.metrics())
 
 
 def _calibrate(reviews: Reviews, categories: list[str], min_rows: int):
     """Per-category histograms and class mix from the reviews, with the fallbacks reported."""
     counts = reviews.class_counts()
     overall = reviews.rating_histogram().astype(float)
-    metrics = {"users_reviews_rows": float(len(reviews.rows)),
-               **{f"users_reviews_{c}": float(n) for c, n in counts.items()},
-               **{f"users_reviews_skipped_{r}": float(n) for r, n in reviews.skipped.items()}}
+    metrics = reviews.metrics()
     histograms, thin = {}, []
     for category in categories:
         if counts[category] >= min_rows:

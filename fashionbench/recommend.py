@@ -25,9 +25,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 import numpy as np  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from fashionbench.data import CATEGORIES  # noqa: E402
+from fashionbench.data.images import UnusableImage, decode_image  # noqa: E402
 from fashionbench.promote import PromotionError, build_bundle  # noqa: E402
 from fashionbench.recommender import DEFAULT_MODEL_NAME, BundleError, Recommendations, ShopRecommender  # noqa: E402
 from fashionbench.selection import DEFAULT_METRIC  # noqa: E402
@@ -111,23 +111,19 @@ def image_grid(recommender: ShopRecommender, images: np.ndarray, names: list[str
 
 
 def load_image_files(paths: Sequence[Path], size: int) -> np.ndarray:
-    """Read image files as uint8 RGB, centre-cropped to a square and resized to ``size`` pixels.
+    """Read image files as uint8 RGB of ``size`` pixels, decoded exactly as the catalogue's
+    photos were (``data.images.decode_image``), so a query looks to the model like a shop item.
 
-    Raises BundleError naming the file that is missing or not an image.
+    Raises BundleError naming the file that is missing or not a usable image.
     """
     images = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except FileNotFoundError:
-            raise BundleError(f"--images: no file {path}") from None
-        except (UnidentifiedImageError, OSError) as error:
+            images.append(decode_image(Path(path), size)[0])
+        except UnusableImage as error:
+            if error.reason == "missing_file":
+                raise BundleError(f"--images: no file {path}") from None
             raise BundleError(f"--images: {path} is not a readable image ({error})") from None
-        side = min(image.size)
-        left, top = (image.width - side) // 2, (image.height - side) // 2
-        square = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
-        images.append(np.asarray(square, dtype=np.uint8))
     return np.stack(images)
 
 

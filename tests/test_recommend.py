@@ -76,3 +76,16 @@ def test_a_run_that_was_never_registered_recommends_the_same(tracked_store, reco
     assert cli(tracked_store, "--run", tracked_store.real_run_id, "--experiment", tracked_store.experiment,
                "--user", user, "--out", str(tmp_path / "b.png")) == 0
     assert capsys.readouterr().out.splitlines()[:-1] == from_registry
+
+
+def test_query_photos_are_decoded_as_the_catalogues_photos_were(tmp_path):
+    from PIL import Image
+
+    from fashionbench.data.images import decode_image
+    from fashionbench.recommend import load_image_files
+
+    # A wide, CMYK photo: squashed (not cropped) and converted exactly like a shop photo.
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 90, 3), dtype=np.uint8)
+    path = tmp_path / "wide.jpg"
+    Image.fromarray(pixels).convert("CMYK").save(path)
+    np.testing.assert_array_equal(load_image_files([path], 32)[0], decode_image(path, 32)[0])

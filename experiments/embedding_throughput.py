@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from fashionbench.config import ModelConfig  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
 from fashionbench.embed import embed_items  # noqa: E402
 from fashionbench.model import build_classifier, preprocess_images  # noqa: E402
@@ -42,13 +43,14 @@ def best_seconds(functions: list, repeats: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--scale", type=float, default=0.1, help="times the course's split sizes; the test split is embedded")
+    parser.add_argument("--scale", type=float, default=0.1,
+                        help="times the course's split sizes; the test split is embedded")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
     shop = SyntheticSource(seed=0, image_size=args.image_size, scale=args.scale).load().split("test")
-    classifier = build_classifier((args.image_size, args.image_size), weights=None, seed=0)
+    classifier = build_classifier(ModelConfig(weights=None, seed=0), args.image_size)
     model = classifier.embedding_model()
     preprocessed = np.asarray(preprocess_images(shop.images))
     print(f"machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU; {len(shop)} images at "
@@ -58,7 +60,8 @@ def main() -> None:
         harness, bare = best_seconds([lambda: embed_items(classifier, shop, batch_size),
                                       lambda: model.predict(preprocessed, batch_size=batch_size, verbose=0)],
                                      args.repeats)
-        print(f"{batch_size:>5} {len(shop) / harness:>17.1f} {len(shop) / bare:>18.1f} {bare / harness:>5.2f}x", flush=True)
+        print(f"{batch_size:>5} {len(shop) / harness:>17.1f} {len(shop) / bare:>18.1f} {bare / harness:>5.2f}x",
+              flush=True)
     print("ratio: embed_items throughput / bare model.predict throughput (target >= 1.0x)")
 
 

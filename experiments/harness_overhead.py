@@ -5,7 +5,7 @@
 
 Runs ``fashionbench.run.run_experiment`` twice in one process (trunk cache off, then on with
 an empty cache), into a temporary MLflow store created before timing. ``keras.Model.fit``,
-``keras.Model.predict`` and ``CategoryIndex.build`` are wrapped with timers; everything else
+``keras.Model.predict`` and ``AnnoyCategoryIndex.build`` are wrapped with timers; everything else
 (data generation, model construction, evaluation maths, users, Annoy-vs-exact measurement,
 MLflow logging including the ~95 MB model) is the harness. Times are measured, never asserted.
 """
@@ -23,15 +23,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 
-import fashionbench.model  # noqa: E402
+import fashionbench.run  # noqa: E402
+from fashionbench.config import compose_config  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
-from fashionbench.index import CategoryIndex  # noqa: E402
+from fashionbench.index import AnnoyCategoryIndex  # noqa: E402
 from fashionbench.run import run_experiment  # noqa: E402
-from fashionbench.tracking import TrackedRun, ensure_experiment, tracking_settings  # noqa: E402
+from fashionbench.tracking.runs import TrackedRun  # noqa: E402
+from fashionbench.tracking.store import ensure_experiment, tracking_settings  # noqa: E402
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_OVERRIDES = ["data.scale=0.05", "model.weights=null"]
 
 inside: dict[str, float] = defaultdict(float)
@@ -50,9 +50,9 @@ def timed(name: str, function):
 def main() -> None:
     keras.Model.fit = timed("fit", keras.Model.fit)
     keras.Model.predict = timed("predict", keras.Model.predict)
-    CategoryIndex.build = classmethod(timed("index build", CategoryIndex.build.__func__))
+    AnnoyCategoryIndex.build = classmethod(timed("index build", AnnoyCategoryIndex.build.__func__))
     # Harness parts worth naming (counted as harness, shown to say where it goes):
-    fashionbench.model.build_classifier = timed("~model build", fashionbench.model.build_classifier)
+    fashionbench.run.build_classifier = timed("~model build", fashionbench.run.build_classifier)
     SyntheticSource.load = timed("~data", SyntheticSource.load)
     TrackedRun.log_keras_model = timed("~model logging", TrackedRun.log_keras_model)
 
@@ -61,12 +61,12 @@ def main() -> None:
     ensure_experiment(tracking_settings(store, "overhead"))  # creating the store is a one-off, not per run
     overrides = [*DEFAULT_OVERRIDES, *sys.argv[1:], f"tracking.uri={store}", "tracking.experiment_name=overhead",
                  f"train.cache_dir={scratch / 'trunk'}"]
-    print(f"machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU; overrides: {' '.join(sys.argv[1:]) or DEFAULT_OVERRIDES}")
+    print(f"machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU; "
+          f"overrides: {' '.join(sys.argv[1:]) or DEFAULT_OVERRIDES}")
     print(f"{'run':<12} {'wall s':>7} {'fit s':>7} {'predict s':>9} {'index s':>8} {'harness s':>9} {'harness %':>9}"
           f"   of which: data / model build / model logging / rest s")
     for name, cache in (("cache off", "false"), ("cache on", "true")):
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[*overrides, f"train.cache={cache}"])
+        cfg = compose_config([*overrides, f"train.cache={cache}"])
         inside.clear()
         start = time.perf_counter()
         run_experiment(cfg)

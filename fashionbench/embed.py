@@ -8,10 +8,11 @@ import numpy as np
 
 from fashionbench.data import Catalogue
 from fashionbench.model import Classifier, predict_in_batches
+from fashionbench.stage import StageResult
 
 
 @dataclass(frozen=True)
-class ItemEmbeddings:
+class ItemEmbeddings(StageResult):
     """One vector per item; ``vectors[i]`` belongs to ``item_ids[i]`` of ``categories[i]``."""
 
     item_ids: np.ndarray
@@ -22,6 +23,9 @@ class ItemEmbeddings:
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
+
+    def metrics(self) -> dict[str, float]:
+        return {"embedding_dim": float(self.dim)}
 
     def of_category(self, category: str) -> ItemEmbeddings:
         mask = self.categories == category

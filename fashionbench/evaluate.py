@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from fashionbench.data import CATEGORIES
+from fashionbench.artifacts import CONFUSION_MATRIX
+from fashionbench.data import CATEGORIES, Catalogue
+from fashionbench.model import predict_in_batches
+from fashionbench.stage import StageResult
 from fashionbench.users import HeldOutFavourites
 
 # recommend(category, query item ids, k) -> k recommended item ids
@@ -17,7 +20,7 @@ Recommender = Callable[[str, list[str], int], list[str]]
 
 
 @dataclass(frozen=True)
-class ClassificationReport:
+class ClassificationReport(StageResult):
     """Test-split accuracy, per-class precision/recall/F1/support and the confusion matrix."""
 
     accuracy: float
@@ -32,6 +35,11 @@ class ClassificationReport:
                 flat[f"test_{name}_{category}"] = value
         return flat
 
+    def write_artifacts(self, directory: Path) -> None:
+        path = directory / CONFUSION_MATRIX
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.plot_confusion_matrix(path)
+
     def plot_confusion_matrix(self, path: Path) -> Path:
         import matplotlib
 
@@ -45,6 +53,11 @@ class ClassificationReport:
         figure.savefig(path, dpi=100)
         plt.close(figure)
         return path
+
+
+def evaluate_classifier(model, test: Catalogue, batch_size: int) -> ClassificationReport:
+    """Classify the test split with ``model`` (a Keras classifier) and score it."""
+    return classification_report(test.labels, predict_in_batches(model, test.images, batch_size))
 
 
 def classification_report(true_labels: np.ndarray, probabilities: np.ndarray) -> ClassificationReport:
@@ -124,3 +137,25 @@ def random_recommender(shop_item_ids: dict[str, list[str]], seed: int = 0) -> Re
 
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class RecommendationResults(StageResult):
+    """The shop index's recommendations and the random recommender's, on the same held-out splits."""
+
+    model: RecommendationReport
+    random: RecommendationReport
+
+    def metrics(self) -> dict[str, float]:
+        return {**self.model.metrics(), **self.random.metrics(prefix="random_")}
+
+
+def evaluate_shop(shop_index, splits: Sequence[HeldOutFavourites], k: int, seed: int) -> RecommendationResults:
+    """precision@k and recall@k of ``shop_index``'s recommendations (``CategoryIndex.recommend``)
+    and of a random recommender drawn with ``seed``, on the same ``splits``."""
+
+    def recommend(category: str, queries: list[str], k: int) -> list[str]:
+        return [item for item, _ in shop_index[category].recommend(queries, k)]
+
+    return RecommendationResults(evaluate_recommendations(recommend, splits, k),
+                                 evaluate_recommendations(random_recommender(shop_index.item_ids(), seed), splits, k))

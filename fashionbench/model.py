@@ -17,7 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fashionbench.config import NO_WEIGHTS, ModelConfig, ModelConfigError
 from fashionbench.data import CATEGORIES
+from fashionbench.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +29,13 @@ EMBEDDING_LAYERS = ("pool", "dense_512", "dense_128", "softmax")
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
-class ModelConfigError(ValueError):
-    """An invalid ``model.*`` option; the message names it and the valid values."""
-
-
 class WeightsUnavailableError(RuntimeError):
     """ImageNet weights were required but could not be loaded."""
 
 
 @dataclass(frozen=True)
-class Classifier:
-    """A compiled Keras classifier and the facts about how it was built."""
+class Classifier(StageResult):
+    """A Keras classifier (compiled by ``train``) and the facts about how it was built."""
 
     model: keras.Model
     weights_used: str  # "imagenet", "random" or "file:<path>"
@@ -56,6 +54,12 @@ class Classifier:
                 self.model.input, self.model.get_layer(self.embedding_layer).output)
         return self.__dict__["_embedding_model"]
 
+    def metrics(self) -> dict[str, float]:
+        return {"trainable_backbone_layers": float(self.trainable_backbone_layers)}
+
+    def tags(self) -> dict[str, str]:
+        return {"weights_used": self.weights_used}
+
 
 def preprocess_images(images: np.ndarray | tf.Tensor) -> tf.Tensor:
     """uint8 RGB images (array or tensor) -> the float32 input ResNet50's weights expect."""
@@ -68,58 +72,40 @@ def predict_in_batches(model: keras.Model, images: np.ndarray, batch_size: int =
     return model.predict(dataset.prefetch(tf.data.AUTOTUNE), verbose=0)
 
 
-def build_classifier(
-    image_size: tuple[int, int],
-    weights: str | None = "auto",
-    freeze: int = 4,
-    embedding_layer: str = "pool",
-    dense_units: tuple[int, int] = (512, 128),
-    dropout: float = 0.3,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
-) -> Classifier:
-    """Build ResNet50 (no top) + GlobalAveragePooling -> Dense relu -> Dropout -> Dense relu -> softmax.
+def build_classifier(options: ModelConfig, image_size: int) -> Classifier:
+    """Build ResNet50 (no top) + GlobalAveragePooling -> Dense relu -> Dropout -> Dense relu -> softmax
+    for square images of ``image_size`` pixels, freezing all but the last ``options.freeze``
+    backbone layers; Keras' random state is seeded with ``options.seed`` first.
 
-    Raises ModelConfigError for a freeze outside [0, backbone layers] or an unknown
-    embedding layer, and WeightsUnavailableError when ``weights="imagenet"`` cannot be loaded.
+    Raises ModelConfigError for an unknown embedding layer or a file that is not ResNet50
+    weights, and WeightsUnavailableError when ``weights="imagenet"`` cannot be loaded.
     """
-    keras.utils.set_random_seed(seed)
-    input_shape = (*image_size, 3)
-    backbone, weights_used = _backbone(weights, input_shape)
+    keras.utils.set_random_seed(options.seed)
+    backbone, weights_used = _backbone(options.weights, (image_size, image_size, 3))
     n_layers = len(backbone.layers)
-    if not isinstance(freeze, int) or not 0 <= freeze <= n_layers:
-        raise ModelConfigError(
-            f"model.freeze must be an integer in [0, {n_layers}] (ResNet50 has {n_layers} "
-            f"layers; freeze=N trains the last N), got {freeze!r}"
-        )
-    for layer in backbone.layers[: n_layers - freeze]:
+    for layer in backbone.layers[: n_layers - options.freeze]:
         layer.trainable = False
 
-    first, second = dense_units
+    first, second = options.dense_units
     x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
     x = keras.layers.Dense(first, activation="relu", name="dense_512")(x)
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    x = keras.layers.Dropout(options.dropout, name="dropout")(x)
     x = keras.layers.Dense(second, activation="relu", name="dense_128")(x)
     outputs = keras.layers.Dense(len(CATEGORIES), activation="softmax", name="softmax")(x)
     model = keras.Model(backbone.input, outputs, name="fashion_classifier")
 
     valid_layers = [layer.name for layer in model.layers]
-    if embedding_layer not in valid_layers:
+    if options.embedding_layer not in valid_layers:
         raise ModelConfigError(
-            f"model.embedding_layer {embedding_layer!r} is not a layer of the model; use one of "
+            f"model.embedding_layer {options.embedding_layer!r} is not a layer of the model; use one of "
             f"{list(EMBEDDING_LAYERS)} (or any backbone layer name, e.g. 'conv5_block3_out')"
         )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return Classifier(model, weights_used, n_layers, freeze, embedding_layer)
+    return Classifier(model, weights_used, n_layers, options.freeze, options.embedding_layer)
 
 
 def _backbone(weights: str | None, input_shape: tuple[int, int, int]) -> tuple[keras.Model, str]:
     """ResNet50 without its top, with the requested weights, and a description of what was used."""
-    if weights in (None, "null", "none", "random"):
+    if weights in NO_WEIGHTS:
         return _resnet50(None, input_shape), "random"
     if weights in ("imagenet", "auto"):
         try:
@@ -135,12 +121,7 @@ def _backbone(weights: str | None, input_shape: tuple[int, int, int]) -> tuple[k
                 f"model.weights=/path/to/{IMAGENET_NOTOP_FILE}, or use model.weights=auto to fall "
                 f"back to random initialisation."
             ) from None
-    path = Path(weights)
-    if not path.is_file():
-        raise ModelConfigError(
-            f"model.weights={weights!r}: expected 'imagenet', 'auto', null or the path of an "
-            f"existing weights file for ResNet50 without its top, and no file is at {path.resolve()}"
-        )
+    path = Path(weights)  # ModelConfig checked that the file exists
     try:
         return _resnet50(str(path), input_shape), f"file:{path.resolve()}"
     except (ValueError, OSError) as error:  # OSError: h5py cannot read the file at all

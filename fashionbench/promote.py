@@ -17,10 +17,8 @@ run is eligible. Promoting a run that is already registered makes no new version
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -28,29 +26,34 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-from omegaconf import OmegaConf  # noqa: E402
-
+from fashionbench.artifacts import (  # noqa: E402
+    HEADLINE_METRIC,
+    TAG_DATA_FINGERPRINT,
+    TAG_GIT_COMMIT,
+    ArtifactError,
+    build_bundle,
+)
 from fashionbench.recommender import DEFAULT_MODEL_NAME  # noqa: E402
-from fashionbench.selection import (  # noqa: E402
-    DEFAULT_METRIC,
+from fashionbench.tracking.records import (  # noqa: E402
     Constraint,
+    RunRecord,
     Selection,
     add_run_selection_arguments,
     is_experiment_run,
-    latest_sweep_id,
     select_runs,
     swept_parameters,
 )
-from fashionbench.tracking import (  # noqa: E402
-    RunRecord,
-    TrackingSettings,
-    download_run_artifacts,
-    experiment_runs,
-    load_keras_model,
+from fashionbench.tracking.registry import (  # noqa: E402
     model_alias_version,
     register_recommender,
     registered_version_of_run,
     set_model_alias,
+)
+from fashionbench.tracking.store import (  # noqa: E402
+    StoredRun,
+    TrackingSettings,
+    experiment_runs,
+    resolve_sweep,
     tracking_settings,
 )
 
@@ -79,56 +82,6 @@ def candidates_table(selection: Selection, metric: str, constraints: tuple[Const
     return "\n".join(lines)
 
 
-def build_bundle(settings: TrackingSettings, run: RunRecord, directory: Path, metric: str) -> Path:
-    """Gather what the recommender needs from ``run`` into ``directory`` (see fashionbench.recommender).
-
-    Raises PromotionError when the run lacks an artifact or its users cannot be rebuilt."""
-    from hydra.utils import instantiate
-
-    from fashionbench.recommender import load_shop
-
-    scratch = directory / "_downloads"
-    for artifact in ("config.yaml", "data", "indexes"):
-        try:
-            download_run_artifacts(settings, run.run_id, artifact, scratch)
-        except Exception as error:  # MlflowException or OSError, by store
-            raise PromotionError(f"run {run.run_id} lacks the artifact {artifact!r} a recommender needs "
-                                 f"({type(error).__name__}: {error})") from None
-    (directory / "indexes").mkdir(parents=True)
-    for path in (scratch / "indexes").iterdir():
-        path.rename(directory / "indexes" / path.name)
-    for name in ("shop_items.csv", "shop_images.npz"):
-        (scratch / "data" / name).rename(directory / name)
-    (scratch / "config.yaml").rename(directory / "config.yaml")
-
-    config = OmegaConf.load(directory / "config.yaml")
-    logged_ratings = scratch / "data" / "user_ratings.csv"
-    if logged_ratings.exists():
-        logged_ratings.rename(directory / "users.csv")
-    else:
-        # Runs from before user_ratings.csv was logged: their users are deterministic from the
-        # seed and the shop (and the reviews file, if configured), so rebuild them as run.py did.
-        shop = load_shop(directory / "shop_items.csv", directory / "shop_images.npz")
-        users = instantiate(config.users)(shop=shop, seed=config.seed)
-        expected = run.metrics.get("favourites")
-        if expected is not None and int(expected) != len(users.favourites):
-            raise PromotionError(f"run {run.run_id}: rebuilt users have {len(users.favourites)} favourites, "
-                                 f"the run logged {int(expected)}; the users cannot be reproduced")
-        users.ratings.to_csv(directory / "users.csv", index=False)
-
-    load_keras_model(settings, run.tags["model_uri"]).save(directory / "classifier.keras")
-    meta = {
-        "source_run_id": run.run_id, "experiment": settings.experiment_name,
-        "embedding_layer": config.model.embedding_layer, "image_size": int(config.data.image_size),
-        "k": int(config.eval.k), "index_metric": config.index.metric,
-        "favourite_threshold": float(config.users.favourite_threshold),
-        "selected_by": metric, metric: run.metrics[metric],
-    }
-    (directory / "recommender.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(scratch)
-    return directory
-
-
 @dataclass(frozen=True)
 class Promotion:
     run: RunRecord
@@ -136,18 +89,16 @@ class Promotion:
     created: bool  # False: the run was registered already
 
 
-def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str = DEFAULT_METRIC,
+def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str = HEADLINE_METRIC,
             higher_is_better: bool = True, constraints: tuple[Constraint, ...] = (),
             model_name: str = DEFAULT_MODEL_NAME, alias: str = DEFAULT_ALIAS) -> tuple[Promotion, Selection]:
     """Register the best eligible run as a version of ``model_name`` and point ``alias`` at it.
 
     ``sweep_id="latest"`` picks the most recent sweep. Raises PromotionError when no run
-    qualifies, and ExperimentNotFoundError (from tracking) for an unknown experiment.
+    qualifies or the best one lacks an artifact, and a LookupError (ExperimentNotFoundError,
+    SweepNotFoundError) for an unknown experiment or no sweep.
     """
-    if sweep_id == "latest":
-        sweep_id = latest_sweep_id(experiment_runs(settings))
-        if sweep_id is None:
-            raise PromotionError(f"--sweep latest: experiment {settings.experiment_name!r} has no sweep")
+    sweep_id = resolve_sweep(settings, sweep_id)
     runs = experiment_runs(settings, sweep_id)
     selection = select_runs(runs, metric, higher_is_better, constraints)
     if not selection.ranked:
@@ -162,14 +113,17 @@ def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str
     created = version is None
     if created:
         with tempfile.TemporaryDirectory() as scratch:
-            bundle = build_bundle(settings, best, Path(scratch) / "bundle", metric)
+            try:
+                bundle = build_bundle(StoredRun(settings, best), Path(scratch), settings.experiment_name, metric)
+            except ArtifactError as error:
+                raise PromotionError(str(error)) from None
             version = register_recommender(settings, model_name, bundle, best.run_id, tags={
                 "source_run_id": best.run_id, "source_run_name": best.run_name,
                 "experiment": settings.experiment_name, "selected_by": metric,
                 "direction": "max" if higher_is_better else "min", metric: best.metrics[metric],
                 "constraints": "; ".join(map(str, constraints)) or "none",
-                "data_fingerprint": best.tags.get("data_fingerprint", ""),
-                "git_commit": best.tags.get("git_commit", ""),
+                TAG_DATA_FINGERPRINT: best.tags.get(TAG_DATA_FINGERPRINT, ""),
+                TAG_GIT_COMMIT: best.tags.get(TAG_GIT_COMMIT, ""),
             })
     if model_alias_version(settings, model_name, alias) != version:
         set_model_alias(settings, model_name, alias, version)
@@ -195,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     settings = tracking_settings(args.tracking_uri, args.experiment)
     try:
-        if args.sweep == "latest":  # resolved here too, to print which sweep was searched
-            args.sweep = latest_sweep_id(experiment_runs(settings)) or args.sweep
+        args.sweep = resolve_sweep(settings, args.sweep)  # resolved here too, to print which sweep was searched
         promotion, selection = promote(settings, args.sweep, args.metric, args.direction == "max", constraints,
                                        args.model_name, args.alias)
     except (PromotionError, LookupError) as error:

@@ -26,12 +26,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 import numpy as np  # noqa: E402
 
+from fashionbench.artifacts import HEADLINE_METRIC, ArtifactError, build_bundle  # noqa: E402
 from fashionbench.data import CATEGORIES  # noqa: E402
 from fashionbench.data.images import UnusableImage, decode_image  # noqa: E402
-from fashionbench.promote import PromotionError, build_bundle  # noqa: E402
 from fashionbench.recommender import DEFAULT_MODEL_NAME, BundleError, Recommendations, ShopRecommender  # noqa: E402
-from fashionbench.selection import DEFAULT_METRIC  # noqa: E402
-from fashionbench.tracking import experiment_runs, load_recommender, tracking_settings  # noqa: E402
+from fashionbench.tracking.registry import load_recommender  # noqa: E402
+from fashionbench.tracking.store import StoredRun, experiment_runs, tracking_settings  # noqa: E402
 
 # One grid cell: a picture and a two-line caption, in inches at GRID_DPI; a strip for the title.
 CELL_WIDTH_IN, CELL_HEIGHT_IN, TITLE_HEIGHT_IN, GRID_DPI = 1.6, 1.9, 0.4, 100
@@ -142,7 +142,7 @@ def open_recommender(tracking_uri: str | None, model_name: str, alias: str | Non
         runs = [run for run in experiment_runs(settings) if run.run_id == run_id]
         if not runs:
             raise BundleError(f"--run {run_id}: no such run in experiment {experiment!r} of {settings.uri}")
-        return ShopRecommender(build_bundle(settings, runs[0], scratch / "bundle", DEFAULT_METRIC))
+        return ShopRecommender(build_bundle(StoredRun(settings, runs[0]), scratch, experiment, HEADLINE_METRIC))
     uri = f"models:/{model_name}/{version}" if version else f"models:/{model_name}@{alias or 'champion'}"
     return load_recommender(settings, uri)
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 title = f"top {args.k or recommender.k} shop items per photo"
             args.out.parent.mkdir(parents=True, exist_ok=True)
             draw_grid(rows, args.out, f"{title} (run {recommender.source_run_id[:8]})")
-    except (BundleError, PromotionError, LookupError) as error:  # LookupError: no such experiment or model
+    except (ArtifactError, LookupError) as error:  # LookupError: no such experiment or model
         print(f"fashionbench.recommend: {error}", file=sys.stderr)
         return 1
     print(recommendations_text(recommendations))

@@ -1,17 +1,11 @@
 """The promoted recommender: everything one run needs to recommend, in one directory (a bundle).
 
 A bundle is what ``promote`` registers in the model registry and what ``recommend`` and the
-``mlflow.pyfunc`` wrapper (in ``tracking``) load back. It holds
-
-    classifier.keras        the fine-tuned Keras classifier
-    recommender.json        embedding layer, image size, k, metric, the source run
-    config.yaml             the run's resolved config
-    indexes/<Category>.ann|.json   the run's Annoy indexes (CategoryIndex.save)
-    shop_items.csv          the shop's item table (item_id, category, split, source, attr_*)
-    shop_images.npz         the shop's images as the model saw them (item_ids, uint8 images)
-    users.csv               the run's users' ratings (user_id, item_id, category, rating)
-
-so that recommendations, favourites and the pictures of both need nothing but the registry.
+``mlflow.pyfunc`` wrapper (``tracking.registry``) load back. ``artifacts.build_bundle`` writes
+it from a run (``artifacts.BUNDLE_FILES`` lists its files): the fine-tuned classifier, the
+run's config and indexes, the shop's items and images as the model saw them, and the run's
+users' ratings, so that recommendations, favourites and the pictures of both need nothing but
+the registry.
 """
 
 from __future__ import annotations
@@ -23,31 +17,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fashionbench.data import CATEGORIES, Catalogue
-from fashionbench.index import CategoryIndex
+from fashionbench.artifacts import (
+    BUNDLE_CLASSIFIER,
+    BUNDLE_FILES,
+    BUNDLE_INDEXES,
+    BUNDLE_META,
+    BUNDLE_SHOP_IMAGES,
+    BUNDLE_SHOP_ITEMS,
+    BUNDLE_USERS,
+    ArtifactError,
+    load_indexes,
+    load_ratings,
+    load_shop,
+)
+from fashionbench.data import CATEGORIES
 
 # The registered model that promote writes and recommend reads unless told otherwise.
 DEFAULT_MODEL_NAME = "fashionbench-recommender"
-BUNDLE_FILES = ("classifier.keras", "recommender.json", "config.yaml", "indexes", "shop_items.csv",
-                "shop_images.npz", "users.csv")
 
 
-class BundleError(ValueError):
+class BundleError(ArtifactError):
     """A recommender bundle (or a query to it) that cannot be used; the message says why."""
-
-
-def load_shop(items_csv: Path, images_npz: Path) -> Catalogue:
-    """The shop a run indexed, from its ``data/shop_items.csv`` and ``data/shop_images.npz``.
-
-    Raises BundleError when the two files do not describe the same items.
-    """
-    # Every column as written (str): attribute values like "none" must not become NaN.
-    items = pd.read_csv(items_csv, dtype=str, keep_default_na=False)
-    with np.load(images_npz) as stored:
-        image_ids, images = stored["item_ids"].astype(str), stored["images"]
-    if image_ids.tolist() != items["item_id"].tolist():
-        raise BundleError(f"{images_npz} does not hold the images of the items in {items_csv} (ids differ)")
-    return Catalogue(items, images)
 
 
 @dataclass(frozen=True)
@@ -75,11 +65,10 @@ class ShopRecommender:
         if missing:
             raise BundleError(f"{directory} is not a recommender bundle: {missing} missing")
         self.directory = directory
-        self.meta = json.loads((directory / "recommender.json").read_text())
-        self.shop = load_shop(directory / "shop_items.csv", directory / "shop_images.npz")
-        self.indexes = {c: CategoryIndex.load(directory / "indexes", c)
-                        for c in CATEGORIES if (directory / "indexes" / f"{c}.json").exists()}
-        self.ratings = pd.read_csv(directory / "users.csv", dtype={"user_id": str, "item_id": str})
+        self.meta = json.loads((directory / BUNDLE_META).read_text())
+        self.shop = load_shop(directory / BUNDLE_SHOP_ITEMS, directory / BUNDLE_SHOP_IMAGES)
+        self.indexes = load_indexes(directory / BUNDLE_INDEXES)
+        self.ratings = load_ratings(directory / BUNDLE_USERS)
         self._positions = {item_id: i for i, item_id in enumerate(self.shop.items["item_id"])}
         self._classifier = None
         self._embedder = None
@@ -158,7 +147,7 @@ class ShopRecommender:
         if self._classifier is None:
             import keras
 
-            self._classifier = keras.models.load_model(self.directory / "classifier.keras", compile=False)
+            self._classifier = keras.models.load_model(self.directory / BUNDLE_CLASSIFIER, compile=False)
             layer = self._classifier.get_layer(self.meta["embedding_layer"])
             self._embedder = keras.Model(self._classifier.input, layer.output)
 

@@ -23,21 +23,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from fashionbench.artifacts import HEADLINE_METRIC, REPORT, SPLIT_TABLE, TAG_REPORT, load_split_table
 from fashionbench.data import COURSE_SPLIT_SIZES
-from fashionbench.selection import (
-    DEFAULT_METRIC,
+from fashionbench.tracking.records import (
+    RunRecord,
     add_run_selection_arguments,
     is_experiment_run,
-    latest_sweep_id,
     swept_parameters,
     uneven_parameters,
 )
-from fashionbench.tracking import (
-    RunRecord,
+from fashionbench.tracking.runs import tracked_run
+from fashionbench.tracking.store import (
     TrackingSettings,
     download_run_artifacts,
     experiment_runs,
-    tracked_run,
+    resolve_sweep,
     tracking_settings,
 )
 
@@ -74,7 +74,7 @@ def finished_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
     return sorted((r for r in runs if is_experiment_run(r) and r.status == "FINISHED"), key=lambda r: r.start_time)
 
 
-def best_run(runs: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> RunRecord | None:
+def best_run(runs: Sequence[RunRecord], metric: str = HEADLINE_METRIC) -> RunRecord | None:
     """The finished run with the highest ``metric`` (the earliest on ties), or None."""
     scored = [r for r in finished_runs(runs) if metric in r.metrics]
     return max(scored, key=lambda r: r.metrics[metric]) if scored else None
@@ -117,7 +117,7 @@ def classification_table(run: RunRecord) -> str:
                            "Course Precision"], rows)
 
 
-def sweep_table(runs: Sequence[RunRecord], swept: Sequence[str], metric: str = DEFAULT_METRIC) -> str:
+def sweep_table(runs: Sequence[RunRecord], swept: Sequence[str], metric: str = HEADLINE_METRIC) -> str:
     """One row per pipeline run (start order, failed ones too) with the swept params, train_seconds,
     accuracy, ``metric`` and its random baseline; the best run marked."""
     best = best_run(runs, metric)
@@ -140,7 +140,7 @@ def _as_numbers(values: Sequence[str]) -> list[float] | None:
         return None
 
 
-def standard_error(run: RunRecord, metric: str = DEFAULT_METRIC) -> float | None:
+def standard_error(run: RunRecord, metric: str = HEADLINE_METRIC) -> float | None:
     """Binomial standard error of a precision@k: sqrt(p (1 - p) / (pairs * k)), treating each of
     the run's ``eval_pairs`` x k recommendation slots as an independent trial (an approximation:
     slots of one user are correlated). None for other metrics or when the counts were not logged."""
@@ -151,7 +151,7 @@ def standard_error(run: RunRecord, metric: str = DEFAULT_METRIC) -> float | None
 
 
 def plot_metric_by_parameter(runs: Sequence[RunRecord], swept: Sequence[str], path: Path,
-                             metric: str = DEFAULT_METRIC) -> Path:
+                             metric: str = HEADLINE_METRIC) -> Path:
     """One panel per swept param: ``metric`` of each finished run against the param's value
     (numeric axis when every value is a number), the random baseline dashed, the best starred."""
     import matplotlib
@@ -199,7 +199,8 @@ def setup_line(runs: Sequence[RunRecord]) -> str:
     return (f"data `{values(lambda r: r.params.get('data.name', '?'))}` at "
             f"{values(lambda r: r.params.get('data.image_size', '?'))} px, "
             f"{values(lambda r: r.params.get('train.epochs', '?'))} epoch(s), backbone weights "
-            f"`{values(lambda r: r.tags.get('weights_used', '?'))}`, k = {values(lambda r: r.params.get('eval.k', '?'))}, "
+            f"`{values(lambda r: r.tags.get('weights_used', '?'))}`, "
+            f"k = {values(lambda r: r.params.get('eval.k', '?'))}, "
             f"data fingerprint `{values(lambda r: r.tags.get('data_fingerprint', '?'))}`")
 
 
@@ -214,7 +215,7 @@ def training_time_note(runs: Sequence[RunRecord]) -> str:
 
 
 def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: str, plot_file: str | None,
-                 metric: str = DEFAULT_METRIC) -> str:
+                 metric: str = HEADLINE_METRIC) -> str:
     """The Markdown report of ``runs`` (``split``: the best run's split table; ``plot_file``: the
     plot's path relative to the report, or None when nothing was swept)."""
     finished = finished_runs(runs)
@@ -253,16 +254,13 @@ def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: 
 
 
 def write_report(settings: TrackingSettings, out: Path, sweep_id: str | None = None,
-                 metric: str = DEFAULT_METRIC, log_run: bool = True) -> tuple[Path, Path | None, str | None]:
+                 metric: str = HEADLINE_METRIC, log_run: bool = True) -> tuple[Path, Path | None, str | None]:
     """Write the report of the experiment's (or one sweep's) runs to ``out`` and the plot beside it;
     log both to a report run unless ``log_run`` is False. Returns (report, plot, report run id).
 
     ``sweep_id="latest"`` picks the most recent sweep. Raises ReportError when there are no runs.
     """
-    if sweep_id == "latest":
-        sweep_id = latest_sweep_id(experiment_runs(settings))
-        if sweep_id is None:
-            raise ReportError(f"--sweep latest: experiment {settings.experiment_name!r} has no sweep")
+    sweep_id = resolve_sweep(settings, sweep_id)
     runs = experiment_runs(settings, sweep_id)
     finished = finished_runs(runs)
     source = f"experiment `{settings.experiment_name}`" + (f", sweep `{sweep_id}`" if sweep_id else "")
@@ -273,20 +271,19 @@ def write_report(settings: TrackingSettings, out: Path, sweep_id: str | None = N
     split = None
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            csv = download_run_artifacts(settings, best.run_id, "data/split_table.csv", Path(scratch))
-            split = pd.read_csv(csv, index_col=0)
+            split = load_split_table(download_run_artifacts(settings, best.run_id, SPLIT_TABLE, Path(scratch)))
         except Exception as error:  # an older run without the artifact: report without the table
-            log.warning("run %s has no data/split_table.csv (%s)", best.run_id, error)
+            log.warning("run %s has no %s (%s)", best.run_id, SPLIT_TABLE, error)
     swept = swept_parameters(finished)
     plot = plot_metric_by_parameter(runs, swept, out.with_name(f"{out.stem}_{metric}.png"), metric) if swept else None
     out.write_text(build_report(runs, split, source, plot.name if plot else None, metric))
     run_id = None
     if log_run:
         with tracked_run(settings, run_name=f"report {sweep_id or settings.experiment_name}",
-                         tags={"report": sweep_id or "experiment"}) as run:
-            run.log_artifact(out, "report")
+                         tags={TAG_REPORT: sweep_id or "experiment"}) as run:
+            run.log_artifact(out, REPORT)
             if plot:
-                run.log_artifact(plot, "report")
+                run.log_artifact(plot, REPORT)
             run_id = run.run_id
     return out, plot, run_id
 

@@ -41,7 +41,8 @@ class Reviews:
 
     def rating_histogram(self, category: str | None = None) -> np.ndarray:
         """Counts of ratings 1..5, of one category or of all rows."""
-        ratings = self.rows["rating"] if category is None else self.rows.loc[self.rows["category"] == category, "rating"]
+        rows = self.rows if category is None else self.rows[self.rows["category"] == category]
+        ratings = rows["rating"]
         return ratings.value_counts().reindex(RATING_SCALE, fill_value=0).to_numpy()
 
     def metrics(self) -> dict[str, float]:
@@ -57,6 +58,19 @@ class Reviews:
         return {category: int(counts.get(category, 0)) for category in CATEGORIES}
 
 
+def check_class_map(class_map: Mapping[str, str]) -> None:
+    """ReviewsError naming ``users.class_map`` unless every target is a shop category."""
+    unknown = sorted(set(class_map.values()) - set(CATEGORIES))
+    if unknown:
+        raise ReviewsError(f"users.class_map maps to unknown categories {unknown}; expected {list(CATEGORIES)}")
+
+
+def check_reviews_file(path: str | Path) -> None:
+    """ReviewsError naming ``users.reviews`` unless ``path`` is a file."""
+    if not Path(path).is_file():
+        raise ReviewsError(f"reviews file {path} does not exist (set users.reviews to the CSV's path)")
+
+
 def load_reviews(path: str | Path, class_map: Mapping[str, str] | None = None) -> Reviews:
     """Read the reviews CSV; keep rows whose Class Name maps to a shop category.
 
@@ -67,11 +81,8 @@ def load_reviews(path: str | Path, class_map: Mapping[str, str] | None = None) -
     """
     path = Path(path)
     class_map = dict(DEFAULT_CLASS_MAP if class_map is None else class_map)
-    unknown = sorted(set(class_map.values()) - set(CATEGORIES))
-    if unknown:
-        raise ReviewsError(f"users.class_map maps to unknown categories {unknown}; expected {list(CATEGORIES)}")
-    if not path.is_file():
-        raise ReviewsError(f"reviews file {path} does not exist (set users.reviews to the CSV's path)")
+    check_class_map(class_map)
+    check_reviews_file(path)
     raw = path.read_bytes()
     text = raw.decode("utf-8", errors="replace")
     skipped: dict[str, int] = {}

@@ -15,8 +15,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fashionbench.config import TrainConfig
 from fashionbench.data import Catalogue
 from fashionbench.model import preprocess_images
+from fashionbench.stage import StageResult
 from fashionbench.trunk_cache import TrunkCache, split_at_freeze
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class TrunkCacheReport:
 
 
 @dataclass(frozen=True)
-class TrainingResult:
+class TrainingResult(StageResult):
     """What fitting measured: per-epoch history and wall-clock seconds of training."""
 
     history: dict[str, list[float]]
@@ -57,6 +59,16 @@ class TrainingResult:
     @property
     def epochs(self) -> int:
         return len(next(iter(self.history.values()), []))
+
+    def metrics(self) -> dict[str, float]:
+        return {"train_seconds": self.seconds, **self.cache.metrics()}
+
+    def stepped_metrics(self) -> dict[str, list[float]]:
+        """Per-epoch training curves: ``epoch_loss``, ``epoch_val_accuracy``..."""
+        return {f"epoch_{name}": values for name, values in self.history.items()}
+
+    def tags(self) -> dict[str, str]:
+        return {"trunk_cache": self.cache.reason}
 
 
 def classifier_dataset(catalogue: Catalogue, batch_size: int, shuffle_seed: int | None = None,
@@ -93,23 +105,27 @@ def train_classifier(
     model: keras.Model,
     train: Catalogue,
     val: Catalogue,
-    epochs: int = 2,
-    batch_size: int = 32,
-    seed: int = 0,
-    verbose: int = 0,
+    options: TrainConfig,
+    *,
+    seed: int,
     cache: TrunkCache | None = None,
-    augment: bool = False,
+    verbose: int = 0,
 ) -> TrainingResult:
-    """Fit ``model`` (compiled) on ``train``; ``val`` gives the per-epoch validation metrics.
+    """Compile ``model`` with Adam at ``options.learning_rate`` and fit it on ``train`` for
+    ``options.epochs``; ``val`` gives the per-epoch validation metrics. ``seed`` orders the
+    shuffled training items.
 
     ``cache``: fit the trainable tail on the frozen trunk's cached activations (same
     result within float tolerance). It is not used, with the reason in the report, when
-    ``augment`` is on or nothing is frozen. Raises ValueError for epochs or batch_size < 1.
+    ``options.augment`` is on or nothing is frozen.
     """
-    if epochs < 1:
-        raise ValueError(f"train.epochs must be >= 1, got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"train.batch_size must be >= 1, got {batch_size}")
+    model.compile(
+        # float(): Keras refuses an int learning rate, and a YAML "1" is one.
+        optimizer=keras.optimizers.Adam(learning_rate=float(options.learning_rate)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    epochs, batch_size, augment = options.epochs, options.batch_size, options.augment
     if cache is not None:
         if augment:
             reason = "train.augment=true: augmented images differ every epoch, so trunk activations cannot be reused"

@@ -31,17 +31,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from fashionbench.config import EvalConfig, TrainConfig, TrunkCacheConfigError, check_cache_options
 from fashionbench.model import predict_in_batches
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when what is stored, or how it is computed, changes
-CACHE_DTYPES = ("float32", "float16")
-
-
-class TrunkCacheConfigError(ValueError):
-    """An invalid ``train.cache_*`` option."""
-
 
 @dataclass(frozen=True)
 class FreezeSplit:
@@ -124,13 +119,10 @@ class CachedFeatures:
 class TrunkCache:
     """A directory of boundary activations, least recently used entries evicted past a size limit."""
 
-    def __init__(self, directory: str | Path, max_gb: float = 5.0, dtype: str = "float32",
-                 batch_size: int = 64) -> None:
+    def __init__(self, directory: str | Path, max_gb: float = TrainConfig.cache_max_gb,
+                 dtype: str = TrainConfig.cache_dtype, batch_size: int = EvalConfig.batch_size) -> None:
         """Raises TrunkCacheConfigError naming the ``train.cache_*`` option that is invalid."""
-        if not isinstance(max_gb, (int, float)) or max_gb <= 0:
-            raise TrunkCacheConfigError(f"train.cache_max_gb must be a number > 0, got {max_gb!r}")
-        if dtype not in CACHE_DTYPES:
-            raise TrunkCacheConfigError(f"train.cache_dtype must be one of {list(CACHE_DTYPES)}, got {dtype!r}")
+        check_cache_options(max_gb, dtype)
         self.directory = Path(directory).expanduser()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -139,6 +131,11 @@ class TrunkCache:
         self.max_bytes = int(max_gb * 1e9)
         self.dtype = dtype
         self.batch_size = batch_size
+
+    @classmethod
+    def from_config(cls, train: TrainConfig, batch_size: int) -> TrunkCache:
+        """The cache ``train.cache_*`` configures, predicting in batches of ``batch_size``."""
+        return cls(train.cache_directory, train.cache_max_gb, train.cache_dtype, batch_size)
 
     def key(self, split: FreezeSplit, images: np.ndarray) -> str:
         """What the activations depend on: trunk weights, images (and their size), boundary, dtype."""

@@ -1,12 +1,13 @@
 """Users of the shop: their ratings, favourites and held-out favourites.
 
-Two ways to make them, both deterministic from ``seed``:
-- ``simulate_users`` (users=taste): a user's taste is a random weight per attribute value
+Two ways to make them, each a config schema with a ``simulate(shop)`` method, both
+deterministic from their ``seed`` (``users.seed``, which defaults to the top-level seed):
+- ``TasteUsers`` (users=taste): a user's taste is a random weight per attribute value
   (colour=red, pattern=dots, ...); its score for an item is the sum of the weights of the
   item's attribute values plus Gaussian noise, and scores become ratings by matching a
   rating histogram (optionally calibrated on the reviews CSV), so that ratings look like
   real reviews while similar-looking items get similar ratings.
-- ``course_users`` (users=course): the course's own simulation from the reviews CSV, whose
+- ``CourseUsers`` (users=course): the course's own simulation from the reviews CSV, whose
   ratings do not depend on what the items look like.
 """
 
@@ -15,14 +16,24 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from fashionbench.artifacts import USER_RATINGS, save_ratings
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.catalogue import ATTRIBUTE_PREFIX
 from fashionbench.data.measured_attributes import measured_attributes
-from fashionbench.reviews import Reviews, load_reviews
+from fashionbench.reviews import (
+    DEFAULT_CLASS_MAP,
+    RATING_SCALE,
+    Reviews,
+    check_class_map,
+    check_reviews_file,
+    load_reviews,
+)
+from fashionbench.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +43,19 @@ class UsersConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class SimulatedUsers:
+class SimulatedUsers(StageResult):
     """Ratings of shop items: one row per (user_id, item_id) with the item's category."""
 
     ratings: pd.DataFrame  # user_id, item_id, category, rating
     favourite_threshold: float
-    metrics: dict[str, float] = field(default_factory=dict)  # how the users were made, to log
+    simulation: dict[str, float] = field(default_factory=dict)  # how the users were made, as logged
+
+    def metrics(self) -> dict[str, float]:
+        return {"users": float(self.n_users), "favourites": float(len(self.favourites)), **self.simulation}
+
+    def write_artifacts(self, directory: Path) -> None:
+        # Who rated what: promote puts it in the registered model (recommend --user needs it).
+        save_ratings(self.ratings, directory / USER_RATINGS)
 
     @property
     def favourites(self) -> pd.DataFrame:
@@ -58,114 +76,135 @@ class HeldOutFavourites:
     held_out: list[str]
 
 
-def simulate_users(
-    shop: Catalogue,
-    n_users: int = 50,
-    items_per_user: int | None = 100,
-    rating_histogram: tuple[float, ...] = (1, 1, 1, 1, 1),
-    noise: float = 0.3,
-    favourite_threshold: int = 4,
-    seed: int = 0,
-    reviews: str | None = None,
-    class_map: dict[str, str] | None = None,
-    min_reviews_per_category: int = 20,
-) -> SimulatedUsers:
-    """Users with a taste over item attributes rate shop items; ratings follow a histogram.
+@dataclass
+class TasteUsers:
+    """``users=taste``: users with a taste over item attributes rate shop items; ratings follow a histogram.
 
     Without ``reviews``: each user rates ``items_per_user`` shop items (all, if the shop is
     smaller) spread over the categories as the shop is, and ``rating_histogram[r-1]`` is the
     relative frequency of rating r (scale 1..len). With ``reviews`` (the Women's E-Commerce
-    Clothing Reviews CSV) the simulation is calibrated on it: the class mix sets how many
-    items of each category a user rates, each category's rating histogram is the file's
-    (the overall one for a category with fewer than ``min_reviews_per_category`` rows, which
-    is reported), and ``items_per_user=None`` means review rows / ``n_users``. Ratings are
-    matched per user and category: a user's q-quantile score gets the rating whose
-    cumulative frequency first reaches q. A catalogue without ``attr_*`` columns gets
-    attributes measured from its images (see ``measured_attributes``), reported as the
-    metric ``users_attributes_measured``. Raises UsersConfigError for unusable options.
+    Clothing Reviews CSV) the simulation is calibrated on it: the class mix (Class Name mapped by
+    ``class_map``) sets how many items of each category a user rates, each category's rating
+    histogram is the file's (the overall one for a category with fewer than
+    ``min_reviews_per_category`` rows, which is reported), and ``items_per_user=None`` means
+    review rows / ``n_users``. Ratings are matched per user and category: a user's q-quantile
+    score gets the rating whose cumulative frequency first reaches q. A catalogue without
+    ``attr_*`` columns gets attributes measured from its images (see ``measured_attributes``),
+    reported as the metric ``users_attributes_measured``.
     """
-    attribute_columns = [c for c in shop.items.columns if c.startswith(ATTRIBUTE_PREFIX)]
-    attributes = shop.items[attribute_columns]
-    metrics: dict[str, float] = {}
-    if not attribute_columns:
-        # No ground truth: a taste over colour, lightness and saturation read off the images.
-        attributes = measured_attributes(shop.images)
-        attribute_columns = list(attributes.columns)
-        metrics["users_attributes_measured"] = 1.0
-        log.info("the catalogue has no attributes: users' taste is over %s measured from pixels", attribute_columns)
-    categories = [c for c in CATEGORIES if (shop.items["category"] == c).any()]
-    if reviews is None:
-        histograms = {c: np.asarray(rating_histogram, dtype=float) for c in categories}
-        mix = shop.items["category"].value_counts(normalize=True).to_dict()
-    else:
-        calibration = load_reviews(reviews, class_map)
-        histograms, mix, calibration_metrics = _calibrate(calibration, categories, min_reviews_per_category)
-        metrics.update(calibration_metrics)
-        rating_histogram = tuple(calibration.rating_histogram())
-        if items_per_user is None:
-            items_per_user = max(2, round(len(calibration.rows) / max(n_users, 1)))
-    if items_per_user is None:
-        raise UsersConfigError("users.items_per_user may be null only when users.reviews names a reviews file")
-    _validate(n_users, items_per_user, rating_histogram, noise, favourite_threshold)
-    metrics["users_items_per_user"] = float(items_per_user)
 
-    # One-hot item attributes: taste weights are per attribute value.
-    features = pd.get_dummies(attributes.astype(str)).to_numpy(dtype=np.float64)
-    item_ids = shop.items["item_id"].to_numpy()
-    members = {c: np.flatnonzero(shop.items["category"].to_numpy() == c) for c in categories}
-    per_category = {c: min(len(members[c]), max(1, round(items_per_user * mix.get(c, 0.0)))) for c in categories}
-    cumulative = {c: np.cumsum(histograms[c]) / histograms[c].sum() for c in categories}
-    rng = np.random.default_rng(seed)
-    frames = []
-    for user in range(n_users):
-        taste = rng.normal(0.0, 1.0, features.shape[1])
-        for category in categories:
-            rated = rng.choice(members[category], size=per_category[category], replace=False)
-            scores = features[rated] @ taste / math.sqrt(len(attribute_columns))
-            scores += rng.normal(0.0, noise, len(rated))
-            quantiles = (np.argsort(np.argsort(scores)) + 0.5) / len(rated)
-            frames.append(pd.DataFrame({
-                "user_id": f"user-{user:04d}",
-                "item_id": item_ids[rated],
-                "category": category,
-                "rating": 1 + np.searchsorted(cumulative[category], quantiles),
-            }))
-    return SimulatedUsers(pd.concat(frames, ignore_index=True), favourite_threshold, metrics)
+    n_users: int = 50
+    items_per_user: int | None = 100  # shop items each user rates (null: reviews rows / n_users)
+    rating_histogram: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0])  # ratings 1..5
+    noise: float = 0.3  # std of the noise added to a user's taste score
+    favourite_threshold: int = 4  # ratings >= this are favourites
+    reviews: str | None = None  # path of the Women's E-Commerce Clothing Reviews CSV
+    class_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CLASS_MAP))  # Class Name -> category
+    min_reviews_per_category: int = 20  # fewer rows: the category uses the overall histogram (reported)
+    seed: int = 0  # who rates what, their tastes, and which favourites are held out
+
+    def __post_init__(self) -> None:
+        """UsersConfigError (or ReviewsError) naming the ``users.*`` option that is unusable."""
+        if self.items_per_user is None and self.reviews is None:
+            raise UsersConfigError("users.items_per_user may be null only when users.reviews names a reviews file")
+        scale = len(RATING_SCALE) if self.reviews is not None else len(self.rating_histogram)
+        _validate(self.n_users, self.items_per_user, self.rating_histogram, self.noise, self.favourite_threshold,
+                  scale)
+        if self.reviews is not None:
+            check_reviews_file(self.reviews)
+            check_class_map(self.class_map)
+
+    def simulate(self, shop: Catalogue) -> SimulatedUsers:
+        """The users' ratings of ``shop``'s items; the same seed and shop give the same ratings."""
+        attribute_columns = [c for c in shop.items.columns if c.startswith(ATTRIBUTE_PREFIX)]
+        attributes = shop.items[attribute_columns]
+        simulation: dict[str, float] = {}
+        if not attribute_columns:
+            # No ground truth: a taste over colour, lightness and saturation read off the images.
+            attributes = measured_attributes(shop.images)
+            attribute_columns = list(attributes.columns)
+            simulation["users_attributes_measured"] = 1.0
+            log.info("the catalogue has no attributes: users' taste is over %s measured from pixels",
+                     attribute_columns)
+        categories = [c for c in CATEGORIES if (shop.items["category"] == c).any()]
+        items_per_user = self.items_per_user
+        if self.reviews is None:
+            histograms = {c: np.asarray(self.rating_histogram, dtype=float) for c in categories}
+            mix = shop.items["category"].value_counts(normalize=True).to_dict()
+        else:
+            calibration = load_reviews(self.reviews, self.class_map)
+            histograms, mix, calibration_metrics = _calibrate(calibration, categories, self.min_reviews_per_category)
+            simulation.update(calibration_metrics)
+            if items_per_user is None:
+                items_per_user = max(2, round(len(calibration.rows) / max(self.n_users, 1)))
+        simulation["users_items_per_user"] = float(items_per_user)
+
+        # One-hot item attributes: taste weights are per attribute value.
+        features = pd.get_dummies(attributes.astype(str)).to_numpy(dtype=np.float64)
+        item_ids = shop.items["item_id"].to_numpy()
+        members = {c: np.flatnonzero(shop.items["category"].to_numpy() == c) for c in categories}
+        per_category = {c: min(len(members[c]), max(1, round(items_per_user * mix.get(c, 0.0)))) for c in categories}
+        cumulative = {c: np.cumsum(histograms[c]) / histograms[c].sum() for c in categories}
+        rng = np.random.default_rng(self.seed)
+        frames = []
+        for user in range(self.n_users):
+            taste = rng.normal(0.0, 1.0, features.shape[1])
+            for category in categories:
+                rated = rng.choice(members[category], size=per_category[category], replace=False)
+                scores = features[rated] @ taste / math.sqrt(len(attribute_columns))
+                scores += rng.normal(0.0, self.noise, len(rated))
+                quantiles = (np.argsort(np.argsort(scores)) + 0.5) / len(rated)
+                frames.append(pd.DataFrame({
+                    "user_id": f"user-{user:04d}",
+                    "item_id": item_ids[rated],
+                    "category": category,
+                    "rating": 1 + np.searchsorted(cumulative[category], quantiles),
+                }))
+        return SimulatedUsers(pd.concat(frames, ignore_index=True), self.favourite_threshold, simulation)
 
 
-def course_users(
-    shop: Catalogue,
-    reviews: str,
-    n_users: int = 5,
-    favourite_threshold: int = 4,
-    class_map: dict[str, str] | None = None,
-    seed: int = 0,
-) -> SimulatedUsers:
-    """The course's simulation: every review row of the four classes goes to one of
-    ``n_users`` users (A, B, C, ...) at random, and every Clothing ID of a class stands for a
-    random shop item of that category. A user's rating of an item is the mean of its rows.
-    Ratings here do not depend on what items look like."""
-    if not 1 <= n_users <= 26:
-        raise UsersConfigError(f"users.n_users must be in 1..26 (users are named A..Z), got {n_users}")
-    calibration = load_reviews(reviews, class_map)
-    rows = calibration.rows
-    rng = np.random.default_rng(seed)
-    stand_in: dict[tuple[str, str], str] = {}
-    for category, group in rows.groupby("category", sort=True):
-        shop_items = shop.items.loc[shop.items["category"] == category, "item_id"].to_numpy()
-        if len(shop_items) == 0:
-            continue
-        for clothing_id in sorted(group["clothing_id"].unique()):
-            stand_in[(category, clothing_id)] = str(rng.choice(shop_items))
-    names = np.array([chr(ord("A") + i) for i in range(n_users)])
-    ratings = pd.DataFrame({
-        "user_id": names[rng.integers(0, n_users, len(rows))],
-        "item_id": [stand_in.get(key) for key in zip(rows["category"], rows["clothing_id"])],
-        "category": rows["category"].to_numpy(),
-        "rating": rows["rating"].to_numpy(dtype=float),
-    }).dropna(subset=["item_id"])
-    ratings = ratings.groupby(["user_id", "item_id", "category"], as_index=False)["rating"].mean()
-    return SimulatedUsers(ratings, favourite_threshold, calibration.metrics())
+@dataclass
+class CourseUsers:
+    """``users=course``: the course's simulation. Every review row of the four classes goes to
+    one of ``n_users`` users (A, B, C, ...) at random, and every Clothing ID of a class stands
+    for a random shop item of that category. A user's rating of an item is the mean of its
+    rows. Ratings here do not depend on what items look like."""
+
+    reviews: str  # path of the Women's E-Commerce Clothing Reviews CSV
+    n_users: int = 5
+    favourite_threshold: int = 4
+    class_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CLASS_MAP))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_users <= 26:
+            raise UsersConfigError(f"users.n_users must be in 1..26 (users are named A..Z), got {self.n_users}")
+        if not 1 <= self.favourite_threshold <= len(RATING_SCALE):
+            raise UsersConfigError(f"users.favourite_threshold must be a rating in 1..{len(RATING_SCALE)}, "
+                                   f"got {self.favourite_threshold}")
+        check_reviews_file(self.reviews)
+        check_class_map(self.class_map)
+
+    def simulate(self, shop: Catalogue) -> SimulatedUsers:
+        calibration = load_reviews(self.reviews, self.class_map)
+        rows = calibration.rows
+        rng = np.random.default_rng(self.seed)
+        stand_in: dict[tuple[str, str], str] = {}
+        for category, group in rows.groupby("category", sort=True):
+            shop_items = shop.items.loc[shop.items["category"] == category, "item_id"].to_numpy()
+            if len(shop_items) == 0:
+                continue
+            for clothing_id in sorted(group["clothing_id"].unique()):
+                stand_in[(category, clothing_id)] = str(rng.choice(shop_items))
+        names = np.array([chr(ord("A") + i) for i in range(self.n_users)])
+        ratings = pd.DataFrame({
+            "user_id": names[rng.integers(0, self.n_users, len(rows))],
+            "item_id": [stand_in.get(key) for key in zip(rows["category"], rows["clothing_id"])],
+            "category": rows["category"].to_numpy(),
+            "rating": rows["rating"].to_numpy(dtype=float),
+        }).dropna(subset=["item_id"])
+        ratings = ratings.groupby(["user_id", "item_id", "category"], as_index=False)["rating"].mean()
+        return SimulatedUsers(ratings, self.favourite_threshold, calibration.metrics())
 
 
 def _calibrate(reviews: Reviews, categories: list[str], min_rows: int):
@@ -192,13 +231,30 @@ def _calibrate(reviews: Reviews, categories: list[str], min_rows: int):
     return histograms, mix, metrics
 
 
-def hold_out_favourites(
-    users: SimulatedUsers, fraction: float = 0.5, seed: int = 0
-) -> tuple[list[HeldOutFavourites], int]:
+@dataclass(frozen=True)
+class HeldOutSplits(StageResult):
+    """Every evaluable (user, category) pair split into queries and held-out favourites, and how
+    many pairs could not be evaluated (fewer than two favourites: nothing to query with, or
+    nothing to find)."""
+
+    splits: list[HeldOutFavourites]
+    skipped: int
+
+    def __len__(self) -> int:
+        return len(self.splits)
+
+    def __iter__(self):
+        return iter(self.splits)
+
+    def metrics(self) -> dict[str, float]:
+        return {"eval_pairs_skipped": float(self.skipped)}
+
+
+def hold_out_favourites(users: SimulatedUsers, fraction: float, *, seed: int) -> HeldOutSplits:
     """Per user and category, hide ``fraction`` of the favourites (at least one, leaving one query).
 
-    Returns the splits and how many (user, category) pairs were skipped for having fewer
-    than two favourites (nothing to query with, or nothing to find).
+    Pairs are visited in (user, category) order and shuffled with ``seed``, so the same users,
+    fraction and seed give the same splits.
     """
     if not 0.0 < fraction < 1.0:
         raise UsersConfigError(f"eval.holdout_fraction must be in (0, 1), got {fraction}")
@@ -212,13 +268,16 @@ def hold_out_favourites(
         shuffled = [favourites[i] for i in rng.permutation(len(favourites))]
         n_held = min(len(shuffled) - 1, max(1, round(fraction * len(shuffled))))
         splits.append(HeldOutFavourites(user_id, category, shuffled[n_held:], shuffled[:n_held]))
-    return splits, skipped
+    if not splits:
+        log.warning("no user has >= 2 favourites in any category: precision@k is undefined (NaN); "
+                    "raise users.items_per_user or lower users.favourite_threshold")
+    return HeldOutSplits(splits, skipped)
 
 
-def _validate(n_users, items_per_user, rating_histogram, noise, favourite_threshold) -> None:
+def _validate(n_users, items_per_user, rating_histogram, noise, favourite_threshold, scale) -> None:
     if n_users < 1:
         raise UsersConfigError(f"users.n_users must be >= 1, got {n_users}")
-    if items_per_user < 2:
+    if items_per_user is not None and items_per_user < 2:
         raise UsersConfigError(f"users.items_per_user must be >= 2, got {items_per_user}")
     if len(rating_histogram) < 2 or min(rating_histogram) < 0 or sum(rating_histogram) <= 0:
         raise UsersConfigError(
@@ -227,7 +286,5 @@ def _validate(n_users, items_per_user, rating_histogram, noise, favourite_thresh
         )
     if noise < 0:
         raise UsersConfigError(f"users.noise must be >= 0, got {noise}")
-    if not 1 <= favourite_threshold <= len(rating_histogram):
-        raise UsersConfigError(
-            f"users.favourite_threshold must be a rating in 1..{len(rating_histogram)}, got {favourite_threshold}"
-        )
+    if not 1 <= favourite_threshold <= scale:
+        raise UsersConfigError(f"users.favourite_threshold must be a rating in 1..{scale}, got {favourite_threshold}")

@@ -17,13 +17,11 @@ os.environ["FASHIONBENCH_DATA_STORE"] = tempfile.mkdtemp(prefix="fashionbench-da
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 import pytest  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
 
+from fashionbench.config import compose_config  # noqa: E402,F401  (the tests compose configs as users do)
 from fashionbench.data import Catalogue  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SHARED_DATA = Path(os.environ.get("FASHIONBENCH_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data"
 
 # Overrides that shrink a whole run to seconds: 32 px, a few items per split, one epoch.
@@ -41,12 +39,6 @@ TINY_RUN = [
     "eval.k=2",
     "model.weights=null",
 ]
-
-
-def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    """The config a user gets from the command line with these overrides."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides or [])
 
 
 @pytest.fixture(scope="session")

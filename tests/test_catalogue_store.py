@@ -7,16 +7,17 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
+from fashionbench.config import experiment_config
 from fashionbench.data.catalogue_store import load_catalogue
-from fashionbench.run import build
 from tests.conftest import compose_config
 from tests.source_fixtures import CATEGORY_COLOURS, make_product_images, save_photo, write_hostile_image
 
 
 def source(config_name: str, *overrides: str):
     """The data source a user gets with ``data=<config_name>`` and these overrides."""
-    return build(compose_config([f"data={config_name}", "data.image_size=32", *overrides]).data)
+    return OmegaConf.to_object(compose_config([f"data={config_name}", "data.image_size=32", *overrides]).data)
 
 
 def make_folders(root: Path) -> Path:
@@ -27,9 +28,9 @@ def make_folders(root: Path) -> Path:
 
 
 def test_config_stores_catalogues_in_the_session_store_by_default():
-    cfg = compose_config()
-    assert cfg.data_store.enabled is True
-    assert cfg.data_store.dir == os.environ["FASHIONBENCH_DATA_STORE"]
+    store = experiment_config(compose_config()).data_store
+    assert store.enabled is True
+    assert store.directory == Path(os.environ["FASHIONBENCH_DATA_STORE"])
 
 
 def test_second_load_is_a_hit_with_the_same_catalogue_skips_and_conversions(tmp_path):
@@ -44,7 +45,11 @@ def test_second_load_is_a_hit_with_the_same_catalogue_skips_and_conversions(tmp_
     second = load_catalogue(products, tmp_path / "store")
 
     assert (first.hit, second.hit) == (False, True)
-    assert second.metrics() == {"catalogue_store_hit": 1.0, "catalogue_load_seconds": second.seconds}
+    metrics = second.metrics()
+    assert (metrics["catalogue_store_hit"], metrics["catalogue_load_seconds"]) == (1.0, second.seconds)
+    # What the run logs about the data: items per split, skipped and converted items by reason.
+    assert metrics["items_train"] + metrics["items_val"] + metrics["items_test"] == len(fresh)
+    assert metrics["skipped_truncated"] == 1.0 and metrics["converted_image_mode_L"] == 1.0
     for loaded in (first.catalogue, second.catalogue):
         assert loaded.fingerprint() == fresh.fingerprint()
         assert dict(loaded.skipped) == dict(fresh.skipped)

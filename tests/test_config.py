@@ -1,9 +1,19 @@
 """The config composes through Hydra as a user composes it on the command line."""
 
-import pytest
-from hydra.errors import ConfigCompositionException
+from pathlib import Path
 
+import pytest
+from hydra.core.config_store import ConfigStore
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from fashionbench.config import ExperimentConfig, ModelConfig, experiment_config
+from fashionbench.data.synthetic import SyntheticSource
+from fashionbench.index import ExactIndexConfig
+from fashionbench.users import TasteUsers
 from tests.conftest import compose_config
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_default_config_has_a_group_per_stage():
@@ -28,3 +38,61 @@ def test_overrides_reach_each_group():
 def test_unknown_key_is_rejected_by_hydra():
     with pytest.raises(ConfigCompositionException, match="frezee"):
         compose_config(["model.frezee=3"])
+
+
+def test_a_wrong_type_fails_at_composition_naming_the_key():
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["train.learning_rate=fast"])
+    assert "train.learning_rate" in str(error.value.__cause__) and "fast" in str(error.value.__cause__)
+    with pytest.raises(ConfigCompositionException, match="users.n_users"):
+        compose_config(["users.n_users=many"])
+
+
+def test_an_integer_is_accepted_where_a_float_is_expected():
+    experiment = experiment_config(compose_config(["train.learning_rate=1", "eval.holdout_fraction=0.5"]))
+    assert experiment.train.learning_rate == 1.0 and isinstance(experiment.train.learning_rate, float)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.k=0", "eval.k must be >= 1"),
+    ("eval.holdout_fraction=1.5", r"eval.holdout_fraction must be in \(0, 1\)"),
+    ("users.n_users=0", "users.n_users must be >= 1"),
+    ("train.epochs=0", "train.epochs must be >= 1"),
+    ("train.batch_size=0", "train.batch_size must be >= 1"),
+    ("train.learning_rate=-1", "train.learning_rate must be > 0"),
+    ("data.image_size=7", "data.image_size must be >= 32"),
+    ("freeze=999", r"model.freeze must be an integer in \[0, 175\]"),
+    ("index.n_trees=0", "index.n_trees must be an integer >= 1"),
+    ("train.cache_dtype=int8", "train.cache_dtype must be one of"),
+])
+def test_range_checks_live_with_the_schema_and_name_the_option(override, message):
+    cfg = compose_config([override])  # composes: the type is right
+    with pytest.raises(ValueError, match=message):
+        experiment_config(cfg)
+
+
+def test_the_composed_config_is_typed_objects():
+    experiment = experiment_config(compose_config(["index=exact", "users=taste", "model.seed=3"]))
+    assert isinstance(experiment, ExperimentConfig)
+    assert isinstance(experiment.data, SyntheticSource) and isinstance(experiment.index, ExactIndexConfig)
+    assert isinstance(experiment.users, TasteUsers) and isinstance(experiment.model, ModelConfig)
+    # Each seed defaults to the top-level seed and can be set on its own.
+    assert (experiment.data.seed, experiment.model.seed, experiment.users.seed) == (0, 3, 0)
+
+
+def group_files():
+    return sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name != "experiment")
+
+
+@pytest.mark.parametrize("path", group_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_group_file_extends_a_schema_and_restates_no_default(path):
+    raw = OmegaConf.load(path)
+    (schema,) = [d for d in raw.defaults if str(d).endswith("_schema")]
+    node = ConfigStore.instance().load(f"{path.parent.name}/{schema}.yaml").node
+    for key in raw.keys():
+        if key == "defaults" or OmegaConf.is_interpolation(raw, key) or OmegaConf.is_missing(raw, key):
+            continue
+        assert key in node.keys(), f"{path}: {key} is not an option of {schema}"
+        if not OmegaConf.is_missing(node, key):
+            value, default = OmegaConf.to_container(raw)[key], OmegaConf.to_container(node)[key]
+            assert value != default, f"{path}: {key}={value} repeats the schema's default"

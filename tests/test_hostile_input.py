@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from fashionbench.data import CATEGORIES, CatalogueError
-from fashionbench.data.images import UnusableImage, decode_image, resolve_inside
 from fashionbench.data.image_csv import ImageCsvSource
+from fashionbench.data.images import UnusableImage, decode_image, resolve_inside
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.text_tables import read_csv_records
 from tests.conftest import compose_config
@@ -71,8 +71,8 @@ def write_labelled_csv(root: Path, rows: list[str], header: str = "image,label")
 
 
 def csv_source(root: Path, **options) -> ImageCsvSource:
-    settings = dict(name="hostile", root=str(root), categories=LABELS, csv_file="labels.csv",
-                    path_template="{image}", image_size=32, seed=0)
+    settings = dict(name="hostile", root=str(root), categories=LABELS, csv_file="labels.csv", id_column="image",
+                    label_column="label", path_template="{image}", image_size=32, seed=0)
     return ImageCsvSource(**{**settings, **options})
 
 

@@ -1,10 +1,12 @@
 """Annoy indexes per category: recommendations, persistence, reproducibility, validation."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from fashionbench.data import Catalogue
 from fashionbench.embed import ItemEmbeddings
-from fashionbench.index import CategoryIndex, IndexConfigError, build_shop_index
+from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig, IndexConfigError, build_shop_index, load_index
 
 
 def embeddings(n: int = 30, dim: int = 8, seed: int = 0, category: str = "Dresses") -> ItemEmbeddings:
@@ -17,7 +19,7 @@ def embeddings(n: int = 30, dim: int = 8, seed: int = 0, category: str = "Dresse
 
 def test_recommendations_are_the_nearest_items_without_the_queries():
     items = embeddings()
-    index = CategoryIndex.build(items, metric="euclidean", n_trees=20, search_k=10_000)
+    index = AnnoyIndexConfig(metric="euclidean", n_trees=20, search_k=10_000).build(items)
     queries = ["Dresses-0", "Dresses-1"]
     recommended = index.recommend(queries, k=5)
     assert len(recommended) == 5 and not set(queries) & {item for item, _ in recommended}
@@ -31,16 +33,16 @@ def test_recommendations_are_the_nearest_items_without_the_queries():
 
 
 def test_saved_index_loads_and_answers_the_same(tmp_path):
-    index = CategoryIndex.build(embeddings(), metric="angular", n_trees=5)
+    index = AnnoyIndexConfig(metric="angular", n_trees=5).build(embeddings())
     paths = index.save(tmp_path)
     assert [p.name for p in paths] == ["Dresses.ann", "Dresses.json"]
-    loaded = CategoryIndex.load(tmp_path, "Dresses")
+    loaded = load_index(tmp_path, "Dresses")
     assert loaded.recommend(["Dresses-3"], 4) == index.recommend(["Dresses-3"], 4)
 
 
 def test_same_seed_builds_the_same_index(tmp_path):
-    first = CategoryIndex.build(embeddings(200), n_trees=3, seed=7)
-    second = CategoryIndex.build(embeddings(200), n_trees=3, seed=7)
+    first = AnnoyIndexConfig(n_trees=3, seed=7).build(embeddings(200))
+    second = AnnoyIndexConfig(n_trees=3, seed=7).build(embeddings(200))
     first.save(tmp_path / "a")
     second.save(tmp_path / "b")
     assert (tmp_path / "a" / "Dresses.ann").read_bytes() == (tmp_path / "b" / "Dresses.ann").read_bytes()
@@ -53,13 +55,38 @@ def test_one_index_per_category():
         np.concatenate([both.item_ids, dresses.item_ids]), np.concatenate([both.categories, dresses.categories]),
         np.concatenate([both.vectors, dresses.vectors]), "pool",
     )
-    indexes = build_shop_index(merged, n_trees=2)
+    items = pd.DataFrame({"item_id": merged.item_ids, "category": merged.categories, "split": "test", "source": "t"})
+    shop = Catalogue(items, np.zeros((len(items), 32, 32, 3), np.uint8))
+    indexes = build_shop_index(shop, merged, AnnoyIndexConfig(n_trees=2))
     assert {c: len(i) for c, i in indexes.items()} == {"Skirts": 10, "Dresses": 12}
+    assert indexes.item_ids()["Skirts"] == both.item_ids.tolist()
+
+
+@pytest.mark.parametrize("metric", ["angular", "euclidean", "manhattan", "dot"])
+def test_the_exact_backend_recommends_what_annoy_finds_when_annoy_searches_everything(metric, tmp_path):
+    items = embeddings(40)
+    exact = ExactIndexConfig(metric).build(items)
+    annoy = AnnoyIndexConfig(metric, n_trees=10, search_k=100_000).build(items)
+    queries = ["Dresses-3", "Dresses-7"]
+    assert [i for i, _ in exact.recommend(queries, 6)] == [i for i, _ in annoy.recommend(queries, 6)]
+    # Distances agree too: both say "smaller is nearer", dot included (Annoy reports the inner product).
+    np.testing.assert_allclose([d for _, d in exact.recommend(queries, 6)], [d for _, d in annoy.recommend(queries, 6)],
+                               rtol=1e-4, atol=1e-4)
+    exact.save(tmp_path)
+    loaded = load_index(tmp_path, "Dresses")
+    assert type(loaded) is type(exact) and loaded.recommend(queries, 6) == exact.recommend(queries, 6)
+
+
+def test_dot_recommends_the_largest_inner_products():
+    vectors = np.array([[1.0, 0.0], [5.0, 0.0], [-1.0, 0.0], [2.0, 0.0]], np.float32)
+    items = ItemEmbeddings(np.array(["q", "big", "negative", "mid"]), np.array(["Dresses"] * 4), vectors, "pool")
+    for config in (AnnoyIndexConfig("dot", n_trees=5, search_k=1000), ExactIndexConfig("dot")):
+        assert [i for i, _ in config.build(items).recommend(["q"], 2)] == ["big", "mid"], config
 
 
 @pytest.mark.parametrize("metric", ["angular", "euclidean", "manhattan", "dot"])
 def test_every_documented_metric_builds(metric):
-    assert len(CategoryIndex.build(embeddings(), metric=metric, n_trees=2).recommend(["Dresses-0"], 3)) == 3
+    assert len(AnnoyIndexConfig(metric=metric, n_trees=2).build(embeddings()).recommend(["Dresses-0"], 3)) == 3
 
 
 @pytest.mark.parametrize(
@@ -69,4 +96,4 @@ def test_every_documented_metric_builds(metric):
 )
 def test_invalid_index_options_name_the_option(options, message):
     with pytest.raises(IndexConfigError, match=message):
-        CategoryIndex.build(embeddings(), **options)
+        AnnoyIndexConfig(**options).build(embeddings())

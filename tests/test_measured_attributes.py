@@ -6,7 +6,7 @@ import pandas as pd
 from fashionbench.data import Catalogue
 from fashionbench.data.measured_attributes import measured_attributes
 from fashionbench.data.synthetic import SyntheticSource
-from fashionbench.users import simulate_users
+from fashionbench.users import TasteUsers
 
 
 def test_measured_colour_agrees_with_the_drawn_colour():
@@ -32,8 +32,8 @@ def test_plain_backgrounds_and_solid_garments():
 def test_taste_users_fall_back_to_measured_attributes(tiny_catalogue):
     shop = tiny_catalogue.split("test")
     plain = Catalogue(shop.items[["item_id", "category", "split", "source"]], shop.images)
-    users = simulate_users(plain, n_users=3, items_per_user=10, seed=0)
-    assert users.metrics["users_attributes_measured"] == 1.0
+    users = TasteUsers(n_users=3, items_per_user=10, seed=0).simulate(plain)
+    assert users.metrics()["users_attributes_measured"] == 1.0
     assert set(users.ratings["item_id"]) <= set(plain.items["item_id"])
     assert isinstance(users.ratings, pd.DataFrame) and len(users.ratings) > 0
 
@@ -43,6 +43,6 @@ def test_measured_attributes_are_reported_with_calibrated_users_too(tiny_catalog
 
     shop = tiny_catalogue.split("test")
     plain = Catalogue(shop.items[["item_id", "category", "split", "source"]], shop.images)
-    users = simulate_users(plain, n_users=3, items_per_user=None, reviews=str(reviews_without_shorts(tmp_path)))
-    assert users.metrics["users_attributes_measured"] == 1.0
-    assert users.metrics["users_reviews_rows"] == 70
+    users = TasteUsers(n_users=3, items_per_user=None, reviews=str(reviews_without_shorts(tmp_path))).simulate(plain)
+    assert users.metrics()["users_attributes_measured"] == 1.0
+    assert users.metrics()["users_reviews_rows"] == 70

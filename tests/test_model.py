@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
+from fashionbench.config import ModelConfig
 from fashionbench.model import EMBEDDING_LAYERS, ModelConfigError, WeightsUnavailableError, build_classifier
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    return build_classifier((32, 32), weights=None, freeze=4, embedding_layer="dense_128")
+    return build_classifier(ModelConfig(weights=None, freeze=4, embedding_layer="dense_128"), 32)
 
 
 def test_freeze_n_trains_exactly_the_last_n_backbone_layers(classifier):
@@ -37,12 +38,12 @@ def test_embedding_layers_give_their_width(classifier, layer, dim):
 @pytest.mark.parametrize("freeze", [-1, 176, 2.5])
 def test_invalid_freeze_names_the_valid_range(freeze):
     with pytest.raises(ModelConfigError, match=r"model.freeze must be an integer in \[0, 175\]"):
-        build_classifier((32, 32), weights=None, freeze=freeze)
+        build_classifier(ModelConfig(weights=None, freeze=freeze), 32)
 
 
 def test_unknown_embedding_layer_lists_the_valid_names():
     with pytest.raises(ModelConfigError, match="'pool', 'dense_512', 'dense_128', 'softmax'"):
-        build_classifier((32, 32), weights=None, embedding_layer="fc7")
+        build_classifier(ModelConfig(weights=None, embedding_layer="fc7"), 32)
 
 
 def test_weights_file_is_loaded(tmp_path):
@@ -51,7 +52,7 @@ def test_weights_file_is_loaded(tmp_path):
     source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
     path = tmp_path / "backbone.weights.h5"
     source.save_weights(path)
-    loaded = build_classifier((32, 32), weights=str(path), seed=123)
+    loaded = build_classifier(ModelConfig(weights=str(path), seed=123), 32)
     assert loaded.weights_used == f"file:{path.resolve()}"
     np.testing.assert_array_equal(
         loaded.model.get_layer("conv1_conv").get_weights()[0], source.get_layer("conv1_conv").get_weights()[0]
@@ -60,20 +61,20 @@ def test_weights_file_is_loaded(tmp_path):
 
 def test_missing_weights_file_is_a_config_error(tmp_path):
     with pytest.raises(ModelConfigError, match="no file is at"):
-        build_classifier((32, 32), weights=str(tmp_path / "nope.weights.h5"))
+        build_classifier(ModelConfig(weights=str(tmp_path / "nope.weights.h5")), 32)
 
 
 def test_wrong_weights_file_is_a_config_error(tmp_path):
     path = tmp_path / "notes.weights.h5"
     path.write_bytes(b"not hdf5")
     with pytest.raises(ModelConfigError, match="not a weights file for ResNet50"):
-        build_classifier((32, 32), weights=str(path))
+        build_classifier(ModelConfig(weights=str(path)), 32)
 
 
 def test_imagenet_without_cache_or_network_says_how_to_provide_the_file():
     # conftest points KERAS_HOME at an empty directory; this machine cannot download.
     try:
-        build_classifier((32, 32), weights="imagenet")
+        build_classifier(ModelConfig(weights="imagenet"), 32)
     except WeightsUnavailableError as error:
         message = str(error)
         assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
@@ -84,5 +85,5 @@ def test_imagenet_without_cache_or_network_says_how_to_provide_the_file():
 
 
 def test_auto_falls_back_to_random_and_says_so():
-    classifier = build_classifier((32, 32), weights="auto")
+    classifier = build_classifier(ModelConfig(weights="auto"), 32)
     assert classifier.weights_used in ("random", "imagenet")

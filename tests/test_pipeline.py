@@ -61,14 +61,25 @@ def test_a_run_logs_params_metrics_artifacts_and_tags(store_uri):
 
 
 def test_a_failing_run_is_marked_failed_with_its_error(store_uri):
-    cfg = compose_config([*TINY_RUN, f"tracking.uri={store_uri}", "freeze=999", "tracking.log_model=false"])
-    with pytest.raises(ValueError, match=r"model.freeze must be an integer in \[0, 175\]"):
+    # The embedding layer is checked against the built model: inside the run.
+    cfg = compose_config([*TINY_RUN, f"tracking.uri={store_uri}", "model.embedding_layer=fc7",
+                          "tracking.log_model=false"])
+    with pytest.raises(ValueError, match="model.embedding_layer 'fc7' is not a layer of the model"):
         run_experiment(cfg)
     client = MlflowClient(store_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])
     assert run.info.status == "FAILED"
-    assert "model.freeze" in run.data.tags["error"]
+    assert "model.embedding_layer" in run.data.tags["error"]
     assert "error.txt" in artifact_paths(client, run.info.run_id)
+
+
+def test_an_invalid_option_fails_before_any_run_starts(store_uri):
+    cfg = compose_config([*TINY_RUN, f"tracking.uri={store_uri}", "freeze=999"])
+    with pytest.raises(ValueError, match=r"model.freeze must be an integer in \[0, 175\]"):
+        run_experiment(cfg)
+    client = MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("fashionbench")
+    assert experiment is None or not client.search_runs([experiment.experiment_id])
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -94,15 +105,16 @@ def test_cli_single_run_uses_a_store_in_the_working_directory(tmp_path):
 
 
 def test_multirun_goes_on_after_a_failed_job_and_groups_runs_under_a_parent(tmp_path):
-    result = run_cli(["-m", "freeze=999,2", *TINY_RUN, "tracking.log_model=false"], tmp_path)
+    result = run_cli(["-m", "model.embedding_layer=fc7,pool", *TINY_RUN, "tracking.log_model=false"], tmp_path)
     assert result.returncode == 0, result.stderr
     client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
     experiment_id = client.get_experiment_by_name("fashionbench").experiment_id
     runs = client.search_runs([experiment_id], order_by=["attributes.start_time ASC"])
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("sweep_id") == parent.info.run_id]
-    assert [(c.data.params["model.freeze"], c.info.status) for c in children] == [("999", "FAILED"), ("2", "FINISHED")]
-    assert [c.info.run_name for c in children] == ["freeze=999", "freeze=2"]
+    assert [(c.data.params["model.embedding_layer"], c.info.status) for c in children] == [
+        ("fc7", "FAILED"), ("pool", "FINISHED")]
+    assert [c.info.run_name for c in children] == ["model.embedding_layer=fc7", "model.embedding_layer=pool"]
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics == {"runs_failed": 1.0, "runs": 2.0}

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fashionbench.index import CategoryIndex
+from fashionbench.index import load_index
 from fashionbench.promote import PromotionError, main, promote
-from fashionbench.selection import Constraint, select_runs
-from fashionbench.tracking import download_run_artifacts, experiment_runs, tracking_settings
+from fashionbench.tracking.records import Constraint, select_runs
+from fashionbench.tracking.store import download_run_artifacts, experiment_runs, tracking_settings
 from tests.tracked_store import MODEL_NAME, plant_run
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_the_registered_model_answers_in_a_fresh_process_like_the_runs_indexes(t
     indexes = download_run_artifacts(tracked_store.settings, tracked_store.real_run_id, "indexes", tmp_path)
     queries = {}
     for category in ("Dresses", "Blouses"):
-        index = CategoryIndex.load(indexes, category)
+        index = load_index(indexes, category)
         queries[category] = index.item_ids[:2].tolist()
     favourites = queries["Dresses"] + queries["Blouses"]
     result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, tracked_store.uri, MODEL_NAME,
@@ -135,7 +135,7 @@ def test_the_registered_model_answers_in_a_fresh_process_like_the_runs_indexes(t
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout.split("RESULT", 1)[1])
     for category, items in queries.items():
-        expected = CategoryIndex.load(indexes, category).recommend(items, 2)
+        expected = load_index(indexes, category).recommend(items, 2)
         got = sorted((r for r in rows if r["category"] == category), key=lambda r: r["rank"])
         assert [r["item_id"] for r in got] == [item for item, _ in expected]
         assert [r["distance"] for r in got] == pytest.approx([d for _, d in expected])

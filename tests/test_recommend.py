@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from fashionbench.recommend import GridRow, draw_grid, grid_size_px, main
-from fashionbench.tracking import load_recommender
+from fashionbench.tracking.registry import load_recommender
 from tests.tracked_store import MODEL_NAME
 
 pytestmark = pytest.mark.slow

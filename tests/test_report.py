@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from fashionbench.report import ReportError, main, write_report
-from fashionbench.tracking import tracking_settings
+from fashionbench.tracking.store import tracking_settings
 from tests.conftest import compose_config
 from tests.tracked_store import plant_run
 

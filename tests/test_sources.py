@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from fashionbench.data import CATEGORIES, CatalogueError
 from fashionbench.data.splitting import split_counts, stratified_course_split
-from fashionbench.run import build
 from tests.conftest import SHARED_DATA, compose_config
 from tests.source_fixtures import CATEGORY_COLOURS, make_deepfashion, make_product_images, save_photo
 
@@ -25,7 +25,7 @@ needs_clothing_photos = pytest.mark.skipif(
 def load(config_name: str, root: Path, *overrides: str):
     """The catalogue a user gets with ``data=<config_name> data.root=<root>``."""
     cfg = compose_config([f"data={config_name}", f"data.root={root}", "data.image_size=32", *overrides])
-    return build(cfg.data).load()
+    return OmegaConf.to_object(cfg.data).load()
 
 
 def mean_colour(catalogue, category: str) -> np.ndarray:
@@ -155,6 +155,6 @@ def test_clothing_photos_config_finds_the_shared_folder_by_default(monkeypatch):
     cfg = compose_config(["data=clothing_photos", "data.max_per_category=5", "data.image_size=32",
                           "+data.filters.kids=[false]"])
     assert Path(cfg.data.root) == CLOTHING
-    catalogue = build(cfg.data).load()
+    catalogue = OmegaConf.to_object(cfg.data).load()
     assert catalogue.items["category"].value_counts().to_dict() == dict.fromkeys(CATEGORIES, 5)
     assert catalogue.skipped["filtered_out"] > 0  # kids' clothes left out by the filter

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fashionbench.config import ModelConfig, TrainConfig
 from fashionbench.model import build_classifier, predict_in_batches
 from fashionbench.run import run_experiment
 from fashionbench.train import train_classifier
@@ -39,9 +40,10 @@ def test_cached_training_gives_the_uncached_result(tiny_catalogue, tmp_path):
     # A hit reads back exactly the arrays a miss stored (test_a_second_read_...), so training
     # on a hit is training on a miss; the end-to-end test below runs a hit.
     for name, cache in (("uncached", None), ("miss", TrunkCache(tmp_path))):
-        classifier = build_classifier((32, 32), weights=None, freeze=4, seed=0)
+        classifier = build_classifier(ModelConfig(weights=None, freeze=4, seed=0), 32)
         untrained = predict_in_batches(classifier.model, test.images)
-        training = train_classifier(classifier.model, train, val, epochs=2, batch_size=16, seed=0, cache=cache)
+        training = train_classifier(classifier.model, train, val, TrainConfig(epochs=2, batch_size=16), seed=0,
+                                    cache=cache)
         # What run.py evaluates and embeds: the full classifier, trained through the tail.
         results[name] = training, predict_in_batches(classifier.model, test.images)
         optimizers[name] = classifier.model.optimizer
@@ -59,13 +61,13 @@ def test_cached_training_gives_the_uncached_result(tiny_catalogue, tmp_path):
 
 
 def test_the_boundary_of_a_resnet_includes_the_residual_branch():
-    split, _ = split_at_freeze(build_classifier((32, 32), weights=None, freeze=4).model)
+    split, _ = split_at_freeze(build_classifier(ModelConfig(weights=None, freeze=4), 32).model)
     # conv5_block3_3_conv reads the main branch; conv5_block3_add reads the shortcut.
     assert split.boundary == ("conv5_block3_2_relu", "conv5_block2_out")
     assert all(not layer.trainable for layer in split.trunk.layers)
-    split, _ = split_at_freeze(build_classifier((32, 32), weights=None, freeze=0).model)
+    split, _ = split_at_freeze(build_classifier(ModelConfig(weights=None, freeze=0), 32).model)
     assert split.boundary == ("conv5_block3_out",)
-    classifier = build_classifier((32, 32), weights=None, freeze=175)
+    classifier = build_classifier(ModelConfig(weights=None, freeze=175), 32)
     split, reason = split_at_freeze(classifier.model)
     assert split is None and "no frozen layers" in reason
 
@@ -85,9 +87,9 @@ def test_the_key_changes_with_weights_images_and_boundary(tiny_catalogue, tmp_pa
     assert cache.key(split, tiny_catalogue.images[1:9]) != key
     assert cache.key(split, images[:, :16, :16]) != key  # another image size
     assert TrunkCache(tmp_path, dtype="float16").key(split, images) != key
-    classifier = build_classifier((32, 32), weights=None, freeze=4, seed=0)
-    assert cache.key(split_at_freeze(classifier.model)[0], images) != \
-        cache.key(split_at_freeze(build_classifier((32, 32), weights=None, freeze=8, seed=0).model)[0], images)
+    freeze_4 = build_classifier(ModelConfig(weights=None, freeze=4, seed=0), 32).model
+    freeze_8 = build_classifier(ModelConfig(weights=None, freeze=8, seed=0), 32).model
+    assert cache.key(split_at_freeze(freeze_4)[0], images) != cache.key(split_at_freeze(freeze_8)[0], images)
 
 
 def test_a_second_read_returns_the_stored_activations(tiny_catalogue, tmp_path):
@@ -120,7 +122,7 @@ def test_past_the_size_limit_the_least_recently_used_entry_goes(tiny_catalogue, 
 
 def test_augmentation_turns_the_cache_off_and_says_why(tiny_catalogue, tmp_path):
     training = train_classifier(toy_classifier(), tiny_catalogue.split("train"), tiny_catalogue.split("val"),
-                                epochs=1, batch_size=16, cache=TrunkCache(tmp_path), augment=True)
+                                TrainConfig(epochs=1, batch_size=16, augment=True), seed=0, cache=TrunkCache(tmp_path))
     assert not training.cache.used and "train.augment=true" in training.cache.reason
     assert training.epochs == 1 and not list(tmp_path.iterdir())
 
@@ -152,8 +154,8 @@ def test_a_second_run_reads_the_whole_cache_and_logs_it(store_uri, tmp_path):
 
 def test_another_freeze_value_starts_from_a_stored_upstream_boundary(tiny_catalogue, tmp_path):
     images = tiny_catalogue.images[:12]
-    freeze_8 = split_at_freeze(build_classifier((32, 32), weights=None, freeze=8, seed=0).model)[0]
-    freeze_4 = split_at_freeze(build_classifier((32, 32), weights=None, freeze=4, seed=0).model)[0]
+    freeze_8 = split_at_freeze(build_classifier(ModelConfig(weights=None, freeze=8, seed=0), 32).model)[0]
+    freeze_4 = split_at_freeze(build_classifier(ModelConfig(weights=None, freeze=4, seed=0), 32).model)[0]
     TrunkCache(tmp_path / "fresh").features(freeze_4, images)  # a reference computed from the images
     reference = TrunkCache(tmp_path / "fresh").features(freeze_4, images)
     cache = TrunkCache(tmp_path / "sweep")
@@ -164,5 +166,5 @@ def test_another_freeze_value_starts_from_a_stored_upstream_boundary(tiny_catalo
         np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-5)
     # Downstream to upstream is impossible, and other weights never qualify.
     assert TrunkCache(tmp_path / "fresh").features(freeze_8, images).derived_from is None
-    other_weights = split_at_freeze(build_classifier((32, 32), weights=None, freeze=2, seed=1).model)[0]
+    other_weights = split_at_freeze(build_classifier(ModelConfig(weights=None, freeze=2, seed=1), 32).model)[0]
     assert cache.features(other_weights, images).derived_from is None

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench.promote import Promotion, promote
 from fashionbench.run import run_experiment
-from fashionbench.tracking import tracking_settings
+from fashionbench.tracking.store import tracking_settings
 from tests.conftest import TINY_RUN, compose_config
 
 EXPERIMENT = "tracked"

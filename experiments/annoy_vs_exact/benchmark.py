@@ -22,11 +22,12 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # fashionbench.embed imports TensorFlow
 
 from fashionbench.embed import ItemEmbeddings
-from fashionbench.index import CategoryIndex
+from fashionbench.index import AnnoyIndexConfig
 from fashionbench.index_quality import measure_index
 
 
-def clustered_embeddings(n: int, dim: int, rng: np.random.Generator, clusters: int = 40) -> tuple[np.ndarray, np.ndarray]:
+def clustered_embeddings(n: int, dim: int, rng: np.random.Generator,
+                         clusters: int = 40) -> tuple[np.ndarray, np.ndarray]:
     """``n`` items and 200 held-out queries around shared cluster centres, clipped at 0."""
     centres = rng.gamma(1.0, 1.0, size=(clusters, dim))
 
@@ -61,13 +62,12 @@ def main() -> None:
         vectors, queries = clustered_embeddings(n, args.dim, rng)
         items = ItemEmbeddings(np.arange(n).astype(str), np.array(["Dresses"] * n), vectors, "dense_128")
         for n_trees in args.n_trees:
-            index = CategoryIndex.build(items, args.metric, n_trees, seed=0)
-            ann_file = index.save(Path("/tmp") / "fashionbench-annoy-bench")[0]
+            index = AnnoyIndexConfig(args.metric, n_trees, seed=0).build(items)
             for search_k in args.search_k:
                 index.search_k = search_k
-                quality = measure_index(index, vectors, args.k, args.repeats, ann_file, queries=queries)
+                quality = measure_index(index, vectors, args.k, args.repeats, queries=queries)
                 results.setdefault(n, []).append((n_trees, search_k, quality))
-                print(f"{n:>7} {n_trees:>5} {search_k:>8} {quality.recall:>6.3f} {quality.annoy_qps:>10.0f} "
+                print(f"{n:>7} {n_trees:>5} {search_k:>8} {quality.recall:>6.3f} {quality.index_qps:>10.0f} "
                       f"{quality.exact_qps:>10.0f} {quality.speedup:>6.2f}x {quality.build_seconds:>8.2f} "
                       f"{quality.index_bytes / 1e6:>7.1f}", flush=True)
 
@@ -82,9 +82,9 @@ def main() -> None:
         if not good:
             print(f"{n:>7} items: no setting reached the target recall (exact: {exact_qps:.0f} qps)")
             continue
-        n_trees, search_k, best = max(good, key=lambda row: row[2].annoy_qps)
+        n_trees, search_k, best = max(good, key=lambda row: row[2].index_qps)
         print(f"{n:>7} items: n_trees={n_trees:<3} search_k={search_k:<6} recall {best.recall:.3f}  "
-              f"ratio {best.annoy_qps / exact_qps:.2f}x  ({best.annoy_qps:.0f} vs {exact_qps:.0f} qps)")
+              f"ratio {best.index_qps / exact_qps:.2f}x  ({best.index_qps:.0f} vs {exact_qps:.0f} qps)")
 
     import matplotlib
     matplotlib.use("Agg")
@@ -92,7 +92,8 @@ def main() -> None:
 
     figure, axes = plt.subplots(figsize=(7, 5))
     for colour, (n, rows) in zip(plt.cm.viridis(np.linspace(0, 0.9, len(results))), results.items()):
-        axes.scatter([r[2].recall for r in rows], [r[2].annoy_qps for r in rows], color=colour, label=f"Annoy, {n} items")
+        axes.scatter([r[2].recall for r in rows], [r[2].index_qps for r in rows], color=colour,
+                     label=f"Annoy, {n} items")
         axes.axhline(max(r[2].exact_qps for r in rows), color=colour, linestyle="--", linewidth=1)
     axes.set(xlabel=f"recall@{args.k}", ylabel="queries per second (log)", yscale="log",
              title=f"Annoy (points) vs exact NumPy (dashed), dim {args.dim}, {args.metric}")

@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from fashionbench.config import ModelConfig, TrainConfig  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
 from fashionbench.model import build_classifier, predict_in_batches  # noqa: E402
 from fashionbench.train import train_classifier  # noqa: E402
@@ -37,11 +38,12 @@ def main() -> None:
     train, val, test = (catalogue.split(s) for s in ("train", "val", "test"))
     probabilities = []
     for change in (0.0, args.relative_change):
-        classifier = build_classifier((args.image_size, args.image_size), weights=None, freeze=args.freeze, seed=0)
+        classifier = build_classifier(ModelConfig(weights=None, freeze=args.freeze, seed=0), args.image_size)
         conv1 = classifier.model.get_layer("conv1_conv")
         kernel, bias = conv1.get_weights()
         conv1.set_weights([kernel * (1 + change), bias])
-        training = train_classifier(classifier.model, train, val, args.epochs, 32, seed=0)
+        options = TrainConfig(epochs=args.epochs, batch_size=32)
+        training = train_classifier(classifier.model, train, val, options, seed=0)
         probabilities.append(predict_in_batches(classifier.model, test.images))
         accuracy = np.mean(probabilities[-1].argmax(axis=1) == test.labels)
         print(f"conv1 kernel x (1 + {change:g}): loss per epoch {np.round(training.history['loss'], 4).tolist()}, "

@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from fashionbench.config import ModelConfig, TrainConfig  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
 from fashionbench.model import build_classifier, predict_in_batches  # noqa: E402
 from fashionbench.train import train_classifier  # noqa: E402
@@ -51,15 +52,16 @@ def main() -> None:
 
     def attempt(freeze: int, cache: TrunkCache | None) -> tuple[float, np.ndarray, str]:
         start = time.perf_counter()
-        classifier = build_classifier((args.image_size, args.image_size), weights=None, freeze=freeze, seed=0)
-        training = train_classifier(classifier.model, train, val, args.epochs, args.batch_size, seed=0, cache=cache)
+        classifier = build_classifier(ModelConfig(weights=None, freeze=freeze, seed=0), args.image_size)
+        options = TrainConfig(epochs=args.epochs, batch_size=args.batch_size)
+        training = train_classifier(classifier.model, train, val, options, seed=0, cache=cache)
         seconds = time.perf_counter() - start
         report = training.cache
         hits = f"{report.hits} hit / {report.misses} miss ({report.derived} derived)" if report.used else "-"
         return seconds, predict_in_batches(classifier.model, test.images), hits
 
     # Start TensorFlow's runtime before timing, so that the first attempt does not pay for it.
-    predict_in_batches(build_classifier((args.image_size, args.image_size), weights=None).model, test.images[:2])
+    predict_in_batches(build_classifier(ModelConfig(weights=None), args.image_size).model, test.images[:2])
 
     totals = {"uncached": 0.0, "cold": 0.0, "warm": 0.0}
     print(f"{'freeze':>6} {'uncached s':>10} {'cold s':>8} {'warm s':>8} {'warm cache':>26} {'max |dp|':>9} "

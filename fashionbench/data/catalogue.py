@@ -23,6 +23,8 @@ COURSE_SPLIT_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 ATTRIBUTE_PREFIX = "attr_"
+DEFAULT_IMAGE_SIZE = 64  # pixels per side, for every source
+MIN_IMAGE_SIZE = 32  # ResNet50's smallest input
 REQUIRED_COLUMNS = ("item_id", "category", "split", "source")
 
 
@@ -110,6 +112,13 @@ class Catalogue:
         digest.update(self.items.to_csv(index=False).encode())
         digest.update(np.ascontiguousarray(self.images).tobytes())
         return digest.hexdigest()[:16]
+
+
+def check_image_size(image_size: int) -> None:
+    """CatalogueError naming ``data.image_size`` unless ResNet50 can take images of that size."""
+    if image_size < MIN_IMAGE_SIZE:
+        raise CatalogueError(
+            f"data.image_size must be >= {MIN_IMAGE_SIZE} (ResNet50's smallest input), got {image_size}")
 
 
 def course_split_sizes(scale: float, min_per_split: int = 1) -> dict[str, tuple[int, int, int]]:

@@ -40,7 +40,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from fashionbench.artifacts import SKIPPED_ITEMS, SPLIT_TABLE, TAG_DATA_FINGERPRINT, save_split_table
 from fashionbench.data.catalogue import Catalogue
+from fashionbench.stage import StageResult
 
 log = logging.getLogger("fashionbench.data")
 
@@ -54,7 +56,7 @@ class CatalogueSource(Protocol):
 
 
 @dataclass(frozen=True)
-class CatalogueLoad:
+class CatalogueLoad(StageResult):
     """A loaded catalogue, whether it came from the store, and the seconds loading took."""
 
     catalogue: Catalogue
@@ -63,7 +65,20 @@ class CatalogueLoad:
     key: str | None  # None when the store is off
 
     def metrics(self) -> dict[str, float]:
-        return {"catalogue_store_hit": float(self.hit), "catalogue_load_seconds": self.seconds}
+        """How loading went, items per split, and items skipped or converted, by reason."""
+        catalogue = self.catalogue
+        split_table = catalogue.split_table()
+        return {"catalogue_store_hit": float(self.hit), "catalogue_load_seconds": self.seconds,
+                **{f"items_{split}": float(split_table[split].sum()) for split in split_table.columns},
+                **{f"skipped_{reason}": float(count) for reason, count in catalogue.skipped.items()},
+                **{f"converted_{what}": float(count) for what, count in catalogue.converted.items()}}
+
+    def tags(self) -> dict[str, str]:
+        return {TAG_DATA_FINGERPRINT: self.catalogue.fingerprint()}
+
+    def write_artifacts(self, directory: Path) -> None:
+        save_split_table(self.catalogue.split_table(), directory / SPLIT_TABLE)
+        self.catalogue.skipped_items.to_csv(directory / SKIPPED_ITEMS, index=False)
 
 
 def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool = True) -> CatalogueLoad:
@@ -73,7 +88,9 @@ def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool
     that cannot be written is logged and the loaded catalogue returned."""
     start = time.perf_counter()
     if not enabled:
-        return CatalogueLoad(source.load(), False, time.perf_counter() - start, None)
+        catalogue = source.load()
+        _log_split_table(source, catalogue)
+        return CatalogueLoad(catalogue, False, time.perf_counter() - start, None)
     key = catalogue_key(source)
     entry = Path(store_dir) / key
     if entry.exists():
@@ -85,6 +102,7 @@ def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool
         else:
             seconds = time.perf_counter() - start
             log.info("catalogue store: %s read from %s in %.2f s", type(source).__name__, entry, seconds)
+            _log_split_table(source, catalogue)
             return CatalogueLoad(catalogue, True, seconds, key)
     catalogue = source.load()
     try:
@@ -93,7 +111,13 @@ def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool
         log.warning("catalogue store: could not write %s (%s); continuing without storing", entry, error)
     seconds = time.perf_counter() - start
     log.info("catalogue store: %s loaded in %.2f s and stored in %s", type(source).__name__, seconds, entry)
+    _log_split_table(source, catalogue)
     return CatalogueLoad(catalogue, False, seconds, key)
+
+
+def _log_split_table(source: CatalogueSource, catalogue: Catalogue) -> None:
+    log.info("catalogue %s: %d items\n%s", getattr(source, "name", type(source).__name__), len(catalogue),
+             catalogue.split_table())
 
 
 def catalogue_key(source: CatalogueSource) -> str:
@@ -191,5 +215,6 @@ def read_entry(entry: Path) -> Catalogue:
     catalogue = Catalogue(tables["items"], images, dict(manifest["skipped"]), tables["skipped_items"],
                           dict(manifest["converted"]))
     if catalogue.fingerprint() != manifest["fingerprint"]:
-        raise ValueError(f"data fingerprint {catalogue.fingerprint()} differs from the stored {manifest['fingerprint']}")
+        raise ValueError(f"data fingerprint {catalogue.fingerprint()} differs from the stored "
+                         f"{manifest['fingerprint']}")
     return catalogue

@@ -19,16 +19,16 @@ Layout under ``root`` (Liu et al., "DeepFashion", CVPR 2016; the benchmark's REA
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fashionbench.data.catalogue import SPLITS, Catalogue, CatalogueError
 from fashionbench.data.labelled_images import (
     LabelledImage,
+    PhotoSourceOptions,
     load_labelled_images,
     validate_category_mapping,
-    PhotoSourceOptions,
 )
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.text_tables import read_text
@@ -48,7 +48,7 @@ DEFAULT_CATEGORIES = {"Blouse": "Blouses", "Dress": "Dresses", "Shorts": "Shorts
 class DeepFashionSource(PhotoSourceOptions):
     """The images of the DeepFashion categories that ``categories`` maps to shop categories."""
 
-    categories: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
+    categories: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
 
     def load(self) -> Catalogue:
         """Raises CatalogueError for an invalid option, a missing or malformed list file, an empty category."""

@@ -12,16 +12,15 @@ files (``.DS_Store``) are ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fashionbench.data.catalogue import Catalogue, CatalogueError
 from fashionbench.data.labelled_images import (
     LabelledImage,
+    PhotoSourceOptions,
     load_labelled_images,
     validate_category_mapping,
-    PhotoSourceOptions,
 )
 from fashionbench.data.skips import SkipLog
 
@@ -37,8 +36,8 @@ DEFAULT_CATEGORIES = {
 class FolderSource(PhotoSourceOptions):
     """The images in the category folders that ``categories`` maps to shop categories."""
 
-    categories: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
-    extensions: Sequence[str] = (".jpg", ".jpeg", ".png")
+    categories: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
+    extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png"])
 
     def load(self) -> Catalogue:
         """Raises CatalogueError for an invalid option, a root without category folders, an empty category."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import string
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ from typing import Any
 from fashionbench.data.catalogue import Catalogue, CatalogueError
 from fashionbench.data.labelled_images import (
     LabelledImage,
+    PhotoSourceOptions,
     load_labelled_images,
     validate_category_mapping,
-    PhotoSourceOptions,
 )
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.text_tables import read_csv_records
@@ -41,13 +40,14 @@ class ImageCsvSource(PhotoSourceOptions):
     ``attributes`` maps attribute names to columns (items get ``attr_<name>``).
     """
 
-    categories: Mapping[str, str]
-    csv_file: str = "images.csv"
-    id_column: str = "image"
-    label_column: str = "label"
-    path_template: str = "images/{image}.jpg"
-    filters: Mapping[str, Any] = field(default_factory=dict)
-    attributes: Mapping[str, str] = field(default_factory=dict)
+    # What a CSV layout must say (each data set's config file, e.g. configs/data/clothing_photos.yaml):
+    categories: dict[str, str]
+    csv_file: str
+    id_column: str
+    label_column: str
+    path_template: str
+    filters: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
     overflow_column: str | None = None
 
     def load(self) -> Catalogue:

@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fashionbench.data.catalogue import ATTRIBUTE_PREFIX, CATEGORIES, SPLITS, Catalogue, CatalogueError
+from fashionbench.data.catalogue import (
+    ATTRIBUTE_PREFIX,
+    CATEGORIES,
+    DEFAULT_IMAGE_SIZE,
+    SPLITS,
+    Catalogue,
+    CatalogueError,
+    check_image_size,
+)
 from fashionbench.data.images import DEFAULT_MAX_PIXELS, UnusableImage, decode_image, resolve_inside
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.splitting import stratified_course_split
@@ -43,23 +51,28 @@ class LabelledImage:
 @dataclass(kw_only=True)
 class PhotoSourceOptions:
     """Options every photo source shares: where the data set is, its seeded split and
-    subsample, and how images are decoded."""
+    subsample, and how images are decoded. Checked when the source is made (before any file
+    is read): CatalogueError names the ``data.*`` option that is invalid."""
 
     name: str
     root: str
     seed: int = 0
-    image_size: int = 64
+    image_size: int = DEFAULT_IMAGE_SIZE
     max_per_category: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped as decompression_bomb
 
-    def validated_root(self) -> Path:
-        """The root as a Path; CatalogueError naming the ``data.*`` option that is invalid."""
-        if self.image_size < 32:
-            raise CatalogueError(f"data.image_size must be >= 32 (ResNet50's smallest input), got {self.image_size}")
+    def __post_init__(self) -> None:
+        check_image_size(self.image_size)
         if self.max_pixels < 1:
             raise CatalogueError(f"data.max_pixels must be >= 1, got {self.max_pixels}")
         if self.max_per_category is not None and self.max_per_category < 1:
             raise CatalogueError(f"data.max_per_category must be >= 1 or null, got {self.max_per_category}")
+        if hasattr(self, "categories"):
+            validate_category_mapping(self.categories, "data.categories")
+        self.validated_root()
+
+    def validated_root(self) -> Path:
+        """The root as a Path; CatalogueError when it is not set or not a folder."""
         if self.root is None or str(self.root) in ("", "???"):
             raise CatalogueError(f"data.root must name the {self.name} data folder")
         path = Path(self.root)

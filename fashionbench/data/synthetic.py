@@ -17,9 +17,11 @@ from PIL import Image, ImageDraw, ImageFilter
 from fashionbench.data.catalogue import (
     ATTRIBUTE_PREFIX,
     CATEGORIES,
+    DEFAULT_IMAGE_SIZE,
     SPLITS,
     Catalogue,
     CatalogueError,
+    check_image_size,
     course_split_sizes,
 )
 
@@ -54,16 +56,22 @@ class SyntheticSource:
 
     name: str = "synthetic"
     seed: int = 0
-    image_size: int = 64
-    scale: float = 0.1
-    min_per_split: int = 2
-    noise: float = 8.0
+    image_size: int = DEFAULT_IMAGE_SIZE
+    scale: float = 0.1  # times the course's Train/Val/Test counts per category
+    min_per_split: int = 2  # at least this many items per category and split
+    noise: float = 8.0  # std of Gaussian pixel noise
+
+    def __post_init__(self) -> None:
+        """CatalogueError naming the ``data.*`` option that is invalid."""
+        check_image_size(self.image_size)
+        if self.scale <= 0:
+            raise CatalogueError(f"data.scale must be > 0, got {self.scale}")
+        if self.min_per_split < 1:
+            raise CatalogueError(f"data.min_per_split must be >= 1, got {self.min_per_split}")
+        if self.noise < 0:
+            raise CatalogueError(f"data.noise must be >= 0, got {self.noise}")
 
     def load(self) -> Catalogue:
-        if self.image_size < 32:
-            raise CatalogueError(
-                f"data.image_size must be >= 32 (ResNet50's smallest input), got {self.image_size}"
-            )
         sizes = course_split_sizes(self.scale, self.min_per_split)
         rows, images = [], []
         for category in CATEGORIES:

@@ -1,7 +1,7 @@
-"""Which tracked runs count, which is best, and what a sweep varied.
+"""Tracked runs as plain values, and the rules that select among them. No mlflow here.
 
-Shared by ``promote`` (pick the best run) and ``report`` (tabulate runs): both see runs as
-``tracking.RunRecord`` values, so this module needs no MLflow.
+Shared by ``promote`` (pick the best run), ``report`` and ``compare`` (tabulate runs): they see
+runs as ``RunRecord`` values that ``tracking.store.experiment_runs`` reads from the store.
 """
 
 from __future__ import annotations
@@ -12,22 +12,35 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from fashionbench.tracking import RunRecord
+from fashionbench.artifacts import HEADLINE_METRIC, SWEEP_PARENT, TAG_MODEL_URI, TAG_REPORT, TAG_SWEEP
 
 OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|==|>|<)\s*(-?[0-9.eE+\-]+)\s*$")
-# What "best" means unless told otherwise: overall precision@k, higher is better.
-DEFAULT_METRIC = "precision_at_k"
 # Params that differ between runs without being part of the experiment's design.
 NOT_SWEPT_PREFIXES = ("tracking.", "run_name")
+LATEST = "latest"  # --sweep latest: the most recently started sweep
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One MLflow run as plain values, for code that selects and tabulates runs."""
+
+    run_id: str
+    run_name: str
+    status: str  # FINISHED, FAILED, RUNNING, ...
+    start_time: int  # milliseconds since the epoch
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
 
 
 def add_run_selection_arguments(parser: argparse.ArgumentParser) -> None:
     """The options by which ``promote`` and ``report`` say which runs to read and what ranks them."""
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", default="fashionbench", help="experiment to read (default: %(default)s)")
-    parser.add_argument("--sweep", metavar="RUN_ID", help="only the runs of this sweep (its parent run's id, or 'latest')")
-    parser.add_argument("--metric", default=DEFAULT_METRIC, help="metric that ranks the runs (default: %(default)s)")
+    parser.add_argument("--sweep", metavar="RUN_ID",
+                        help=f"only the runs of this sweep (its parent run's id, or '{LATEST}')")
+    parser.add_argument("--metric", default=HEADLINE_METRIC, help="metric that ranks the runs (default: %(default)s)")
 
 
 @dataclass(frozen=True)
@@ -72,10 +85,10 @@ class Selection:
 
 def is_experiment_run(run: RunRecord) -> bool:
     """A run of the pipeline: not a sweep's parent run, nor a report's run."""
-    return run.tags.get("sweep") != "parent" and "report" not in run.tags
+    return run.tags.get(TAG_SWEEP) != SWEEP_PARENT and TAG_REPORT not in run.tags
 
 
-def select_runs(runs: list[RunRecord], metric: str = DEFAULT_METRIC, higher_is_better: bool = True,
+def select_runs(runs: list[RunRecord], metric: str = HEADLINE_METRIC, higher_is_better: bool = True,
                 constraints: tuple[Constraint, ...] = ()) -> Selection:
     """Rank the FINISHED runs that have ``metric``, a logged model and meet every constraint.
 
@@ -89,7 +102,7 @@ def select_runs(runs: list[RunRecord], metric: str = DEFAULT_METRIC, higher_is_b
             excluded[f"status {run.status}"] += 1
         elif metric not in run.metrics:
             excluded[f"no metric {metric!r}"] += 1
-        elif "model_uri" not in run.tags:
+        elif TAG_MODEL_URI not in run.tags:
             excluded["no logged model (tracking.log_model=false)"] += 1
         elif failed := [c for c in constraints if not c.holds(run.metrics)]:
             excluded[f"fails {failed[0]}"] += 1
@@ -125,5 +138,5 @@ def uneven_parameters(runs: list[RunRecord]) -> list[str]:
 
 def latest_sweep_id(runs: list[RunRecord]) -> str | None:
     """The id of the most recently started sweep parent run among ``runs``, if any."""
-    parents = [r for r in runs if r.tags.get("sweep") == "parent"]
+    parents = [r for r in runs if r.tags.get(TAG_SWEEP) == SWEEP_PARENT]
     return max(parents, key=lambda r: r.start_time).run_id if parents else None

@@ -1,0 +1,160 @@
+"""The artifact contract: what a run stores, under which names, and how it is read back.
+
+Every artifact path, tag and headline metric name that more than one module uses is a
+constant here, and every file a later command reads (the shop, the users' ratings, the
+indexes, the split table) has its writer and its reader side by side, so a rename or a
+format change is made in one place. ``build_bundle`` turns a run's artifacts into the
+self-contained recommender that ``promote`` registers and ``recommend --run`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from fashionbench.data import Catalogue
+from fashionbench.index import CategoryIndex, load_index
+
+# --- artifact paths inside a run ---------------------------------------------------------
+CONFIG = "config.yaml"  # the resolved config
+ERROR = "error.txt"  # the traceback of a FAILED run
+SPLIT_TABLE = "data/split_table.csv"  # items per category (rows) and split (columns)
+SKIPPED_ITEMS = "data/skipped_items.csv"  # what the data source could not use, and why
+SHOP_ITEMS = "data/shop_items.csv"  # the shop as indexed: item table ...
+SHOP_IMAGES = "data/shop_images.npz"  # ... and the images the model saw
+USER_RATINGS = "data/user_ratings.csv"  # user_id, item_id, category, rating
+INDEXES = "indexes"  # <Category>.json + the backend's files (CategoryIndex.save)
+CONFUSION_MATRIX = "plots/confusion_matrix.png"
+MODEL = "model"  # the logged Keras model's name (MLflow LoggedModel)
+REPORT = "report"  # where a report run keeps the report and its plot
+
+# --- tags ----------------------------------------------------------------------------------
+TAG_GIT_COMMIT = "git_commit"
+TAG_DATA_FINGERPRINT = "data_fingerprint"
+TAG_WEIGHTS_USED = "weights_used"
+TAG_MODEL_URI = "model_uri"  # the logged Keras model
+TAG_TRUNK_CACHE = "trunk_cache"
+TAG_ERROR = "error"  # a FAILED run's one-line error
+TAG_SWEEP_ID = "sweep_id"  # on every job of a sweep: its parent run's id
+TAG_SWEEP = "sweep"  # "parent" on a sweep's parent run
+SWEEP_PARENT = "parent"
+TAG_OVERRIDES = "overrides"  # on a sweep's parent: the command line's overrides
+TAG_REPORT = "report"  # on a report's run
+
+# --- headline metrics ----------------------------------------------------------------------
+HEADLINE_METRIC = "precision_at_k"  # what "best" means unless told otherwise
+RANDOM_PREFIX = "random_"  # the random recommender's metrics: random_precision_at_k, ...
+TEST_ACCURACY = "test_accuracy"
+TRAIN_SECONDS = "train_seconds"
+EVAL_PAIRS = "eval_pairs"
+
+# --- a recommender bundle (what promote registers) ---------------------------------------
+BUNDLE_CLASSIFIER = "classifier.keras"  # the fine-tuned Keras classifier
+BUNDLE_META = "recommender.json"  # embedding layer, image size, k, metric, the source run
+BUNDLE_CONFIG = "config.yaml"  # the run's resolved config
+BUNDLE_INDEXES = "indexes"  # the run's indexes
+BUNDLE_SHOP_ITEMS = "shop_items.csv"
+BUNDLE_SHOP_IMAGES = "shop_images.npz"
+BUNDLE_USERS = "users.csv"  # the run's users' ratings
+BUNDLE_FILES = (BUNDLE_CLASSIFIER, BUNDLE_META, BUNDLE_CONFIG, BUNDLE_INDEXES, BUNDLE_SHOP_ITEMS,
+                BUNDLE_SHOP_IMAGES, BUNDLE_USERS)
+
+
+class ArtifactError(ValueError):
+    """A stored artifact that cannot be used; the message names the file and what is wrong."""
+
+
+def save_shop(shop: Catalogue, items_csv: Path, images_npz: Path) -> None:
+    """The shop's item table (CSV) and images (compressed npz with the item ids beside them)."""
+    items_csv.parent.mkdir(parents=True, exist_ok=True)
+    images_npz.parent.mkdir(parents=True, exist_ok=True)
+    shop.items.to_csv(items_csv, index=False)
+    np.savez_compressed(images_npz, item_ids=shop.items["item_id"].to_numpy(str), images=shop.images)
+
+
+def load_shop(items_csv: Path, images_npz: Path) -> Catalogue:
+    """The shop ``save_shop`` wrote. Raises ArtifactError when the two files do not describe the same items."""
+    # Every column as written (str): attribute values like "none" must not become NaN.
+    items = pd.read_csv(items_csv, dtype=str, keep_default_na=False)
+    with np.load(images_npz) as stored:
+        image_ids, images = stored["item_ids"].astype(str), stored["images"]
+    if image_ids.tolist() != items["item_id"].tolist():
+        raise ArtifactError(f"{images_npz} does not hold the images of the items in {items_csv} (ids differ)")
+    return Catalogue(items, images)
+
+
+def save_ratings(ratings: pd.DataFrame, path: Path) -> None:
+    """Users' ratings: one row per (user_id, item_id) with the item's category and the rating."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ratings.to_csv(path, index=False)
+
+
+def load_ratings(path: Path) -> pd.DataFrame:
+    """The ratings ``save_ratings`` wrote, ids as text."""
+    return pd.read_csv(path, dtype={"user_id": str, "item_id": str})
+
+
+def save_split_table(table: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path)
+
+
+def load_split_table(path: Path) -> pd.DataFrame:
+    """Items per category (index) and split (columns train, val, test)."""
+    return pd.read_csv(path, index_col=0)
+
+
+def save_indexes(indexes: Mapping[str, CategoryIndex], directory: Path) -> None:
+    for index in indexes.values():
+        index.save(directory)
+
+
+def load_indexes(directory: Path) -> dict[str, CategoryIndex]:
+    """Every category's index saved in ``directory``, whatever its backend."""
+    return {path.stem: load_index(directory, path.stem) for path in sorted(Path(directory).glob("*.json"))}
+
+
+class RunArtifacts(Protocol):
+    """A tracked run's stored files, as ``build_bundle`` reads them (tracking provides one)."""
+
+    run_id: str
+    metrics: Mapping[str, float]
+
+    def download(self, artifact_path: str, destination: Path) -> Path:
+        """Copy one artifact file or folder into ``destination``; return its local path."""
+
+    def keras_model(self) -> Any:
+        """The run's logged Keras model."""
+
+
+def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_by: str) -> Path:
+    """Gather what a recommender needs from ``run`` into ``directory`` (a bundle: see BUNDLE_FILES
+    and ``fashionbench.recommender``). Raises ArtifactError naming the artifact a run lacks."""
+    scratch = directory / "_downloads"
+    for artifact, name in ((CONFIG, BUNDLE_CONFIG), (SHOP_ITEMS, BUNDLE_SHOP_ITEMS), (SHOP_IMAGES, BUNDLE_SHOP_IMAGES),
+                           (USER_RATINGS, BUNDLE_USERS), (INDEXES, BUNDLE_INDEXES)):
+        try:
+            local = run.download(artifact, scratch / name)
+        except Exception as error:  # MlflowException or OSError, by store
+            raise ArtifactError(f"run {run.run_id} lacks the artifact {artifact!r} a recommender needs "
+                                f"({type(error).__name__}: {error})") from None
+        local.rename(directory / name)
+    config = OmegaConf.load(directory / BUNDLE_CONFIG)
+    run.keras_model().save(directory / BUNDLE_CLASSIFIER)
+    meta = {
+        "source_run_id": run.run_id, "experiment": experiment,
+        "embedding_layer": config.model.embedding_layer, "image_size": int(config.data.image_size),
+        "k": int(config.eval.k), "index_metric": config.index.metric,
+        "favourite_threshold": float(config.users.favourite_threshold),
+        "selected_by": selected_by, selected_by: run.metrics.get(selected_by),
+    }
+    (directory / BUNDLE_META).write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(scratch)
+    return directory

@@ -1,0 +1,241 @@
+"""The experiment's configuration: typed schemas that Hydra composes, checks and validates.
+
+Every config group has a schema, registered in Hydra's ConfigStore under ``<group>/<name>_schema``;
+the YAML files in ``configs/`` extend them (``defaults: [<name>_schema, _self_]``) and set only
+what differs from the schema, so each default lives in one place: the dataclass field.
+
+- The swappable parts are their own schemas: a data source (``fashionbench.data.*Source``), a
+  users simulation (``fashionbench.users.TasteUsers``/``CourseUsers``) and an index backend
+  (``fashionbench.index.AnnoyIndexConfig``/``ExactIndexConfig``) are each a dataclass of their
+  options with the method that does the work (``load``, ``simulate``, ``build``).
+- The fixed stages' schemas are below: model, train, eval, tracking, data_store.
+
+Composition checks types and names the key (``train.epochs=abc`` fails there; an integer is
+accepted where a float is expected). Ranges are checked when the composed config becomes typed
+objects (``experiment_config``): each schema's ``__post_init__`` raises a ``ConfigError`` whose
+message names the option and its valid values, before any data is loaded or a model is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from fashionbench.data.deepfashion import DeepFashionSource
+from fashionbench.data.folders import FolderSource
+from fashionbench.data.image_csv import ImageCsvSource
+from fashionbench.data.synthetic import SyntheticSource
+from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig
+from fashionbench.users import CourseUsers, TasteUsers
+
+# The installed package carries configs/ as this module (see pyproject.toml), so the entry
+# points and the compose API find it from any working directory, editable install or not.
+CONFIG_MODULE = "fashionbench.configs"
+CONFIG_NAME = "config"
+DEFAULT_SEED = 0
+# ResNet50 without its top has 175 layers, its input layer included: freeze=N trains the last N.
+RESNET50_LAYERS = 175
+CACHE_DTYPES = ("float32", "float16")
+NO_WEIGHTS = (None, "null", "none", "random")
+
+
+class ConfigError(ValueError):
+    """An invalid option; the message names it (``train.epochs``) and what was expected."""
+
+
+class ModelConfigError(ConfigError):
+    """An invalid ``model.*`` option."""
+
+
+class TrainConfigError(ConfigError):
+    """An invalid ``train.*`` option."""
+
+
+class TrunkCacheConfigError(TrainConfigError):
+    """An invalid ``train.cache_*`` option."""
+
+
+class EvalConfigError(ConfigError):
+    """An invalid ``eval.*`` option."""
+
+
+@dataclass
+class ModelConfig:
+    """The classifier (fashionbench.model): ResNet50 backbone, the course's head, the embedding layer."""
+
+    # imagenet | auto (ImageNet if Keras can load it, else random) | null (random) | /path/to/weights.h5
+    weights: str | None = "auto"
+    freeze: int = 4  # train the last N backbone layers, freeze the rest (0..175)
+    embedding_layer: str = "pool"  # pool (2048) | dense_512 | dense_128 | softmax | any backbone layer name
+    dense_units: list[int] = field(default_factory=lambda: [512, 128])
+    dropout: float = 0.3
+    seed: int = DEFAULT_SEED  # initial weights, dropout and the order training visits the items
+
+    def __post_init__(self) -> None:
+        if isinstance(self.freeze, bool) or not isinstance(self.freeze, int) or not 0 <= self.freeze <= RESNET50_LAYERS:
+            raise ModelConfigError(
+                f"model.freeze must be an integer in [0, {RESNET50_LAYERS}] (ResNet50 has {RESNET50_LAYERS} "
+                f"layers; freeze=N trains the last N), got {self.freeze!r}"
+            )
+        if len(self.dense_units) != 2 or min(self.dense_units) < 1:
+            raise ModelConfigError(f"model.dense_units must be two layer widths >= 1, got {list(self.dense_units)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ModelConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.weights not in (*NO_WEIGHTS, "imagenet", "auto") and not Path(self.weights).is_file():
+            raise ModelConfigError(
+                f"model.weights={self.weights!r}: expected 'imagenet', 'auto', null or the path of an "
+                f"existing weights file for ResNet50 without its top, and no file is at {Path(self.weights).resolve()}"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning (fashionbench.train): Adam, ``model.fit`` on the train split, timed."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-3  # Adam
+    # Frozen-trunk cache (fashionbench.trunk_cache): the activations crossing the freeze
+    # boundary are computed once per (trunk weights, images, boundary); only the tail is fitted.
+    cache: bool = True
+    cache_dir: str | None = None  # null: $FASHIONBENCH_CACHE_DIR, else .cache/trunk (relative to where you run)
+    cache_max_gb: float = 5.0  # least recently used entries are evicted past this
+    cache_dtype: str = "float32"  # float16 halves the disk; probabilities move by ~1e-3
+    augment: bool = False  # random horizontal flips; turns the cache off (logged reason)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise TrainConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise TrainConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise TrainConfigError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        check_cache_options(self.cache_max_gb, self.cache_dtype)
+
+    @property
+    def cache_directory(self) -> Path:
+        return Path(self.cache_dir or os.environ.get("FASHIONBENCH_CACHE_DIR") or ".cache/trunk").expanduser()
+
+
+def check_cache_options(max_gb: float, dtype: str) -> None:
+    """TrunkCacheConfigError naming ``train.cache_max_gb`` or ``train.cache_dtype`` unless both are usable."""
+    if isinstance(max_gb, bool) or not isinstance(max_gb, (int, float)) or not max_gb > 0:
+        raise TrunkCacheConfigError(f"train.cache_max_gb must be a number > 0, got {max_gb!r}")
+    if dtype not in CACHE_DTYPES:
+        raise TrunkCacheConfigError(f"train.cache_dtype must be one of {list(CACHE_DTYPES)}, got {dtype!r}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation (fashionbench.evaluate): classification on the test split, precision@k of recommendations."""
+
+    k: int = 5  # precision@k / recall@k
+    holdout_fraction: float = 0.5  # of each user's favourites per category, hidden and to be found
+    batch_size: int = 128  # for prediction and embedding
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise EvalConfigError(f"eval.k must be >= 1, got {self.k}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise EvalConfigError(f"eval.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.batch_size < 1:
+            raise EvalConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs are tracked (fashionbench.tracking)."""
+
+    uri: str | None = None  # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<absolute cwd>/mlflow.db
+    experiment_name: str = "fashionbench"
+    artifact_location: str | None = None  # null: mlartifacts/ beside a SQLite store
+    log_model: bool = True  # log the Keras model (about 95 MB) with every run
+
+
+@dataclass
+class DataStoreConfig:
+    """The catalogue store (fashionbench.data.catalogue_store): decode or draw a data source once.
+
+    Top level, not in data/: it applies to every source, and a source's options are its own."""
+
+    enabled: bool = True
+    dir: str | None = None  # null: $FASHIONBENCH_DATA_STORE, else .cache/catalogues (relative to where you run)
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.dir or os.environ.get("FASHIONBENCH_DATA_STORE") or ".cache/catalogues").expanduser()
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: data -> model -> train -> evaluate -> index -> users -> recommend -> track."""
+
+    seed: int = DEFAULT_SEED
+    # The knob swept most often, so it is top level: `-m freeze=2,4,8` (model.freeze reads it).
+    freeze: int = ModelConfig.freeze
+    run_name: str | None = None
+    data: Any = MISSING  # a data source: SyntheticSource, ImageCsvSource, DeepFashionSource, FolderSource
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: Any = MISSING  # an index backend: AnnoyIndexConfig, ExactIndexConfig
+    users: Any = MISSING  # a users simulation: TasteUsers, CourseUsers
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    data_store: DataStoreConfig = field(default_factory=DataStoreConfig)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"synthetic": SyntheticSource, "image_csv": ImageCsvSource, "deepfashion": DeepFashionSource,
+             "folders": FolderSource},
+    "model": {"resnet50": ModelConfig},
+    "train": {"default": TrainConfig},
+    "index": {"annoy": AnnoyIndexConfig, "exact": ExactIndexConfig},
+    "users": {"taste": TasteUsers, "course": CourseUsers},
+    "eval": {"default": EvalConfig},
+    "tracking": {"mlflow": TrackingConfig},
+}
+
+
+def register_schemas() -> None:
+    """Put every schema in Hydra's ConfigStore (idempotent: storing again replaces)."""
+    store = ConfigStore.instance()
+    store.store(name="experiment_schema", node=ExperimentConfig)
+    for group, schemas in SCHEMAS.items():
+        for name, schema in schemas.items():
+            store.store(group=group, name=f"{name}_schema", node=schema)
+
+
+register_schemas()
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """The config the command line composes with these overrides (Hydra's compose API), for
+    notebooks, benchmarks and tests. Raises Hydra's ConfigCompositionException naming a bad key."""
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return compose(config_name=CONFIG_NAME, overrides=list(overrides or []))
+
+
+def experiment_config(cfg: DictConfig | ExperimentConfig) -> ExperimentConfig:
+    """The composed config as typed, validated objects: every schema's range checks run here.
+
+    Raises the ConfigError (or a data source's CatalogueError, a users' UsersConfigError, an
+    index's IndexConfigError) that names the invalid option.
+    """
+    if isinstance(cfg, ExperimentConfig):
+        return cfg
+    experiment = OmegaConf.to_object(cfg)
+    if not isinstance(experiment, ExperimentConfig):  # a config composed without experiment_schema
+        raise ConfigError("the config does not extend experiment_schema (configs/config.yaml's first default)")
+    return experiment
+
+
+def resolved_config(cfg: DictConfig | ExperimentConfig) -> DictConfig:
+    """The config with every interpolation resolved, as it is logged (config.yaml and params)."""
+    node = OmegaConf.structured(cfg) if isinstance(cfg, ExperimentConfig) else cfg
+    return OmegaConf.create(OmegaConf.to_container(node, resolve=True))

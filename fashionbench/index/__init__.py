@@ -1,0 +1,76 @@
+"""Indexes of the shop's item embeddings: one per category, behind one small interface.
+
+As ann-benchmarks' ``BaseANN`` (fit, query, done), every backend implements the same few
+methods, lives in its own module and has its own config file (``configs/index/<name>.yaml``):
+
+- ``annoy`` (``index/annoy.py``): Spotify's Annoy, random-projection trees, as the course used;
+- ``exact`` (``index/exact.py``): brute force, the reference every approximate index is measured against.
+
+A backend's config dataclass (``AnnoyIndexConfig``, ``ExactIndexConfig``) is its options and its
+``build(embeddings)`` makes a ``CategoryIndex``. Distances are "smaller is nearer" for every
+metric: for ``dot`` they are the negative inner product (Annoy itself reports the inner product).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fashionbench.data import Catalogue
+from fashionbench.index.annoy import AnnoyCategoryIndex, AnnoyIndexConfig
+from fashionbench.index.base import METRICS, CategoryIndex, IndexConfigError, check_metric
+from fashionbench.index.exact import ExactCategoryIndex, ExactIndexConfig
+from fashionbench.stage import StageResult
+
+if TYPE_CHECKING:  # embed imports the model (TensorFlow); indexes only read its arrays
+    from fashionbench.embed import ItemEmbeddings
+
+BACKENDS: dict[str, type[CategoryIndex]] = {cls.kind: cls for cls in (AnnoyCategoryIndex, ExactCategoryIndex)}
+
+__all__ = ["BACKENDS", "METRICS", "AnnoyCategoryIndex", "AnnoyIndexConfig", "CategoryIndex", "ExactCategoryIndex",
+           "ExactIndexConfig", "IndexConfigError", "ShopIndex", "build_shop_index", "check_metric", "load_index"]
+
+
+def load_index(directory: Path, category: str) -> CategoryIndex:
+    """The index of ``category`` saved in ``directory`` by any backend (an index saved before
+    backends had names is Annoy's)."""
+    meta = json.loads((Path(directory) / f"{category}.json").read_text())
+    return BACKENDS[meta.get("kind", "annoy")].load(Path(directory), meta)
+
+
+@dataclass(frozen=True)
+class ShopIndex(StageResult):
+    """The shop (its items and the images the model saw) and one index per category of it.
+
+    Its artifacts are what a recommender needs besides the classifier: the shop's item table and
+    images, and the indexes.
+    """
+
+    shop: Catalogue
+    indexes: dict[str, CategoryIndex]
+
+    def __getitem__(self, category: str) -> CategoryIndex:
+        return self.indexes[category]
+
+    def items(self):
+        return self.indexes.items()
+
+    def item_ids(self) -> dict[str, list[str]]:
+        """The indexed items per category."""
+        return {category: index.item_ids.tolist() for category, index in self.indexes.items()}
+
+    def write_artifacts(self, directory: Path) -> None:
+        # Imported here: the artifact contract reads indexes back through this package.
+        from fashionbench.artifacts import INDEXES, SHOP_IMAGES, SHOP_ITEMS, save_indexes, save_shop
+
+        save_shop(self.shop, directory / SHOP_ITEMS, directory / SHOP_IMAGES)
+        save_indexes(self.indexes, directory / INDEXES)
+
+
+def build_shop_index(shop: Catalogue, embeddings: ItemEmbeddings, config) -> ShopIndex:
+    """One index per category of ``shop``, over its items' ``embeddings``, by ``config.build``
+    (a backend's config: AnnoyIndexConfig, ExactIndexConfig)."""
+    return ShopIndex(shop, {category: config.build(embeddings.of_category(category))
+                            for category in dict.fromkeys(embeddings.categories.tolist())})

@@ -1,0 +1,91 @@
+"""The interface every index backend implements (see fashionbench/index/__init__.py)."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+METRICS = ("angular", "euclidean", "manhattan", "dot")
+
+
+class IndexConfigError(ValueError):
+    """An invalid ``index.*`` option; the message names it and the valid values."""
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise IndexConfigError(f"index.metric must be one of {list(METRICS)}, got {metric!r}")
+
+
+class CategoryIndex(ABC):
+    """The shop items of one category, searchable by item and by vector.
+
+    Position i is ``item_ids[i]``. Subclasses implement ``nearest`` (positions and distances
+    of the n nearest to a vector or to an indexed item), ``save`` and ``load``; recommending
+    from several query items is the same for every backend.
+    """
+
+    kind: ClassVar[str]  # the backend's name, as in index=<kind> and in the saved metadata
+
+    def __init__(self, category: str, item_ids: np.ndarray, metric: str, build_seconds: float = 0.0) -> None:
+        self.category = category
+        self.item_ids = np.asarray(item_ids)
+        self.metric = metric
+        self.build_seconds = build_seconds  # adding the items and building; 0 for a loaded index
+        self._positions = {str(item_id): i for i, item_id in enumerate(self.item_ids)}
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @abstractmethod
+    def nearest(self, n: int, vector: np.ndarray | None = None, position: int | None = None
+                ) -> tuple[list[int], list[float]]:
+        """Positions and distances (smaller is nearer) of the n items nearest to ``vector``, or to
+        the indexed item at ``position`` (that item included), nearest first."""
+
+    @abstractmethod
+    def nbytes(self) -> int:
+        """What the index takes on disk, in bytes."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> list[Path]:
+        """Write the index to ``directory`` as ``<category>.*`` files, ``<category>.json`` included."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, meta: dict) -> CategoryIndex:
+        """The index ``save`` wrote; ``meta`` is its ``<category>.json``."""
+
+    def position_of(self, item_id: str) -> int:
+        return self._positions[str(item_id)]
+
+    def recommend(self, query_item_ids: list[str], k: int) -> list[tuple[str, float]]:
+        """The k items nearest to any query item (by its smallest distance), queries excluded.
+
+        Each query asks for k + len(queries) neighbours, so that k remain after the queries
+        themselves are removed. Ties are broken by position, so the answer is deterministic.
+        """
+        excluded = set(query_item_ids)
+        best: dict[int, float] = {}
+        for item_id in query_item_ids:
+            positions, distances = self.nearest(k + len(excluded), position=self.position_of(item_id))
+            for position, distance in zip(positions, distances):
+                if self.item_ids[position] not in excluded and distance < best.get(position, np.inf):
+                    best[position] = distance
+        ranked = sorted(best.items(), key=lambda pair: (pair[1], pair[0]))[:k]
+        return [(str(self.item_ids[position]), float(distance)) for position, distance in ranked]
+
+    def nearest_to_vector(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The k items nearest to an embedding that need not be in the index."""
+        positions, distances = self.nearest(k, vector=np.asarray(vector, dtype=np.float32))
+        return [(str(self.item_ids[p]), float(d)) for p, d in zip(positions, distances)]
+
+    def _write_meta(self, directory: Path, **extra) -> Path:
+        path = directory / f"{self.category}.json"
+        path.write_text(json.dumps({"kind": self.kind, "category": self.category, "metric": self.metric,
+                                    "item_ids": [str(i) for i in self.item_ids], **extra}))
+        return path

@@ -1,0 +1,141 @@
+"""Exact search: brute force over every item, the reference approximate indexes are measured against.
+
+Distances follow Annoy's definitions so the two backends agree: angular = sqrt(2 - 2 cos),
+euclidean, manhattan, and for dot the negative inner product (smaller is nearer everywhere).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fashionbench.index.base import METRICS, CategoryIndex, check_metric
+from fashionbench.stage import StageResult
+
+if TYPE_CHECKING:  # embed imports the model (TensorFlow); indexes only read its arrays
+    from fashionbench.embed import ItemEmbeddings
+    from fashionbench.index import ShopIndex
+
+
+def metric_distances(vectors: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
+    """Distance of ``query`` (dim,) to each row of ``vectors`` (n, dim), smaller = nearer, in float64.
+
+    Raises ValueError for a metric this module does not define.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    query = np.asarray(query, dtype=np.float64)
+    if metric == "angular":
+        norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query)
+        cosine = np.divide(vectors @ query, norms, out=np.zeros(len(vectors)), where=norms > 0)
+        return np.sqrt(np.maximum(2.0 - 2.0 * cosine, 0.0))
+    if metric == "euclidean":
+        return np.linalg.norm(vectors - query, axis=1)
+    if metric == "manhattan":
+        return np.abs(vectors - query).sum(axis=1)
+    if metric == "dot":
+        return -(vectors @ query)
+    raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+
+
+def exact_neighbours(vectors: np.ndarray, query: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """Positions of the k rows of ``vectors`` nearest to ``query``, nearest first (ties by position)."""
+    distances = metric_distances(vectors, query, metric)
+    return np.lexsort((np.arange(len(distances)), distances))[:k]
+
+
+class ExactSearch:
+    """Brute-force k-NN, fast: as ann-benchmarks' ``BruteForceBLAS``, the vectors are prepared
+    once (normalised for angular, squared norms for euclidean), then each query is one
+    matrix-vector product and a partial sort. Raises ValueError for an unknown metric."""
+
+    def __init__(self, vectors: np.ndarray, metric: str) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+        self.metric = metric
+        self.vectors = np.asarray(vectors, dtype=np.float32)
+        if metric == "angular":
+            norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+            self.vectors = np.divide(self.vectors, norms, out=np.zeros_like(self.vectors), where=norms > 0)
+        self.squared_norms = (self.vectors**2).sum(axis=1)
+
+    def search(self, query: np.ndarray, k: int) -> np.ndarray:
+        """Positions of the k nearest vectors, nearest first."""
+        scores = self._scores(query)
+        k = min(k, len(scores))
+        nearest = np.argpartition(scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        return nearest[np.argsort(scores[nearest], kind="stable")]
+
+    def _scores(self, query: np.ndarray) -> np.ndarray:
+        """A score per vector that orders them as the metric's distance does (not the distance)."""
+        query = np.asarray(query, dtype=np.float32)
+        if self.metric == "manhattan":
+            return np.abs(self.vectors - query).sum(axis=1)
+        if self.metric == "euclidean":  # ||v - q||^2 without the constant ||q||^2
+            return self.squared_norms - 2.0 * (self.vectors @ query)
+        return -(self.vectors @ query)  # angular (normalised vectors) and dot: largest inner product first
+
+
+@dataclass
+class ExactIndexConfig:
+    """``index=exact``: brute-force search; exact, and as fast as Annoy below ~1,000 items per index."""
+
+    metric: str = "angular"  # angular | euclidean | manhattan | dot
+
+    def __post_init__(self) -> None:
+        check_metric(self.metric)
+
+    def build(self, embeddings: ItemEmbeddings) -> ExactCategoryIndex:
+        return ExactCategoryIndex.build(embeddings, self.metric)
+
+    def measure(self, shop_index: ShopIndex, embeddings: ItemEmbeddings) -> StageResult:
+        """Nothing to measure: exact search is the reference itself."""
+        return StageResult()
+
+
+class ExactCategoryIndex(CategoryIndex):
+    """Every item's vector, searched exhaustively; distances as ``metric_distances`` gives them."""
+
+    kind = "exact"
+
+    def __init__(self, category: str, vectors: np.ndarray, item_ids: np.ndarray, metric: str,
+                 build_seconds: float = 0.0) -> None:
+        super().__init__(category, item_ids, metric, build_seconds)
+        self.vectors = np.asarray(vectors, dtype=np.float32)
+        self.search_engine = ExactSearch(self.vectors, metric)
+
+    @classmethod
+    def build(cls, embeddings: ItemEmbeddings, metric: str = "angular") -> ExactCategoryIndex:
+        categories = set(embeddings.categories.tolist())
+        if len(categories) != 1:
+            raise ValueError(f"a CategoryIndex holds one category, got {sorted(categories)}")
+        start = time.perf_counter()
+        index = cls(categories.pop(), embeddings.vectors, embeddings.item_ids, metric)
+        index.build_seconds = time.perf_counter() - start
+        return index
+
+    def nearest(self, n: int, vector: np.ndarray | None = None, position: int | None = None
+                ) -> tuple[list[int], list[float]]:
+        query = self.vectors[position] if vector is None else vector
+        # Ties broken by position, as exact_neighbours does, so answers do not depend on the sort.
+        distances = metric_distances(self.vectors, query, self.metric)
+        positions = np.lexsort((np.arange(len(distances)), distances))[:n]
+        return positions.tolist(), distances[positions].tolist()
+
+    def nbytes(self) -> int:
+        return int(self.vectors.nbytes)
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write ``<category>.npy`` (the vectors) and ``<category>.json``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        vectors_path = directory / f"{self.category}.npy"
+        np.save(vectors_path, self.vectors, allow_pickle=False)
+        return [vectors_path, self._write_meta(directory)]
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict) -> ExactCategoryIndex:
+        vectors = np.load(directory / f"{meta['category']}.npy", allow_pickle=False)
+        return cls(meta["category"], vectors, np.asarray(meta["item_ids"]), meta["metric"])

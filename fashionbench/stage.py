@@ -1,0 +1,32 @@
+"""What every stage returns: the values it measured, in the form one tracking object logs.
+
+A stage (load the data, build the model, train, evaluate, index, simulate users, recommend)
+is a function or a small object with explicit inputs; its result is a frozen dataclass that
+subclasses ``StageResult`` and says what it measured. The orchestrator (``fashionbench.run``)
+hands each result to ``TrackedRun.record``; stages never call MLflow themselves, so each one
+runs alone in a notebook, a benchmark or a test without a tracking server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class StageResult:
+    """The loggable part of a stage's result; subclasses override what they have."""
+
+    def metrics(self) -> dict[str, float]:
+        """Metric name -> value, as logged."""
+        return {}
+
+    def stepped_metrics(self) -> dict[str, list[float]]:
+        """Metric name -> one value per step (an epoch), as logged with ``step=i``."""
+        return {}
+
+    def tags(self) -> dict[str, str]:
+        """Tag name -> value, as set on the run."""
+        return {}
+
+    def write_artifacts(self, directory: Path) -> None:
+        """Write this stage's artifact files under ``directory``, at their paths in the run
+        (``directory / "data/split_table.csv"``): the run logs the folder as it is."""

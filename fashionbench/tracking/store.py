@@ -1,0 +1,127 @@
+"""Where runs go and how they are read back: the tracking URI, experiments, run records, artifacts.
+
+The store defaults to a SQLite file addressed by an absolute path, so every Hydra job of a
+sweep (whatever its working directory) writes to the same one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from fashionbench.artifacts import TAG_MODEL_URI
+from fashionbench.tracking.records import LATEST, RunRecord, latest_sweep_id
+
+DEFAULT_STORE_FILE = "mlflow.db"
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where runs go: a tracking URI, an experiment, and where its artifacts live."""
+
+    uri: str
+    experiment_name: str
+    artifact_location: str | None
+
+
+class ExperimentNotFoundError(LookupError):
+    """The named experiment is not in the store."""
+
+
+class SweepNotFoundError(LookupError):
+    """``--sweep latest`` in an experiment that has no sweep."""
+
+
+def tracking_settings(uri: str | None = None, experiment_name: str = "fashionbench",
+                      artifact_location: str | None = None) -> TrackingSettings:
+    """Resolve the store: the configured ``uri`` wins over ``MLFLOW_TRACKING_URI``, which wins
+    over the default ``sqlite:///<absolute cwd>/mlflow.db``. (Explicit config first also because
+    ``mlflow.set_tracking_uri`` exports the variable to the process.) A SQLite store keeps its
+    artifacts beside it in ``mlartifacts/`` unless ``artifact_location`` says otherwise."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + str(Path(DEFAULT_STORE_FILE).resolve())
+    if artifact_location is None and uri.startswith("sqlite:///"):
+        database = Path(uri[len("sqlite:///"):])
+        artifact_location = (database.parent / "mlartifacts" / experiment_name).as_uri()
+    return TrackingSettings(uri, experiment_name, artifact_location)
+
+
+def ensure_experiment(settings: TrackingSettings) -> str:
+    """Create (and so migrate) the store and the experiment if needed; return the experiment id."""
+    mlflow.set_tracking_uri(settings.uri)
+    client = MlflowClient(settings.uri)
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location)
+
+
+def experiment_runs(settings: TrackingSettings, sweep_id: str | None = None) -> list[RunRecord]:
+    """Every run of the experiment (only the runs of one sweep, by its parent's id, when
+    ``sweep_id`` is given), oldest first. Raises ExperimentNotFoundError naming the store."""
+    mlflow.set_tracking_uri(settings.uri)
+    client = MlflowClient(settings.uri)
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ExperimentNotFoundError(
+            f"no experiment {settings.experiment_name!r} in the MLflow store {settings.uri} "
+            f"(it has {names or 'none'})"
+        )
+    filter_string = f"tags.sweep_id = '{sweep_id}'" if sweep_id else ""
+    records, token = [], None
+    while True:
+        page = client.search_runs([experiment.experiment_id], filter_string, max_results=1000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        records += [RunRecord(run.info.run_id, run.info.run_name or "", run.info.status, run.info.start_time,
+                              dict(run.data.params), dict(run.data.metrics), dict(run.data.tags))
+                    for run in page]
+        token = page.token
+        if not token:
+            return records
+
+
+def resolve_sweep(settings: TrackingSettings, sweep: str | None) -> str | None:
+    """``--sweep``: a parent run id as given, ``latest`` as the most recently started sweep's id,
+    or None (the whole experiment). Raises SweepNotFoundError when there is no sweep."""
+    if sweep != LATEST:
+        return sweep
+    sweep_id = latest_sweep_id(experiment_runs(settings))
+    if sweep_id is None:
+        raise SweepNotFoundError(f"--sweep {LATEST}: experiment {settings.experiment_name!r} has no sweep")
+    return sweep_id
+
+
+def download_run_artifacts(settings: TrackingSettings, run_id: str, artifact_path: str, destination: Path) -> Path:
+    """Copy one artifact file or folder of a run into ``destination``; return its local path."""
+    destination.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                    dst_path=str(destination), tracking_uri=settings.uri))
+
+
+def load_keras_model(settings: TrackingSettings, model_uri: str) -> Any:
+    """The Keras model logged at ``model_uri`` (a run's ``model_uri`` tag), without its
+    optimiser state (for inference)."""
+    mlflow.set_tracking_uri(settings.uri)
+    return mlflow.keras.load_model(model_uri, load_model_kwargs={"compile": False})
+
+
+class StoredRun:
+    """A tracked run's artifacts and logged model, read from the store
+    (``fashionbench.artifacts.RunArtifacts``, what ``build_bundle`` reads)."""
+
+    def __init__(self, settings: TrackingSettings, record: RunRecord) -> None:
+        self.settings = settings
+        self.record = record
+        self.run_id = record.run_id
+        self.metrics = record.metrics
+
+    def download(self, artifact_path: str, destination: Path) -> Path:
+        return download_run_artifacts(self.settings, self.run_id, artifact_path, destination)
+
+    def keras_model(self) -> Any:
+        return load_keras_model(self.settings, self.record.tags[TAG_MODEL_URI])

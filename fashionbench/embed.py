@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from fashionbench.data import Catalogue
+from fashionbench.index.base import ItemEmbeddings
 from fashionbench.model import Classifier, predict_in_batches
-from fashionbench.stage import StageResult
 
-
-@dataclass(frozen=True)
-class ItemEmbeddings(StageResult):
-    """One vector per item; ``vectors[i]`` belongs to ``item_ids[i]`` of ``categories[i]``."""
-
-    item_ids: np.ndarray
-    categories: np.ndarray
-    vectors: np.ndarray  # float32, (n, dim)
-    layer: str
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-    def metrics(self) -> dict[str, float]:
-        return {"embedding_dim": float(self.dim)}
-
-    def of_category(self, category: str) -> ItemEmbeddings:
-        mask = self.categories == category
-        return ItemEmbeddings(self.item_ids[mask], self.categories[mask], self.vectors[mask], self.layer)
+__all__ = ["ItemEmbeddings", "embed_items"]
 
 
 def embed_items(classifier: Classifier, catalogue: Catalogue, batch_size: int = 128) -> ItemEmbeddings:

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fashionbench.index.base import CategoryIndex
+from fashionbench.index.base import CategoryIndex, ItemEmbeddings
 from fashionbench.index.exact import ExactSearch, metric_distances
 from fashionbench.stage import StageResult
 
-if TYPE_CHECKING:  # embed imports the model (TensorFlow); this module only reads its arrays
-    from fashionbench.embed import ItemEmbeddings
+if TYPE_CHECKING:  # the package imports this module
     from fashionbench.index import ShopIndex
+
 
 RECALL_EPSILON = 1e-3  # ann-benchmarks' tolerance on the k-th distance
 

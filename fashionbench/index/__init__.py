@@ -16,21 +16,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fashionbench.data import Catalogue
 from fashionbench.index.annoy import AnnoyCategoryIndex, AnnoyIndexConfig
-from fashionbench.index.base import METRICS, CategoryIndex, IndexConfigError, check_metric
+from fashionbench.index.base import METRICS, CategoryIndex, IndexConfigError, ItemEmbeddings, check_metric
 from fashionbench.index.exact import ExactCategoryIndex, ExactIndexConfig
 from fashionbench.stage import StageResult
-
-if TYPE_CHECKING:  # embed imports the model (TensorFlow); indexes only read its arrays
-    from fashionbench.embed import ItemEmbeddings
 
 BACKENDS: dict[str, type[CategoryIndex]] = {cls.kind: cls for cls in (AnnoyCategoryIndex, ExactCategoryIndex)}
 
 __all__ = ["BACKENDS", "METRICS", "AnnoyCategoryIndex", "AnnoyIndexConfig", "CategoryIndex", "ExactCategoryIndex",
-           "ExactIndexConfig", "IndexConfigError", "ShopIndex", "build_shop_index", "check_metric", "load_index"]
+           "ExactIndexConfig", "IndexConfigError", "ItemEmbeddings", "ShopIndex", "build_shop_index", "check_metric",
+           "load_index"]
 
 
 def load_index(directory: Path, category: str) -> CategoryIndex:

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from annoy import AnnoyIndex
 
-from fashionbench.index.base import CategoryIndex, IndexConfigError, check_metric
+from fashionbench.index.base import CategoryIndex, IndexConfigError, ItemEmbeddings, check_metric
 from fashionbench.index_quality import ShopIndexQuality, measure_shop_index
 
-if TYPE_CHECKING:  # embed imports the model (TensorFlow); indexes only read its arrays
-    from fashionbench.embed import ItemEmbeddings
+if TYPE_CHECKING:  # the package imports this module
     from fashionbench.index import ShopIndex
+
 
 
 @dataclass

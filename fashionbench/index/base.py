@@ -1,15 +1,43 @@
-"""The interface every index backend implements (see fashionbench/index/__init__.py)."""
+"""The interface every index backend implements (see fashionbench/index/__init__.py), and the
+item vectors it indexes."""
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from fashionbench.stage import StageResult
+
 METRICS = ("angular", "euclidean", "manhattan", "dot")
+
+
+@dataclass(frozen=True)
+class ItemEmbeddings(StageResult):
+    """One vector per item; ``vectors[i]`` belongs to ``item_ids[i]`` of ``categories[i]``.
+
+    What ``fashionbench.embed.embed_items`` makes of the shop, and what every index and
+    reference recommender is built from."""
+
+    item_ids: np.ndarray
+    categories: np.ndarray
+    vectors: np.ndarray  # float32, (n, dim)
+    layer: str  # what made the vectors: the embedding layer, or a reference's name
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def metrics(self) -> dict[str, float]:
+        return {"embedding_dim": float(self.dim)}
+
+    def of_category(self, category: str) -> ItemEmbeddings:
+        mask = self.categories == category
+        return ItemEmbeddings(self.item_ids[mask], self.categories[mask], self.vectors[mask], self.layer)
 
 
 class IndexConfigError(ValueError):

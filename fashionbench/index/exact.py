@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fashionbench.index.base import METRICS, CategoryIndex, check_metric
+from fashionbench.index.base import METRICS, CategoryIndex, ItemEmbeddings, check_metric
 from fashionbench.stage import StageResult
 
-if TYPE_CHECKING:  # embed imports the model (TensorFlow); indexes only read its arrays
-    from fashionbench.embed import ItemEmbeddings
+if TYPE_CHECKING:  # the package imports this module
     from fashionbench.index import ShopIndex
+
 
 
 def metric_distances(vectors: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:

@@ -32,6 +32,8 @@ SHOP_IMAGES = "data/shop_images.npz"  # ... and the images the model saw
 USER_RATINGS = "data/user_ratings.csv"  # user_id, item_id, category, rating
 INDEXES = "indexes"  # <Category>.json + the backend's files (CategoryIndex.save)
 CONFUSION_MATRIX = "plots/confusion_matrix.png"
+PAIRS = "eval/pairs.csv"  # one row per (user, category) pair and recommender (fashionbench.pair_results)
+PAIR_SUMMARY = "eval/summary.csv"  # the pairs' means per recommender and category
 MODEL = "model"  # the logged Keras model's name (MLflow LoggedModel)
 REPORT = "report"  # where a report run keeps the report and its plot
 
@@ -47,11 +49,17 @@ TAG_SWEEP = "sweep"  # "parent" on a sweep's parent run
 SWEEP_PARENT = "parent"
 TAG_OVERRIDES = "overrides"  # on a sweep's parent: the command line's overrides
 TAG_REPORT = "report"  # on a report's run
+TAG_EVAL_FINGERPRINT = "eval_fingerprint"  # who is evaluated on what: equal for runs comparable pair by pair
+TAG_ORACLE = "oracle_attributes"  # what the oracle recommender compared items by, or why it was skipped
+TAG_CLASSIFIER_WARNING = "classifier_warning"  # set when the classifier does not beat the majority class
 
 # --- headline metrics ----------------------------------------------------------------------
 HEADLINE_METRIC = "precision_at_k"  # what "best" means unless told otherwise
 RANDOM_PREFIX = "random_"  # the random recommender's metrics: random_precision_at_k, ...
+NORMALISED_HEADLINE = "normalised_precision_at_k"  # (model - random) / (oracle - random)
 TEST_ACCURACY = "test_accuracy"
+BALANCED_ACCURACY = "test_balanced_accuracy"
+MAJORITY_RATE = "test_majority_rate"  # accuracy of always predicting the test split's most frequent category
 TRAIN_SECONDS = "train_seconds"
 EVAL_PAIRS = "eval_pairs"
 

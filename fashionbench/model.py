@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fashionbench.artifacts import TAG_WEIGHTS_USED
 from fashionbench.config import NO_WEIGHTS, ModelConfig, ModelConfigError
 from fashionbench.data import CATEGORIES
 from fashionbench.stage import StageResult
@@ -58,7 +59,7 @@ class Classifier(StageResult):
         return {"trainable_backbone_layers": float(self.trainable_backbone_layers)}
 
     def tags(self) -> dict[str, str]:
-        return {"weights_used": self.weights_used}
+        return {TAG_WEIGHTS_USED: self.weights_used}
 
 
 def preprocess_images(images: np.ndarray | tf.Tensor) -> tf.Tensor:

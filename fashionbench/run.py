@@ -22,7 +22,13 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from fashionbench.artifacts import HEADLINE_METRIC  # noqa: E402
+from fashionbench.artifacts import (  # noqa: E402
+    BALANCED_ACCURACY,
+    EVAL_PAIRS,
+    HEADLINE_METRIC,
+    MAJORITY_RATE,
+    NORMALISED_HEADLINE,
+)
 from fashionbench.config import (  # noqa: E402
     CONFIG_MODULE,
     CONFIG_NAME,
@@ -30,12 +36,13 @@ from fashionbench.config import (  # noqa: E402
     experiment_config,
     resolved_config,
 )
-from fashionbench.data import CATEGORIES  # noqa: E402
 from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
 from fashionbench.embed import embed_items  # noqa: E402
-from fashionbench.evaluate import evaluate_classifier, evaluate_shop  # noqa: E402
+from fashionbench.evaluate import evaluate_classifier  # noqa: E402
 from fashionbench.index import build_shop_index  # noqa: E402
 from fashionbench.model import build_classifier  # noqa: E402
+from fashionbench.pair_results import evaluate_shop, metric_name  # noqa: E402
+from fashionbench.references import LADDER, MODEL, UNTRAINED  # noqa: E402
 from fashionbench.tracking.runs import tracked_run  # noqa: E402
 from fashionbench.tracking.store import tracking_settings  # noqa: E402
 from fashionbench.train import train_classifier  # noqa: E402
@@ -51,6 +58,7 @@ class RunSummary:
 
     run_id: str
     tracking_uri: str
+    headline_k: int
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -59,18 +67,22 @@ class RunSummary:
         return self.metrics[HEADLINE_METRIC]
 
     def text(self) -> str:
+        """The run's headline, its reference ladder floor to ceiling, and where to see the rest."""
         m = self.metrics
+        k = self.headline_k
         lines = [
-            f"test accuracy      {m['test_accuracy']:.3f}",
+            f"test accuracy      {m['test_accuracy']:.3f}   (balanced {m[BALANCED_ACCURACY]:.3f}; always the most "
+            f"frequent category: {m[MAJORITY_RATE]:.3f})",
             f"train seconds      {m['train_seconds']:.1f}",
-            f"precision@k        {m['precision_at_k']:.3f}   (random recommender {m['random_precision_at_k']:.3f})",
+            f"precision@{k} by recommender, {int(m.get(EVAL_PAIRS, 0))} (user, category) pairs:",
         ]
-        for category in CATEGORIES:
-            if f"precision_at_k_{category}" in m:
-                lines.append(
-                    f"  {category:<16} {m[f'precision_at_k_{category}']:.3f}   "
-                    f"(random {m[f'random_precision_at_k_{category}']:.3f})"
-                )
+        for recommender in LADDER:
+            value = m.get(metric_name("precision", k, recommender))
+            if value is not None:
+                note = "   <- the fine-tuned model" if recommender == MODEL else ""
+                lines.append(f"  {recommender:<16} {value:.3f}{note}")
+        if NORMALISED_HEADLINE in m:
+            lines.append(f"normalised         {m[NORMALISED_HEADLINE]:.3f}   (model - random) / (oracle - random)")
         lines += [
             f"MLflow run         {self.run_id}",
             f"open it with       mlflow ui --backend-store-uri {self.tracking_uri}",
@@ -92,6 +104,7 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         data = load_catalogue(x.data, x.data_store.directory, x.data_store.enabled)
         run.record(data)
         catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items
+        untrained = embed_items(classifier, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
         cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
         training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
                                     seed=x.model.seed, cache=cache)
@@ -109,13 +122,13 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         run.record(users)
         splits = hold_out_favourites(users, x.eval.holdout_fraction, seed=x.users.seed)
         run.record(splits)
-        recommendations = evaluate_shop(shop_index, splits, x.eval.k, seed=x.users.seed)
-        run.record(recommendations)
+        recommendations = evaluate_shop(shop_index, users, splits, untrained, x.index, x.eval)
+        run.record(recommendations)  # the model and the reference ladder, pair by pair
 
         if x.tracking.log_model:
             run.log_keras_model(classifier.model)
         metrics = {**training.metrics(), **classification.metrics(), **recommendations.metrics()}
-        return RunSummary(run.run_id, settings.uri, metrics)
+        return RunSummary(run.run_id, settings.uri, x.eval.k, metrics)
 
 
 def swept_overrides(job_overrides: list[str], command_line: list[str]) -> str:

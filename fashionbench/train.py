@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fashionbench.artifacts import TAG_TRUNK_CACHE, TRAIN_SECONDS
 from fashionbench.config import TrainConfig
 from fashionbench.data import Catalogue
 from fashionbench.model import preprocess_images
@@ -61,14 +62,14 @@ class TrainingResult(StageResult):
         return len(next(iter(self.history.values()), []))
 
     def metrics(self) -> dict[str, float]:
-        return {"train_seconds": self.seconds, **self.cache.metrics()}
+        return {TRAIN_SECONDS: self.seconds, **self.cache.metrics()}
 
     def stepped_metrics(self) -> dict[str, list[float]]:
         """Per-epoch training curves: ``epoch_loss``, ``epoch_val_accuracy``..."""
         return {f"epoch_{name}": values for name, values in self.history.items()}
 
     def tags(self) -> dict[str, str]:
-        return {"trunk_cache": self.cache.reason}
+        return {TAG_TRUNK_CACHE: self.cache.reason}
 
 
 def classifier_dataset(catalogue: Catalogue, batch_size: int, shuffle_seed: int | None = None,

@@ -1,10 +1,9 @@
-"""Metrics: classification scores and precision@k / recall@k on planted inputs."""
+"""Classification scores on planted predictions, and the warning when a classifier learned nothing."""
 
 import numpy as np
 import pytest
 
-from fashionbench.evaluate import classification_report, evaluate_recommendations, random_recommender
-from fashionbench.users import HeldOutFavourites
+from fashionbench.evaluate import classification_report
 
 
 def test_classification_report_on_planted_predictions(tmp_path):
@@ -23,25 +22,14 @@ def test_classification_report_on_planted_predictions(tmp_path):
     assert path.stat().st_size > 1000
 
 
-def test_precision_and_recall_at_k_count_hits_among_held_out():
-    splits = [
-        HeldOutFavourites("u1", "Skirts", queries=["q"], held_out=["a", "b"]),
-        HeldOutFavourites("u2", "Skirts", queries=["q"], held_out=["c"]),
-        HeldOutFavourites("u1", "Dresses", queries=["q"], held_out=["d", "e", "f", "g"]),
-    ]
-    planted = {("Skirts", "u1"): ["a", "x", "b", "y"], ("Skirts", "u2"): ["x", "y", "z", "w"],
-               ("Dresses", "u1"): ["d", "e", "f", "h"]}
-    calls = iter(planted[(s.category, s.user_id)] for s in splits)
-    report = evaluate_recommendations(lambda category, queries, k: next(calls), splits, k=4)
-    assert report.precision["Skirts"] == pytest.approx((2 / 4 + 0) / 2)
-    assert report.recall["Skirts"] == pytest.approx((2 / 2 + 0) / 2)
-    assert report.precision["Dresses"] == pytest.approx(3 / 4)
-    assert report.precision["overall"] == pytest.approx((0.5 + 0 + 0.75) / 3)
-    assert report.pairs == {"Skirts": 2, "Dresses": 1, "overall": 3}
-    assert report.metrics(prefix="random_")["random_precision_at_k_Dresses"] == pytest.approx(0.75)
-
-
-def test_random_recommender_draws_k_distinct_non_query_items():
-    recommend = random_recommender({"Shorts": [f"s{i}" for i in range(10)]}, seed=0)
-    picks = recommend("Shorts", ["s0", "s1"], 5)
-    assert len(set(picks)) == 5 and not {"s0", "s1"} & set(picks)
+def test_a_classifier_that_answers_one_category_is_flagged():
+    truth = np.array([3, 3, 3, 3, 3, 0, 1, 2, 1, 3])  # Blouses are 6 of 10
+    everything_blouses = classification_report(truth, np.eye(4)[np.full(10, 3)])
+    assert everything_blouses.accuracy == pytest.approx(0.6) == everything_blouses.majority_rate
+    assert everything_blouses.balanced_accuracy == pytest.approx(0.25)
+    assert not everything_blouses.beats_majority
+    assert "does not beat the majority class" in everything_blouses.tags()["classifier_warning"]
+    assert "100% of the test items are predicted Blouses" in everything_blouses.warning()
+    assert everything_blouses.metrics()["classifier_beats_majority"] == 0.0
+    learned = classification_report(truth, np.eye(4)[np.array([3, 3, 3, 3, 0, 0, 1, 2, 1, 3])])
+    assert learned.beats_majority and learned.tags() == {} and learned.metrics()["test_balanced_accuracy"] > 0.8

@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from fashionbench.data import CATEGORIES
+from fashionbench.pair_results import load_pairs
 from fashionbench.run import run_experiment
 from tests.conftest import TINY_RUN, compose_config
 
@@ -98,7 +100,7 @@ def test_cli_reports_a_bad_option_without_a_traceback(tmp_path):
 def test_cli_single_run_uses_a_store_in_the_working_directory(tmp_path):
     result = run_cli([*TINY_RUN, "tracking.log_model=false"], tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "precision@k" in result.stdout and "mlflow ui --backend-store-uri sqlite:////" in result.stdout
+    assert "precision@2 by recommender" in result.stdout and "mlflow ui --backend-store-uri sqlite:////" in result.stdout
     client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
     (run,) = client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])
     assert run.info.status == "FINISHED"
@@ -119,3 +121,27 @@ def test_multirun_goes_on_after_a_failed_job_and_groups_runs_under_a_parent(tmp_
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics == {"runs_failed": 1.0, "runs": 2.0}
     assert "precision_at_k" in children[1].data.metrics
+
+
+def test_every_logged_recommendation_mean_is_computed_from_the_per_pair_table(store_uri, tmp_path):
+    cfg = compose_config([*TINY_RUN, f"tracking.uri={store_uri}", "tracking.log_model=false", "eval.ks=[2,3]"])
+    summary = run_experiment(cfg)
+    client = MlflowClient(store_uri)
+    run = client.get_run(summary.run_id)
+    table = load_pairs(Path(mlflow.artifacts.download_artifacts(run_id=summary.run_id, artifact_path="eval/pairs.csv",
+                                                                dst_path=str(tmp_path), tracking_uri=store_uri)))
+    assert list(dict.fromkeys(table.recommender)) == ["random", "popularity", "pixels", "untrained", "model", "oracle"]
+    assert table.groupby(["user_id", "category"]).size().eq(6).all()
+    metrics = run.data.metrics
+    for recommender, rows in table.groupby("recommender"):
+        for k in (2, 3):
+            assert metrics[f"ndcg_at_{k}/{recommender}"] == pytest.approx(rows[f"ndcg_at_{k}"].mean())
+    model = table[table.recommender == "model"]
+    assert metrics["precision_at_k"] == pytest.approx(model.precision_at_2.mean())
+    assert metrics["eval_pairs"] == len(model)
+    # The random floor is an exact expectation, not a draw: E[hits] = k * held-out / candidates.
+    random = table[table.recommender == "random"]
+    np.testing.assert_allclose(random.hits_at_2, 2 * random.n_held_out / random.n_candidates)
+    assert run.data.tags["oracle_attributes"].startswith("the catalogue's: colour")
+    assert len(run.data.tags["eval_fingerprint"]) == 16
+    assert 0 <= metrics["test_balanced_accuracy"] <= 1 and "test_majority_rate" in metrics

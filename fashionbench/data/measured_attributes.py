@@ -44,3 +44,18 @@ def _garment_hsv(image: np.ndarray) -> np.ndarray:
         height, width = foreground.shape
         foreground[height // 4: height - height // 4, width // 4: width - width // 4] = True
     return np.median(rgb_to_hsv(pixels[foreground] / 255.0), axis=0)
+
+
+def item_attributes(catalogue) -> tuple[pd.DataFrame, bool]:
+    """The items' attributes (``attr_*`` columns, one row per item) and whether they were
+    measured from the pixels because the catalogue publishes none. Taste users have a taste
+    over them; the oracle recommender and intra-list diversity compare items by them."""
+    columns = [c for c in catalogue.items.columns if c.startswith(ATTRIBUTE_PREFIX)]
+    if columns:
+        return catalogue.items[columns].reset_index(drop=True), False
+    return measured_attributes(catalogue.images), True
+
+
+def attribute_vectors(attributes: pd.DataFrame) -> np.ndarray:
+    """One-hot vectors of attribute values (one 1 per attribute), float32, one row per item."""
+    return pd.get_dummies(attributes.astype(str)).to_numpy(dtype=np.float32)

@@ -1,0 +1,61 @@
+"""Top-k metrics as RecBole defines them, and the random recommender's exact expectations,
+checked against hand computations and against enumerating every possible random list."""
+
+import math
+from itertools import permutations
+
+import numpy as np
+import pytest
+
+from fashionbench.ranking import (
+    METRICS,
+    intra_list_diversity,
+    list_metrics,
+    random_coverage,
+    random_expectations,
+    random_intra_list_diversity,
+)
+
+
+def test_metrics_of_a_planted_list():
+    # Held-out a, b, c; the list finds b at rank 2 and a at rank 4.
+    metrics = list_metrics(["x", "b", "y", "a", "z", "c"], ["a", "b", "c"], k=5)
+    assert metrics["hits"] == 2
+    assert metrics["precision"] == pytest.approx(2 / 5)
+    assert metrics["recall"] == pytest.approx(2 / 3)
+    assert metrics["hit"] == 1.0
+    assert metrics["mrr"] == pytest.approx(1 / 2)
+    ideal = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert metrics["ndcg"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / ideal)
+
+
+def test_a_short_list_is_still_divided_by_k_and_a_miss_scores_zero():
+    assert list_metrics(["a"], ["a"], k=5)["precision"] == pytest.approx(1 / 5)  # RecBole's Precision
+    assert list_metrics(["a"], ["a"], k=5)["ndcg"] == 1.0  # one relevant item, found first
+    miss = list_metrics(["x", "y"], ["a"], k=2)
+    assert miss == {"hits": 0.0, "precision": 0.0, "recall": 0.0, "ndcg": 0.0, "hit": 0.0, "mrr": 0.0}
+
+
+@pytest.mark.parametrize("n, h, k", [(6, 2, 3), (5, 1, 5), (7, 3, 2), (4, 2, 6), (6, 5, 4)])
+def test_random_expectations_equal_the_average_over_every_possible_list(n, h, k):
+    items = [f"i{j}" for j in range(n)]
+    held_out = items[:h]
+    lists = list(permutations(items, min(k, n)))  # every ordered list is equally likely
+    for metric in METRICS:
+        brute = np.mean([list_metrics(list(ranked), held_out, k)[metric] for ranked in lists])
+        assert random_expectations(n, h, k)[metric] == pytest.approx(brute), metric
+
+
+def test_random_coverage_and_diversity_equal_their_enumerations():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(6, 3))
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    candidates = [0, 2, 3, 5]
+    brute = np.mean([intra_list_diversity(list(ranked), distances) for ranked in permutations(candidates, 2)])
+    assert random_intra_list_diversity(candidates, distances) == pytest.approx(brute)
+    # Two lists of 2 from {0,1,2} and {1,2,3} over 5 items: enumerate both draws.
+    sets = [np.array([0, 1, 2]), np.array([1, 2, 3])]
+    draws = [(set(a), set(b)) for a in permutations(sets[0], 2) for b in permutations(sets[1], 2)]
+    brute = np.mean([len(a | b) / 5 for a, b in draws])
+    assert random_coverage(5, sets, [2, 2]) == pytest.approx(brute)
+    assert random_coverage(5, sets, [3, 3]) == pytest.approx(4 / 5)  # lists as long as the candidates

@@ -28,11 +28,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 from fashionbench.artifacts import (  # noqa: E402
     HEADLINE_METRIC,
+    TAG_CLASSIFIER_WARNING,
     TAG_DATA_FINGERPRINT,
     TAG_GIT_COMMIT,
     ArtifactError,
     build_bundle,
 )
+from fashionbench.compare import compare_finished  # noqa: E402
+from fashionbench.comparison import configuration_label  # noqa: E402
 from fashionbench.recommender import DEFAULT_MODEL_NAME  # noqa: E402
 from fashionbench.tracking.records import (  # noqa: E402
     Constraint,
@@ -130,6 +133,29 @@ def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str
     return Promotion(best, version, created), selection
 
 
+def evidence_lines(settings: TrackingSettings, selection: Selection, metric: str, higher_is_better: bool,
+                   winner: RunRecord) -> list[str]:
+    """What the paired comparison of the eligible runs' configurations says about the pick (the
+    same verdict ``report`` and ``compare`` give), and a warning when the pick is tied or its
+    classifier learned nothing."""
+    lines = []
+    if TAG_CLASSIFIER_WARNING in winner.tags:
+        lines.append(f"WARNING: {winner.tags[TAG_CLASSIFIER_WARNING]}")
+    if not higher_is_better:
+        return lines + [f"verdict: not tested (--direction min: {metric} is not a recommendation metric)"]
+    try:
+        comparison = compare_finished(settings, selection.ranked, metric)
+    except (LookupError, ValueError) as error:  # no per-pair results, incomparable runs, not a per-pair metric
+        return lines + [f"verdict: not tested ({error})"]
+    lines.append(f"verdict: {comparison.verdict()}")
+    label = configuration_label(winner, comparison.swept)
+    if comparison.is_tied(label) and len(comparison.tied) > 1:
+        others = [other for other in comparison.tied if other != label]
+        lines.append(f"WARNING: the promoted run's configuration ({label}) is not significantly better than "
+                     f"{', '.join(others)}: it won on a difference the data cannot tell from noise.")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fashionbench.promote",
@@ -165,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwinner: run {run.run_id} ({run.run_name}) with {args.metric} = {run.metrics[args.metric]:.4f}")
     print(f"{state} {promotion.version} of {args.model_name!r}; alias {args.alias!r} -> version {promotion.version}")
     print(f"load it with  mlflow.pyfunc.load_model('models:/{args.model_name}@{args.alias}')")
+    for line in evidence_lines(settings, selection, args.metric, args.direction == "max", run):
+        print(line)
     return 0
 
 

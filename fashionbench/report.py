@@ -1,13 +1,15 @@
 """``python -m fashionbench.report``: the course's tables, reproduced from tracked runs, as Markdown.
 
-    python -m fashionbench.report --experiment fashionbench --out report.md
+    python -m fashionbench.report --sweep latest                     # reports/report.md (git-ignored)
     python -m fashionbench.report --sweep latest --out experiments/course_reproduction/report.md
 
 Reads the runs of an experiment (or of one sweep) and writes, each beside the course's own
 numbers: the training-time table, the data-set split table, the per-class classification
-table with accuracy, and a sweep table (swept params, train_seconds, accuracy, precision@k
-and the random baseline, best marked) with a PNG plot of precision@k against each swept
-param. The report and plot are also logged as artifacts of a "report" run (tag ``report``).
+table with accuracy, a sweep table (swept params, train_seconds, accuracy, precision@k and
+the random baseline) with a PNG plot of precision@k against each swept param, and the paired
+comparison of the sweep's configurations (``fashionbench.comparison``) whose verdict marks a
+configuration best only when it beats every other one significantly. The report and plot are
+also logged as artifacts of a "report" run (tag ``report``).
 Plain argparse, as for ``promote``: it reads runs, it composes no experiment.
 """
 
@@ -15,15 +17,27 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from fashionbench.artifacts import HEADLINE_METRIC, REPORT, SPLIT_TABLE, TAG_REPORT, load_split_table
+from fashionbench.artifacts import (
+    HEADLINE_METRIC,
+    RANDOM_PREFIX,
+    REPORT,
+    SPLIT_TABLE,
+    TAG_CLASSIFIER_WARNING,
+    TAG_REPORT,
+    TEST_ACCURACY,
+    TRAIN_SECONDS,
+    load_split_table,
+)
+from fashionbench.compare import compare_finished
+from fashionbench.comparison import SEED_PARAMS, Comparison, configuration_label, markdown_table
 from fashionbench.data import COURSE_SPLIT_SIZES
 from fashionbench.tracking.records import (
     RunRecord,
@@ -53,16 +67,11 @@ COURSE_CLASSIFICATION = {  # category: (F1, Recall, Precision), in the course's 
     "Skirts": (0.602, 0.796, 0.484),
 }
 COURSE_ACCURACY = 0.760
+DEFAULT_OUT = Path("reports/report.md")  # reports/ is git-ignored
 
 
 class ReportError(LookupError):
     """Nothing to report on; the message says where we looked."""
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -75,14 +84,15 @@ def finished_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
 
 
 def best_run(runs: Sequence[RunRecord], metric: str = HEADLINE_METRIC) -> RunRecord | None:
-    """The finished run with the highest ``metric`` (the earliest on ties), or None."""
+    """The finished run with the highest ``metric`` (the earliest on ties), or None. Highest is
+    not best: whether it is better than the others is the paired comparison's verdict."""
     scored = [r for r in finished_runs(runs) if metric in r.metrics]
     return max(scored, key=lambda r: r.metrics[metric]) if scored else None
 
 
 def training_time_table(runs: Sequence[RunRecord]) -> str:
     """``Attempt | #1 | #2 ...`` with this report's train_seconds (runs in start order) beside the course's."""
-    seconds = [r.metrics["train_seconds"] for r in finished_runs(runs) if "train_seconds" in r.metrics]
+    seconds = [r.metrics[TRAIN_SECONDS] for r in finished_runs(runs) if TRAIN_SECONDS in r.metrics]
     n = max(len(seconds), len(COURSE_TRAIN_SECONDS))
     ours = [_number(s, 1) for s in seconds] + [""] * (n - len(seconds))
     course = [str(s) for s in COURSE_TRAIN_SECONDS] + [""] * (n - len(COURSE_TRAIN_SECONDS))
@@ -112,25 +122,46 @@ def classification_table(run: RunRecord) -> str:
     rows = [[category, *(_number(m.get(f"test_{name}_{category}")) for name in ("f1", "recall", "precision")),
              *(f"{v:.3f}" for v in course)]
             for category, course in COURSE_CLASSIFICATION.items()]
-    rows.append(["**Accuracy**", _number(m.get("test_accuracy")), "", "", f"{COURSE_ACCURACY:.3f}", "", ""])
+    rows.append(["**Accuracy**", _number(m.get(TEST_ACCURACY)), "", "", f"{COURSE_ACCURACY:.3f}", "", ""])
     return markdown_table(["Category", "F1", "Recall", "Precision", "Course F1", "Course Recall",
                            "Course Precision"], rows)
 
 
-def sweep_table(runs: Sequence[RunRecord], swept: Sequence[str], metric: str = HEADLINE_METRIC) -> str:
+def run_marks(runs: Sequence[RunRecord], metric: str, comparison: Comparison | None) -> dict[str, str]:
+    """What the sweep table says of each finished run: **best** / tied (by the paired comparison of
+    configurations), or, without per-pair results, "highest (untested)" for a unique highest value:
+    equal values are never best, and nothing is best without a test."""
+    finished = [r for r in finished_runs(runs) if metric in r.metrics]
+    if comparison is not None:
+        marks = {}
+        for run in finished:
+            label = configuration_label(run, comparison.swept)
+            if label == comparison.best:
+                marks[run.run_id] = "**best**"
+            elif comparison.is_tied(label):
+                marks[run.run_id] = "tied"
+        return marks
+    values = [r.metrics[metric] for r in finished]
+    if len(finished) > 1 and values.count(max(values)) == 1:
+        return {finished[values.index(max(values))].run_id: "highest (untested)"}
+    return {}
+
+
+def sweep_table(runs: Sequence[RunRecord], swept: Sequence[str], metric: str = HEADLINE_METRIC,
+                comparison: Comparison | None = None) -> str:
     """One row per pipeline run (start order, failed ones too) with the swept params, train_seconds,
-    accuracy, ``metric`` and its random baseline; the best run marked."""
-    best = best_run(runs, metric)
+    accuracy, ``metric`` and its random baseline; the verdict marked (``run_marks``)."""
+    marks = run_marks(runs, metric, comparison)
     pipeline = sorted((r for r in runs if is_experiment_run(r)), key=lambda r: r.start_time)
     rows = []
     for number, run in enumerate(pipeline, start=1):
         m = run.metrics
-        mark = "**best**" if best is not None and run.run_id == best.run_id else ""
+        warning = " ⚠ classifier" if TAG_CLASSIFIER_WARNING in run.tags else ""
         rows.append([f"#{number}", f"`{run.run_id[:8]}`", run.status, *(run.params.get(p, "–") for p in swept),
-                     _number(m.get("train_seconds"), 1), _number(m.get("test_accuracy")),
-                     _number(m.get(metric)), _number(m.get(f"random_{metric}")), mark])
-    return markdown_table(["Attempt", "Run", "Status", *swept, "train_seconds", "test_accuracy", metric,
-                           f"random_{metric}", ""], rows)
+                     _number(m.get(TRAIN_SECONDS), 1), _number(m.get(TEST_ACCURACY)) + warning,
+                     _number(m.get(metric)), _number(m.get(f"{RANDOM_PREFIX}{metric}")), marks.get(run.run_id, "")])
+    return markdown_table(["Attempt", "Run", "Status", *swept, TRAIN_SECONDS, TEST_ACCURACY, metric,
+                           f"{RANDOM_PREFIX}{metric}", ""], rows)
 
 
 def _as_numbers(values: Sequence[str]) -> list[float] | None:
@@ -140,47 +171,46 @@ def _as_numbers(values: Sequence[str]) -> list[float] | None:
         return None
 
 
-def standard_error(run: RunRecord, metric: str = HEADLINE_METRIC) -> float | None:
-    """Binomial standard error of a precision@k: sqrt(p (1 - p) / (pairs * k)), treating each of
-    the run's ``eval_pairs`` x k recommendation slots as an independent trial (an approximation:
-    slots of one user are correlated). None for other metrics or when the counts were not logged."""
-    if not metric.startswith("precision_at_k") or "eval_pairs" not in run.metrics or "eval.k" not in run.params:
-        return None
-    p, trials = run.metrics[metric], run.metrics["eval_pairs"] * int(run.params["eval.k"])
-    return math.sqrt(p * (1 - p) / trials) if trials > 0 else None
-
-
 def plot_metric_by_parameter(runs: Sequence[RunRecord], swept: Sequence[str], path: Path,
-                             metric: str = HEADLINE_METRIC) -> Path:
-    """One panel per swept param: ``metric`` of each finished run against the param's value
-    (numeric axis when every value is a number), the random baseline dashed, the best starred."""
+                             metric: str = HEADLINE_METRIC, comparison: Comparison | None = None) -> Path:
+    """One panel per swept param (seeds aside): ``metric`` against the param's value, one series
+    per combination of the other swept params' values, each point the mean of that
+    configuration's runs (seeds averaged) with its 95 % CI from the paired comparison when there
+    is one; the random baseline dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scored = [r for r in finished_runs(runs) if metric in r.metrics]
-    best = best_run(runs, metric)
-    figure, axes = plt.subplots(1, len(swept), figsize=(4.2 * len(swept), 3.4), squeeze=False)
-    for param, ax in zip(swept, axes[0]):
-        labels = [r.params.get(param, "–") for r in scored]
-        numbers = _as_numbers(labels)
-        order = sorted(range(len(scored)), key=lambda i: numbers[i] if numbers else labels[i])
-        xs = [numbers[i] for i in order] if numbers else list(range(len(order)))
-        values = [scored[i].metrics[metric] for i in order]
-        errors = [standard_error(scored[i], metric) for i in order]
-        if all(e is not None for e in errors):
-            ax.errorbar(xs, values, yerr=errors, fmt="o-", capsize=3, label=f"{metric} ± 1 s.e.")
-        else:
-            ax.plot(xs, values, "o-", label=metric)
-        baseline = [scored[i].metrics.get(f"random_{metric}") for i in order]
-        if all(b is not None for b in baseline):
-            ax.plot(xs, baseline, "--", color="grey", label="random recommender")
-        for x, i in zip(xs, order):
-            if best is not None and scored[i].run_id == best.run_id:
-                ax.plot([x], [scored[i].metrics[metric]], "*", color="crimson", markersize=14, label="best")
+    params = [p for p in swept if p not in SEED_PARAMS] or list(swept)
+    summaries = {s.label: s for s in comparison.summaries} if comparison is not None else {}
+    figure, axes = plt.subplots(1, len(params), figsize=(4.6 * len(params), 3.6), squeeze=False)
+    for param, ax in zip(params, axes[0]):
+        others = [p for p in params if p != param]
+        series: dict[str, dict[str, list[RunRecord]]] = {}
+        for run in scored:
+            key = configuration_label(run, others) if others else metric
+            series.setdefault(key, {}).setdefault(run.params.get(param, "–"), []).append(run)
+        all_values = sorted({v for points in series.values() for v in points})
+        numbers = _as_numbers(all_values)
+        position = dict(zip(all_values, numbers if numbers else range(len(all_values)), strict=True))
+        for name, points in series.items():
+            values = sorted(points, key=lambda v: position[v])
+            xs = [position[v] for v in values]
+            means = [float(np.mean([r.metrics[metric] for r in points[v]])) for v in values]
+            cis = [summaries.get(configuration_label(points[v][0], params)) for v in values]
+            if all(ci is not None for ci in cis):
+                errors = [[m - ci.ci_low for m, ci in zip(means, cis)], [ci.ci_high - m for m, ci in zip(means, cis)]]
+                ax.errorbar(xs, means, yerr=errors, fmt="o-", capsize=3, label=f"{name} (95 % CI)")
+            else:
+                ax.plot(xs, means, "o-", label=name)
+            baseline = [np.mean([r.metrics.get(f"{RANDOM_PREFIX}{metric}", np.nan) for r in points[v]]) for v in values]
+            if not np.isnan(baseline).any():
+                ax.plot(xs, baseline, "--", color="grey", linewidth=1)
+        ax.plot([], [], "--", color="grey", label="random recommender")
         if not numbers:
-            ax.set_xticks(xs, [labels[i] for i in order], rotation=20)
+            ax.set_xticks(list(position.values()), all_values, rotation=20)
         ax.set_xlabel(param)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
@@ -215,11 +245,12 @@ def training_time_note(runs: Sequence[RunRecord]) -> str:
 
 
 def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: str, plot_file: str | None,
-                 metric: str = HEADLINE_METRIC) -> str:
-    """The Markdown report of ``runs`` (``split``: the best run's split table; ``plot_file``: the
-    plot's path relative to the report, or None when nothing was swept)."""
+                 metric: str = HEADLINE_METRIC, comparison: Comparison | None = None, evidence_note: str = "") -> str:
+    """The Markdown report of ``runs`` (``split``: the highest run's split table; ``plot_file``: the
+    plot's path relative to the report, or None when nothing was swept; ``comparison``: the paired
+    comparison of the runs' configurations, or None with ``evidence_note`` saying why there is none)."""
     finished = finished_runs(runs)
-    best = best_run(runs, metric)
+    top = best_run(runs, metric)
     swept = swept_parameters(finished)
     n_pipeline = sum(is_experiment_run(r) for r in runs)
     parts = [
@@ -234,23 +265,39 @@ def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: 
         split_table(split) if split is not None else "No split table was logged.",
         "## Classification (test split)",
     ]
-    if best is not None:
-        parts += [f"Best run by {metric}: `{best.run_id}` ({best.run_name}).", classification_table(best)]
+    if top is not None:
+        parts += [f"The run with the highest {metric}: `{top.run_id}` ({top.run_name}).", classification_table(top)]
+        if TAG_CLASSIFIER_WARNING in top.tags:
+            parts.append(f"⚠ {top.tags[TAG_CLASSIFIER_WARNING]}.")
     else:
         parts.append(f"No finished run has {metric!r}.")
-    parts += ["## Sweep", f"Swept: {', '.join(f'`{p}`' for p in swept) or 'nothing (the runs share every param)'}; "
-              f"best by {metric} marked.", sweep_table(runs, swept, metric)]
+    warned = [r for r in finished if TAG_CLASSIFIER_WARNING in r.tags]
+    if warned:
+        parts.append(f"⚠ {len(warned)} of {len(finished)} finished run(s) have a classifier that does not beat the "
+                     "majority class (marked ⚠ below): their embeddings were not shaped by learning the categories.")
+    parts += ["## Sweep", f"Swept: {', '.join(f'`{p}`' for p in swept) or 'nothing (the runs share every param)'}. "
+              + ("Marks: the verdict of the paired comparison below." if comparison is not None else
+                 "Without per-pair results no difference is tested: the highest value is marked as untested."),
+              sweep_table(runs, swept, metric, comparison)]
     uneven = uneven_parameters(finished)
     if uneven:
         parts.append(f"Not every run has the params {', '.join(f'`{p}`' for p in uneven)}: the config "
                      "changed between these runs, so they differ in more than the swept params.")
     if plot_file:
         parts.append(f"![{metric} against each swept parameter]({plot_file})")
-        if best is not None and standard_error(best, metric) is not None:
-            parts.append(f"Error bars: ±1 binomial standard error of precision@k, √(p(1−p)/(pairs·k)) "
-                         f"(about {standard_error(best, metric):.3f} for the best run); differences "
-                         "smaller than about two of them are not evidence of a better setting.")
+    parts.append("## Which configuration recommends best")
+    parts.append(comparison.markdown() if comparison is not None else evidence_note)
     return "\n\n".join(parts) + "\n"
+
+
+def comparison_of(settings: TrackingSettings, finished: list[RunRecord], metric: str
+                  ) -> tuple[Comparison | None, str]:
+    """The paired comparison of the runs' configurations, or None and why there is none (runs
+    without per-pair results, runs that do not share users and splits, a metric with no per-pair values)."""
+    try:
+        return compare_finished(settings, finished, metric), ""
+    except (LookupError, ValueError) as error:  # MissingPairsError, IncomparableRunsError, unknown metric
+        return None, f"No paired comparison: {error}"
 
 
 def write_report(settings: TrackingSettings, out: Path, sweep_id: str | None = None,
@@ -275,8 +322,10 @@ def write_report(settings: TrackingSettings, out: Path, sweep_id: str | None = N
         except Exception as error:  # an older run without the artifact: report without the table
             log.warning("run %s has no %s (%s)", best.run_id, SPLIT_TABLE, error)
     swept = swept_parameters(finished)
-    plot = plot_metric_by_parameter(runs, swept, out.with_name(f"{out.stem}_{metric}.png"), metric) if swept else None
-    out.write_text(build_report(runs, split, source, plot.name if plot else None, metric))
+    comparison, note = comparison_of(settings, finished, metric)
+    plot = (plot_metric_by_parameter(runs, swept, out.with_name(f"{out.stem}_{metric}.png"), metric, comparison)
+            if swept else None)
+    out.write_text(build_report(runs, split, source, plot.name if plot else None, metric, comparison, note))
     run_id = None
     if log_run:
         with tracked_run(settings, run_name=f"report {sweep_id or settings.experiment_name}",
@@ -294,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Write the course's tables, reproduced from tracked runs, and a sweep table as Markdown.",
     )
     add_run_selection_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("report.md"), help="Markdown file (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown file (default: %(default)s)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to a report run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

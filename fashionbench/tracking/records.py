@@ -34,13 +34,17 @@ class RunRecord:
     tags: dict[str, str]
 
 
-def add_run_selection_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options by which ``promote`` and ``report`` say which runs to read and what ranks them."""
+def add_run_selection_arguments(parser: argparse.ArgumentParser, metric_help: str | None = None) -> None:
+    """The options by which ``promote``, ``report`` and ``compare`` say which runs to read and what ranks them."""
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", default="fashionbench", help="experiment to read (default: %(default)s)")
     parser.add_argument("--sweep", metavar="RUN_ID",
                         help=f"only the runs of this sweep (its parent run's id, or '{LATEST}')")
-    parser.add_argument("--metric", default=HEADLINE_METRIC, help="metric that ranks the runs (default: %(default)s)")
+    if metric_help:
+        parser.add_argument("--metric", help=metric_help)
+    else:
+        parser.add_argument("--metric", default=HEADLINE_METRIC,
+                            help="metric that ranks the runs (default: %(default)s)")
 
 
 @dataclass(frozen=True)

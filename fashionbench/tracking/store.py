@@ -14,7 +14,9 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from fashionbench.artifacts import TAG_MODEL_URI
+from fashionbench.artifacts import PAIRS, TAG_MODEL_URI
+from fashionbench.comparison import RunPairs
+from fashionbench.pair_results import load_pairs
 from fashionbench.tracking.records import LATEST, RunRecord, latest_sweep_id
 
 DEFAULT_STORE_FILE = "mlflow.db"
@@ -108,6 +110,30 @@ def load_keras_model(settings: TrackingSettings, model_uri: str) -> Any:
     optimiser state (for inference)."""
     mlflow.set_tracking_uri(settings.uri)
     return mlflow.keras.load_model(model_uri, load_model_kwargs={"compile": False})
+
+
+class MissingPairsError(LookupError):
+    """A run without per-pair results (logged by runs since per-pair results were added)."""
+
+
+def run_pairs(settings: TrackingSettings, runs: list[RunRecord], destination: Path) -> list[RunPairs]:
+    """Each run with its per-pair results (``eval/pairs.csv``), downloaded into ``destination``.
+
+    Raises MissingPairsError naming the runs that lack the artifact."""
+    loaded, missing = [], []
+    for run in runs:
+        try:
+            path = download_run_artifacts(settings, run.run_id, PAIRS, destination / run.run_id)
+        except Exception:  # MlflowException or OSError, by store: the artifact is not there
+            missing.append(run)
+            continue
+        loaded.append(RunPairs(run, load_pairs(path)))
+    if missing:
+        names = ", ".join(f"{run.run_id} ({run.run_name})" for run in missing[:5])
+        raise MissingPairsError(f"{len(missing)} run(s) have no per-pair results ({PAIRS}): {names}"
+                                f"{' ...' if len(missing) > 5 else ''}. They were logged before per-pair results "
+                                f"existed, or did not finish; run them again to compare them pair by pair.")
+    return loaded
 
 
 class StoredRun:

@@ -1,0 +1,296 @@
+"""Which configuration recommends best, with the evidence: paired statistics over runs' per-pair results.
+
+Runs are grouped into configurations by the params a sweep varied, seeds aside; runs that share
+users and held-out splits (the same ``eval_fingerprint``: in a sweep, the same seed) form a
+stratum. Within a stratum every configuration is scored on exactly the same (user, category)
+pairs, so configurations are compared pair by pair (fashionbench.stats):
+
+- per configuration: the mean over strata of its mean over pairs, with a 95 % CI — a Student t
+  interval over the strata's means when there are several seeds (it then includes the noise of
+  training and of drawing users), else a bootstrap over users;
+- per two configurations: the mean paired difference, a bootstrap CI that resamples users within
+  each stratum, and a sign-flip p-value flipping all pairs of a user together; p-values are
+  Holm-corrected across every comparison of the report, and the number of strata whose mean
+  difference has the same sign is shown (the per-pair test holds the trained models fixed);
+- the verdict: a configuration is **best** only when it beats every other one significantly
+  (Holm-adjusted p <= alpha, positive difference); otherwise the ones it cannot be told apart
+  from are reported as tied with it, with their differences and p-values.
+
+Runs that do not share users and splits cannot be compared pair by pair: ``compare`` refuses
+them, naming the runs and the params that differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from fashionbench.artifacts import TAG_DATA_FINGERPRINT, TAG_EVAL_FINGERPRINT, TAG_GIT_COMMIT
+from fashionbench.pair_results import eval_fingerprint
+from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM
+from fashionbench.stats import PairedTest, holm, mean_confidence_interval, paired_test
+from fashionbench.tracking.records import RunRecord, swept_parameters
+
+# Params that choose a draw, not a design: runs differing only in these are replicates.
+SEED_PARAMS = ("seed", "data.seed", "model.seed", "users.seed", "index.seed")
+# Params that decide who is evaluated on what: what to name when runs are not comparable.
+USERS_AND_SPLITS = ("data.", "users.", "eval.holdout_fraction", "seed")
+PAIR_KEYS = ["stratum", "user_id", "category"]
+
+
+class IncomparableRunsError(ValueError):
+    """Runs that cannot be compared pair by pair; the message names them and what differs."""
+
+
+@dataclass(frozen=True)
+class RunPairs:
+    """A finished run and its per-pair results (the ``eval/pairs.csv`` artifact)."""
+
+    run: RunRecord
+    table: pd.DataFrame
+
+    @property
+    def stratum(self) -> str:
+        """Who is evaluated on what: the run's eval fingerprint."""
+        return self.run.tags.get(TAG_EVAL_FINGERPRINT) or eval_fingerprint(self.table, {})
+
+
+@dataclass(frozen=True)
+class ConfigurationSummary:
+    """One configuration's metric over its runs: mean, 95 % CI, and the mean of each stratum."""
+
+    label: str
+    runs: list[str]
+    mean: float
+    ci_low: float
+    ci_high: float
+    per_stratum: dict[str, float]
+    n_pairs: int
+    ladder: dict[str, float]  # recommender -> mean of the metric, floor to ceiling
+
+    @property
+    def normalised(self) -> float | None:
+        """(model − random) / (oracle − random) of the metric, when the ladder has both ends."""
+        if RANDOM in self.ladder and ORACLE in self.ladder and self.ladder[ORACLE] != self.ladder[RANDOM]:
+            return (self.ladder[MODEL] - self.ladder[RANDOM]) / (self.ladder[ORACLE] - self.ladder[RANDOM])
+        return None
+
+
+@dataclass(frozen=True)
+class PairwiseComparison:
+    """Configuration ``a`` minus ``b`` on shared pairs."""
+
+    a: str
+    b: str
+    test: PairedTest
+    p_holm: float
+    strata_agreeing: int  # strata whose mean difference has the sign of the overall one
+
+    def significant(self, alpha: float) -> bool:
+        return self.p_holm <= alpha and self.test.difference != 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every configuration's summary, every pairwise comparison, and the verdict."""
+
+    metric: str
+    recommender: str
+    alpha: float
+    summaries: list[ConfigurationSummary]  # best mean first
+    comparisons: list[PairwiseComparison]
+    swept: list[str]
+    n_strata: int
+    best: str | None = None
+    tied: list[str] = field(default_factory=list)  # with the top configuration (itself first), when no best
+
+    def between(self, a: str, b: str) -> PairwiseComparison:
+        """The comparison of a and b, oriented as a minus b."""
+        for comparison in self.comparisons:
+            if (comparison.a, comparison.b) == (a, b):
+                return comparison
+            if (comparison.b, comparison.a) == (a, b):
+                test = comparison.test
+                flipped = PairedTest(-test.difference, -test.ci_high, -test.ci_low, test.p_value, test.n_pairs,
+                                     test.n_clusters, test.n_strata, test.confidence)
+                return PairwiseComparison(a, b, flipped, comparison.p_holm, comparison.strata_agreeing)
+        raise KeyError((a, b))
+
+    def verdict(self) -> str:
+        """One sentence a reader can act on: the best configuration, or which are tied and why."""
+        if len(self.summaries) == 1:
+            return f"one configuration ({self.summaries[0].label}): nothing to compare."
+        top = self.summaries[0].label
+        if self.best is not None:
+            return (f"best: {self.best} beats every other configuration on {self.metric} ({self.recommender}), "
+                    f"Holm-adjusted p <= {self.alpha:g} in each of {len(self.summaries) - 1} comparison(s).")
+        reasons = []
+        for other in self.tied[1:]:
+            c = self.between(top, other)
+            reasons.append(f"{other} (difference {c.test.difference:+.4f}, 95 % CI {c.test.ci_low:+.4f} .. "
+                           f"{c.test.ci_high:+.4f}, Holm p = {c.p_holm:.3g})")
+        return (f"no configuration is best: {top} has the highest mean {self.metric} ({self.recommender}) but "
+                f"cannot be told apart from " + "; ".join(reasons) + f" at alpha = {self.alpha:g}.")
+
+    def is_tied(self, label: str) -> bool:
+        return self.best is None and label in self.tied
+
+    def markdown(self) -> str:
+        """Tables: configurations (mean ± CI, per seed, the ladder) and pairwise comparisons; the verdict."""
+        strata = sorted({s for summary in self.summaries for s in summary.per_stratum})
+        seeds = {s: f"s{i + 1}" for i, s in enumerate(strata)}
+        ladder = [name for name in LADDER if any(name in s.ladder for s in self.summaries)]
+        header = ["configuration", "runs", f"{self.metric} ({self.recommender})", "95 % CI",
+                  *(f"{seeds[s]}" for s in strata), *ladder, "normalised", ""]
+        rows = []
+        for summary in self.summaries:
+            mark = "**best**" if summary.label == self.best else ("tied" if self.is_tied(summary.label) else "")
+            rows.append([summary.label, str(len(summary.runs)), f"{summary.mean:.4f}",
+                         f"{summary.ci_low:.4f} .. {summary.ci_high:.4f}",
+                         *(_number(summary.per_stratum.get(s)) for s in strata),
+                         *(_number(summary.ladder.get(name)) for name in ladder),
+                         _number(summary.normalised, 3), mark])
+        parts = [
+            f"Metric: `{self.metric}` of the `{self.recommender}` recommender, per (user, category) pair; "
+            f"{self.n_strata} stratum(s) of shared users and splits (seeds: "
+            + ", ".join(f"{seeds[s]} = `{s}`" for s in strata) + "). "
+            "Ladder columns: the same metric for each recommender, floor to ceiling; "
+            "normalised = (model − random) / (oracle − random).",
+            markdown_table(header, rows),
+        ]
+        if self.comparisons:
+            pair_rows = [[c.a, c.b, f"{c.test.difference:+.4f}", f"{c.test.ci_low:+.4f} .. {c.test.ci_high:+.4f}",
+                          f"{c.test.p_value:.3g}", f"{c.p_holm:.3g}", f"{c.strata_agreeing}/{c.test.n_strata}",
+                          "yes" if c.significant(self.alpha) else "no"]
+                         for c in self.comparisons]
+            parts += [
+                "Paired differences (a − b) over shared pairs: 95 % bootstrap CI resampling users within each "
+                "seed, two-sided sign-flip p-value flipping all pairs of a user together, Holm-corrected over "
+                f"all {len(self.comparisons)} comparison(s); 'seeds agreeing' counts the seeds whose mean "
+                "difference has the same sign (the per-pair test holds the trained models fixed).",
+                markdown_table(["a", "b", "difference", "95 % CI", "p", "Holm p", "seeds agreeing",
+                                 f"significant at {self.alpha:g}"], pair_rows),
+            ]
+        parts.append(f"**Verdict:** {self.verdict()}")
+        return "\n\n".join(parts)
+
+
+def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alpha: float = 0.05,
+            n_resamples: int = 10_000, seed: int = 0, group_by: Sequence[str] | None = None) -> Comparison:
+    """Compare the configurations of ``runs`` on the per-pair ``metric`` (a column of the pair table,
+    e.g. ``precision_at_5``) of ``recommender``. Configurations are the runs' values of
+    ``group_by`` (default: the params the runs differ in, seeds aside); ``group_by=["model.seed"]``
+    compares trainings of one configuration with each other (an A/A test of training noise).
+
+    Raises IncomparableRunsError when configurations do not share users and splits, and
+    ValueError for a metric or recommender the tables do not have.
+    """
+    if not runs:
+        raise ValueError("no runs to compare")
+    for run in runs:
+        if metric not in run.table.columns:
+            raise ValueError(f"--metric {metric!r}: run {run.run.run_id} has no such per-pair column; it has "
+                             f"{[c for c in run.table.columns if '_at_' in c]}")
+    swept = list(group_by) if group_by else [p for p in swept_parameters([r.run for r in runs])
+                                             if p not in SEED_PARAMS]
+    groups: dict[str, list[RunPairs]] = {}
+    for run in runs:
+        groups.setdefault(configuration_label(run.run, swept), []).append(run)
+    _check_comparable(groups)
+
+    values = {label: _pair_values(members, metric, recommender) for label, members in groups.items()}
+    summaries = sorted((_summarise(label, members, values[label], metric, seed, n_resamples)
+                        for label, members in groups.items()), key=lambda s: -s.mean)
+    order = [s.label for s in summaries]
+    tests = []
+    for a, b in combinations(order, 2):
+        joined = values[a].merge(values[b], on=PAIR_KEYS, suffixes=("_a", "_b"))
+        difference = joined["value_a"] - joined["value_b"]
+        test = paired_test(difference.to_numpy(), joined["user_id"].to_numpy(), joined["stratum"].to_numpy(),
+                           n_resamples=n_resamples, seed=seed)
+        per_stratum = difference.groupby(joined["stratum"]).mean()
+        agreeing = int((np.sign(per_stratum) == np.sign(test.difference)).sum())
+        tests.append((a, b, test, agreeing))
+    adjusted = holm([t[2].p_value for t in tests]) if tests else []
+    comparisons = [PairwiseComparison(a, b, test, float(p), agreeing)
+                   for (a, b, test, agreeing), p in zip(tests, adjusted, strict=True)]
+    result = Comparison(metric, recommender, alpha, summaries, comparisons, swept,
+                        len({r.stratum for r in runs}))
+    top = order[0]
+    beaten = [result.between(top, other) for other in order[1:]]
+    if beaten and all(c.significant(alpha) and c.test.difference > 0 for c in beaten):
+        return replace(result, best=top)
+    tied = [top] + [c.b for c in beaten if not (c.significant(alpha) and c.test.difference > 0)]
+    return replace(result, tied=tied if len(order) > 1 else [])
+
+
+def configuration_label(run: RunRecord, swept: Sequence[str]) -> str:
+    """``freeze=2 model.embedding_layer=pool``: the run's values of the swept params (seeds aside)."""
+    return " ".join(f"{p}={run.params.get(p, '–')}" for p in swept) or "all runs"
+
+
+def _check_comparable(groups: dict[str, list[RunPairs]]) -> None:
+    """Every configuration must have been evaluated on the same strata (users and splits)."""
+    strata = {label: {run.stratum for run in members} for label, members in groups.items()}
+    labels = list(groups)
+    for other in labels[1:]:
+        if strata[other] == strata[labels[0]]:
+            continue
+        a, b = labels[0], other
+        only_a = [r for r in groups[a] if r.stratum not in strata[b]]
+        only_b = [r for r in groups[b] if r.stratum not in strata[a]]
+        run_a, run_b = (only_a or groups[a])[0].run, (only_b or groups[b])[0].run
+        differing = sorted(p for p in set(run_a.params) | set(run_b.params)
+                           if p.startswith(USERS_AND_SPLITS) and run_a.params.get(p) != run_b.params.get(p))
+        tags = [t for t in (TAG_DATA_FINGERPRINT, TAG_GIT_COMMIT) if run_a.tags.get(t) != run_b.tags.get(t)]
+        what = ", ".join(f"{p}: {run_a.params.get(p, '–')} vs {run_b.params.get(p, '–')}" for p in differing)
+        what = what or ", ".join(f"{t}: {run_a.tags.get(t)} vs {run_b.tags.get(t)}" for t in tags) or \
+            "the same options (their users or splits were drawn differently)"
+        raise IncomparableRunsError(
+            f"runs {run_a.run_id} ({a}) and {run_b.run_id} ({b}) do not share users and held-out splits "
+            f"(eval_fingerprint {RunPairs(run_a, groups[a][0].table).stratum} vs "
+            f"{RunPairs(run_b, groups[b][0].table).stratum}): {what}. Compare runs of one sweep, or runs "
+            f"that differ only in model, training or index settings.")
+
+
+def _pair_values(members: list[RunPairs], metric: str, recommender: str) -> pd.DataFrame:
+    """The configuration's value per (stratum, user, category): runs of one stratum averaged."""
+    frames = []
+    for run in members:
+        rows = run.table[run.table["recommender"] == recommender]
+        if rows.empty:
+            raise ValueError(f"run {run.run.run_id} has no rows for the recommender {recommender!r}")
+        frames.append(rows[["user_id", "category"]].assign(stratum=run.stratum, value=rows[metric].to_numpy()))
+    return pd.concat(frames).groupby(PAIR_KEYS, as_index=False)["value"].mean()
+
+
+def _summarise(label: str, members: list[RunPairs], values: pd.DataFrame, metric: str, seed: int,
+               n_resamples: int) -> ConfigurationSummary:
+    per_stratum = values.groupby("stratum")["value"].mean()
+    if len(per_stratum) > 1:
+        mean, low, high = mean_confidence_interval(per_stratum.to_numpy())
+    else:
+        test = paired_test(values["value"].to_numpy(), values["user_id"].to_numpy(), n_resamples=n_resamples,
+                           seed=seed)
+        mean, low, high = test.difference, test.ci_low, test.ci_high
+    tables = pd.concat([run.table.assign(stratum=run.stratum) for run in members])
+    ladder = {name: float(rows.groupby("stratum")[metric].mean().mean())
+              for name, rows in tables.groupby("recommender")}
+    return ConfigurationSummary(label, [r.run.run_id for r in members], float(mean), float(low), float(high),
+                                {str(k): float(v) for k, v in per_stratum.items()}, len(values),
+                                {name: ladder[name] for name in LADDER if name in ladder})
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

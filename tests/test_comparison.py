@@ -1,0 +1,111 @@
+"""Comparing a sweep's configurations pair by pair: grouping runs, verdicts, ties, refusals.
+
+Runs are planted as RunRecords with per-pair tables (no TensorFlow, no MLflow): the
+statistics themselves are calibrated in test_stats.py.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fashionbench.comparison import IncomparableRunsError, RunPairs, compare
+from fashionbench.tracking.records import RunRecord
+
+USERS = [f"user-{i:04d}" for i in range(120)]
+CATEGORIES = ("Skirts", "Dresses", "Shorts")
+
+
+def pair_table(seed: int, model_skill: float, rng: np.random.Generator) -> pd.DataFrame:
+    """One run's per-pair table: users of this seed with their own difficulty, the model's
+    precision@5 drawn around it plus ``model_skill``; random and oracle around it too."""
+    users = np.random.default_rng(seed)  # the same seed draws the same users and difficulties
+    difficulty = {user: users.uniform(0.1, 0.5) for user in USERS}
+    rows = []
+    for user in USERS:
+        for category in CATEGORIES:
+            base = difficulty[user]
+            for recommender, shift in (("random", -0.05), ("model", model_skill), ("oracle", 0.3)):
+                hits = rng.binomial(5, float(np.clip(base + shift, 0, 1)))
+                rows.append({"user_id": user, "category": category, "recommender": recommender,
+                             "precision_at_5": hits / 5, "queries": "[]", "held_out": "[]"})
+    return pd.DataFrame(rows)
+
+
+def run(run_id: str, freeze: int, seed: int, table: pd.DataFrame, **params) -> RunPairs:
+    record = RunRecord(run_id, f"freeze={freeze} seed={seed}", "FINISHED", 0,
+                       {"freeze": str(freeze), "seed": str(seed), "users.seed": str(seed), "eval.k": "5", **params},
+                       {}, {"eval_fingerprint": f"users-of-seed-{seed}", "data_fingerprint": "d"})
+    return RunPairs(record, table)
+
+
+def sweep(skills: dict[int, float], seeds=(0, 1, 2)) -> list[RunPairs]:
+    rng = np.random.default_rng(0)
+    return [run(f"r{freeze}-{seed}", freeze, seed, pair_table(seed, skill, rng))
+            for seed in seeds for freeze, skill in skills.items()]
+
+
+def test_a_configuration_that_beats_every_other_is_best():
+    result = compare(sweep({2: 0.0, 4: 0.0, 8: 0.15}), "precision_at_5", n_resamples=2000)
+    assert result.swept == ["freeze"]  # seeds are replicates, not configurations
+    assert [s.label for s in result.summaries][0] == "freeze=8"
+    assert result.best == "freeze=8" and "best: freeze=8 beats every other configuration" in result.verdict()
+    summary = result.summaries[0]
+    assert len(summary.runs) == 3 and len(summary.per_stratum) == 3 and summary.n_pairs == 3 * 120 * 3
+    assert summary.ci_low < summary.mean < summary.ci_high
+    assert list(summary.ladder) == ["random", "model", "oracle"] and 0 < summary.normalised < 1
+    assert len(result.comparisons) == 3  # every pair of the three configurations, Holm-corrected together
+    assert all(c.p_holm >= c.test.p_value for c in result.comparisons)
+    assert "**best**" in result.markdown()
+
+
+def test_equal_configurations_are_reported_as_tied_not_best():
+    result = compare(sweep({2: 0.0, 4: 0.0}), "precision_at_5", n_resamples=2000)
+    assert result.best is None and sorted(result.tied) == ["freeze=2", "freeze=4"]
+    verdict = result.verdict()
+    assert verdict.startswith("no configuration is best") and "cannot be told apart from" in verdict
+    assert "Holm p" in verdict and "**best**" not in result.markdown()
+
+
+def test_the_difference_is_oriented_and_paired_on_the_same_users():
+    runs = sweep({2: 0.0, 8: 0.1})
+    result = compare(runs, "precision_at_5", n_resamples=2000)
+    forward, backward = result.between("freeze=8", "freeze=2"), result.between("freeze=2", "freeze=8")
+    assert forward.test.difference == pytest.approx(-backward.test.difference)
+    assert forward.test.ci_low == pytest.approx(-backward.test.ci_high)
+    model = {r.run.params["freeze"]: r.table[r.table.recommender == "model"].precision_at_5.mean() for r in runs
+             if r.run.params["seed"] == "0"}
+    assert forward.test.n_strata == 3 and forward.test.n_clusters == 3 * len(USERS)
+    assert forward.strata_agreeing == 3
+    assert abs(forward.test.difference - 0.1) < 0.03 and model["8"] > model["2"]
+
+
+def test_runs_that_do_not_share_users_are_refused_naming_them_and_what_differs():
+    rng = np.random.default_rng(0)
+    runs = [run("a", 2, 0, pair_table(0, 0.0, rng)), run("b", 4, 1, pair_table(1, 0.0, rng))]
+    with pytest.raises(IncomparableRunsError) as error:
+        compare(runs, "precision_at_5")
+    message = str(error.value)
+    assert "runs a (freeze=2) and b (freeze=4) do not share users and held-out splits" in message
+    assert "users.seed: 0 vs 1" in message
+
+
+def test_an_unknown_metric_names_the_columns_there_are():
+    with pytest.raises(ValueError, match=r"--metric 'ndcg_at_3'.*precision_at_5"):
+        compare(sweep({2: 0.0}, seeds=(0,)), "ndcg_at_3")
+
+
+def test_a_single_configuration_gets_a_bootstrap_interval_over_users():
+    result = compare(sweep({4: 0.0}, seeds=(0,)), "precision_at_5", n_resamples=2000)
+    (summary,) = result.summaries
+    assert summary.ci_low < summary.mean < summary.ci_high and result.comparisons == []
+    assert result.verdict().startswith("one configuration")
+
+
+def test_trainings_of_one_configuration_can_be_compared_with_each_other():
+    rng = np.random.default_rng(1)
+    runs = [run(f"m{model_seed}", 4, 0, pair_table(0, 0.0, rng), **{"model.seed": str(model_seed)})
+            for model_seed in range(3)]
+    assert compare(runs, "precision_at_5", n_resamples=999).verdict().startswith("one configuration")
+    result = compare(runs, "precision_at_5", n_resamples=999, group_by=["model.seed"])
+    assert sorted(s.label for s in result.summaries) == ["model.seed=0", "model.seed=1", "model.seed=2"]
+    assert len(result.comparisons) == 3 and result.n_strata == 1

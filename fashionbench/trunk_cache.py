@@ -14,6 +14,13 @@ classifier, so training the tail trains the classifier's own weights.
 ``TrunkCache`` stores the boundary activations under a key made of the trunk's weights, the
 images, their size and the boundary, so a run with another freeze value, other weights or
 other images never reads what it should not, and a second run of the same sweep reads all.
+
+The cache may make a run faster, never wrong and never failed: every entry records a hash of
+each array's bytes (with its shape and dtype), checked on every read; an entry that is
+damaged (zeroed, truncated, garbage metadata), partial or orphaned is logged with its path,
+removed and recomputed; staging folders left by a process that died are removed; and any I/O
+error while storing (full disk, permissions, read-only folder) is logged and the run goes on
+without storing.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,12 +39,21 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from fashionbench.config import EvalConfig, TrainConfig, TrunkCacheConfigError, check_cache_options
+from fashionbench.config import EvalConfig, TrainConfig, check_cache_options
 from fashionbench.model import predict_in_batches
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when what is stored, or how it is computed, changes
+FORMAT_VERSION = 2  # bump when what is stored, or how it is computed, changes (2: array hashes)
+META = "meta.json"
+WRITER = "writer.json"  # in a staging folder: the host and process writing it
+STAGING_PREFIX = ".staging-"
+# A staging folder this old is abandoned even when its writer cannot be checked (another host).
+STALE_STAGING_SECONDS = 6 * 3600
+
+
+class DamagedEntry(Exception):
+    """A cache entry that cannot be trusted; the message says what is wrong with it."""
 
 @dataclass(frozen=True)
 class FreezeSplit:
@@ -121,16 +138,19 @@ class TrunkCache:
 
     def __init__(self, directory: str | Path, max_gb: float = TrainConfig.cache_max_gb,
                  dtype: str = TrainConfig.cache_dtype, batch_size: int = EvalConfig.batch_size) -> None:
-        """Raises TrunkCacheConfigError naming the ``train.cache_*`` option that is invalid."""
+        """Raises TrunkCacheConfigError naming the ``train.cache_*`` option that is invalid; a folder
+        that cannot be created is logged and the cache only computes."""
         check_cache_options(max_gb, dtype)
         self.directory = Path(directory).expanduser()
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise TrunkCacheConfigError(f"train.cache_dir={str(directory)!r} cannot be created: {error}") from None
         self.max_bytes = int(max_gb * 1e9)
         self.dtype = dtype
         self.batch_size = batch_size
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # the run goes on, computing every activation
+            log.warning("trunk cache: train.cache_dir=%s cannot be created (%s); continuing without a cache",
+                        self.directory, error)
+        self._clean_up()
 
     @classmethod
     def from_config(cls, train: TrainConfig, batch_size: int) -> TrunkCache:
@@ -154,12 +174,14 @@ class TrunkCache:
         start = time.perf_counter()
         weights, images_key = weights_fingerprint(split.trunk), images_fingerprint(images)
         entry = self.directory / self._key(weights, images_key, split.boundary)
-        meta_path = entry / "meta.json"
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            arrays = tuple(np.load(entry / f"boundary_{i}.npy") for i in range(len(split.boundary)))
-            os.utime(meta_path)  # recently used: evicted last
-            return CachedFeatures(arrays, True, time.perf_counter() - start, meta["compute_seconds"])
+        if entry.exists():
+            try:
+                meta, arrays = self._read(entry, expected_arrays=len(split.boundary))
+            except DamagedEntry as error:
+                self._discard(entry, str(error))
+            else:
+                _touch(entry / META)  # recently used: evicted last
+                return CachedFeatures(arrays, True, time.perf_counter() - start, meta["compute_seconds"])
         arrays, derived_from = self._derive(split, images_key)
         if arrays is None:
             outputs = predict_in_batches(split.trunk, images, self.batch_size)
@@ -172,6 +194,48 @@ class TrunkCache:
                                     "derived_from": derived_from, "compute_seconds": compute_seconds})
         return CachedFeatures(arrays, False, time.perf_counter() - start, compute_seconds, derived_from)
 
+    def _read(self, entry: Path, expected_arrays: int | None = None) -> tuple[dict, tuple[np.ndarray, ...]]:
+        """An entry's metadata and arrays, every array checked against the hash, shape and dtype
+        recorded when it was stored. Raises DamagedEntry saying what does not match."""
+        try:
+            meta = json.loads((entry / META).read_text())
+            recorded = meta["arrays"]
+            wrong_count = expected_arrays is not None and len(recorded) != expected_arrays
+            if meta.get("format") != FORMAT_VERSION or wrong_count:
+                raise DamagedEntry(f"format {meta.get('format')!r} with {len(recorded)} array(s), expected format "
+                                   f"{FORMAT_VERSION} with {expected_arrays}")
+            arrays = []
+            for i, expected in enumerate(recorded):
+                array = np.load(entry / f"boundary_{i}.npy", allow_pickle=False)
+                if [list(array.shape), str(array.dtype), _array_hash(array)] != \
+                        [expected["shape"], expected["dtype"], expected["hash"]]:
+                    raise DamagedEntry(f"boundary_{i}.npy does not hold the array recorded in {META} "
+                                       f"(shape {list(array.shape)}, dtype {array.dtype}, bytes hash differs)")
+                arrays.append(array)
+        except DamagedEntry:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as error:  # missing, truncated, garbage
+            raise DamagedEntry(f"{type(error).__name__}: {error}") from None
+        return meta, tuple(arrays)
+
+    def _discard(self, entry: Path, why: str) -> None:
+        log.warning("trunk cache: %s is damaged (%s); removed, the activations are computed again", entry, why)
+        shutil.rmtree(entry, ignore_errors=True)
+
+    def _clean_up(self) -> None:
+        """Remove staging folders whose writer is gone, and entries without metadata (orphans)."""
+        try:
+            children = list(self.directory.iterdir())
+        except OSError:
+            return
+        for path in children:
+            if path.name.startswith(STAGING_PREFIX):
+                if _abandoned(path):
+                    log.warning("trunk cache: removing %s, left by a process that is gone", path)
+                    shutil.rmtree(path, ignore_errors=True)
+            elif path.is_dir() and not (path / META).exists():
+                self._discard(path, f"no {META}: a partial or orphaned entry")
+
     def _derive(self, split: FreezeSplit, images_key: str) -> tuple[tuple[np.ndarray, ...] | None, list | None]:
         """This boundary's activations computed from a stored upstream boundary, or (None, None).
 
@@ -181,10 +245,12 @@ class TrunkCache:
         entry (fewest layers left to run) is used.
         """
         candidates = []
-        for meta_path in self.directory.glob("*/meta.json"):
+        for meta_path in self.directory.glob(f"*/{META}"):
             try:
                 meta = json.loads(meta_path.read_text())
-            except (OSError, ValueError):  # being written or evicted by another job
+            except (OSError, ValueError):  # evicted by another job, or damaged: read() removes it when asked
+                continue
+            if "boundary" not in meta:
                 continue
             if meta.get("images_fingerprint") != images_key or meta.get("dtype") != self.dtype \
                     or tuple(meta["boundary"]) == split.boundary:
@@ -201,7 +267,11 @@ class TrunkCache:
         if not candidates:
             return None, None
         _, entry, meta, upstream, rest = min(candidates, key=lambda c: c[0])
-        stored = [np.load(entry / f"boundary_{i}.npy") for i in range(len(meta["boundary"]))]
+        try:
+            _, stored = self._read(entry)
+        except DamagedEntry as error:
+            self._discard(entry, str(error))
+            return None, None
         outputs = rest.predict(tuple(stored), batch_size=self.batch_size, verbose=0) if rest else []
         computed = iter([outputs] if rest is not None and len(rest.outputs) == 1 else outputs)
         arrays = []
@@ -211,27 +281,42 @@ class TrunkCache:
         return tuple(arrays), meta["boundary"]
 
     def _store(self, entry: Path, arrays: tuple[np.ndarray, ...], meta: dict) -> None:
+        """Write an entry (hashes of its arrays in its metadata), atomically; on any I/O error
+        (full disk, permissions, a read-only folder) log it, leave nothing behind and go on."""
         size = sum(a.nbytes for a in arrays)
         if size > self.max_bytes:
             log.warning("trunk cache: %.2f GB of activations exceed train.cache_max_gb (%.2f GB); not stored",
                         size / 1e9, self.max_bytes / 1e9)
             return
-        # Written to a temporary directory and renamed: a parallel job sees all or nothing.
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.directory))
-        for i, array in enumerate(arrays):
-            np.save(staging / f"boundary_{i}.npy", array)
-        (staging / "meta.json").write_text(json.dumps(meta))
+        staging = None
         try:
-            staging.rename(entry)
-        except OSError:  # another job stored the same entry first
-            shutil.rmtree(staging, ignore_errors=True)
-        self._evict(keep=entry)
+            # Written to a temporary directory and renamed: a parallel job sees all or nothing.
+            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.directory))
+            (staging / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            for i, array in enumerate(arrays):
+                np.save(staging / f"boundary_{i}.npy", array, allow_pickle=False)
+            meta = {**meta, "format": FORMAT_VERSION, "arrays": [
+                {"shape": list(a.shape), "dtype": str(a.dtype), "hash": _array_hash(a)} for a in arrays]}
+            (staging / META).write_text(json.dumps(meta))
+            try:
+                staging.rename(entry)
+            except OSError:
+                if not (entry / META).exists():
+                    raise
+                # Another job stored the same entry first: same key, same activations; keep theirs.
+            _touch(entry / META)
+            self._evict(keep=entry)
+        except OSError as error:
+            log.warning("trunk cache: could not store %s (%s); continuing without storing", entry, error)
+        finally:
+            if staging is not None and staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
     def _evict(self, keep: Path) -> None:
-        entries = [p for p in self.directory.iterdir() if (p / "meta.json").is_file()]
+        entries = [p for p in self.directory.iterdir() if (p / META).is_file()]
         sizes = {p: sum(f.stat().st_size for f in p.iterdir()) for p in entries}
         total = sum(sizes.values())
-        for entry in sorted(entries, key=lambda p: (p / "meta.json").stat().st_mtime):
+        for entry in sorted(entries, key=lambda p: (p / META).stat().st_mtime):
             if total <= self.max_bytes:
                 break
             if entry != keep:
@@ -242,3 +327,40 @@ class TrunkCache:
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.directory.rglob("*.npy"))
+
+
+def _array_hash(array: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry used now. The time is given explicitly: the file system's own "now" is
+    coarse (a few ms), which would tie with an entry written just before."""
+    now = time.time_ns()
+    try:
+        os.utime(path, ns=(now, now))
+    except OSError:  # a read-only cache still serves its entries
+        pass
+
+
+def _abandoned(staging: Path) -> bool:
+    """A staging folder whose writer (host and pid in its writer.json) is no longer running; one
+    of another host, or without a readable writer.json, once it is older than a few hours."""
+    try:
+        age = time.time() - staging.stat().st_mtime
+    except OSError:
+        return False  # already gone
+    try:
+        writer = json.loads((staging / WRITER).read_text())
+        host, pid = writer["host"], int(writer["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return age > STALE_STAGING_SECONDS
+    if host != socket.gethostname():
+        return age > STALE_STAGING_SECONDS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fashionbench.config import ModelConfig, TrainConfig
+from fashionbench.config import ModelConfig, TrainConfig, TrunkCacheConfigError
 from fashionbench.model import build_classifier, predict_in_batches
 from fashionbench.run import run_experiment
 from fashionbench.train import train_classifier
-from fashionbench.trunk_cache import TrunkCache, TrunkCacheConfigError, split_at_freeze
+from fashionbench.trunk_cache import TrunkCache, split_at_freeze
 from tests.conftest import TINY_RUN, compose_config
 
 # Cached and uncached training differ only by float rounding (the trunk runs in predict

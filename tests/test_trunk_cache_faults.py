@@ -1,0 +1,123 @@
+"""The trunk cache may make a run faster, never wrong and never failed: damaged, partial and
+orphaned entries, abandoned staging folders and a full disk, injected for real."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashionbench.run import run_experiment
+from fashionbench.trunk_cache import TrunkCache, split_at_freeze
+from tests.conftest import TINY_RUN, compose_config
+from tests.test_trunk_cache import toy_classifier
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def stored(tiny_catalogue, tmp_path):
+    """A cache with one stored entry: (cache folder, split, images, the fresh activations, the entry)."""
+    split, _ = split_at_freeze(toy_classifier())
+    images = tiny_catalogue.images[:10]
+    fresh = TrunkCache(tmp_path / "cache").features(split, images)
+    (entry,) = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    return tmp_path / "cache", split, images, fresh.arrays[0], entry
+
+
+def zero_bytes(path: Path) -> None:
+    path.write_bytes(b"\0" * path.stat().st_size)
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", [
+    lambda entry: zero_bytes(entry / "boundary_0.npy"),  # same size, wrong bytes
+    lambda entry: (entry / "boundary_0.npy").write_bytes(  # a valid .npy of the right shape, other values
+        (entry / "boundary_0.npy").read_bytes()[:-8] + b"\x00\x00\x80\x3f" * 2),
+    lambda entry: truncate(entry / "boundary_0.npy"),
+    lambda entry: (entry / "meta.json").write_text("{ not json"),
+    lambda entry: (entry / "boundary_0.npy").unlink(),
+], ids=["zeroed", "changed-values", "truncated", "garbage-meta", "missing-array"])
+def test_a_damaged_entry_is_reported_removed_and_computed_again(stored, damage, caplog):
+    directory, split, images, fresh, entry = stored
+    damage(entry)
+    with caplog.at_level(logging.WARNING, logger="fashionbench.trunk_cache"):
+        again = TrunkCache(directory).features(split, images)
+    assert not again.hit  # never served
+    np.testing.assert_array_equal(again.arrays[0], fresh)
+    assert f"trunk cache: {entry} is damaged" in caplog.text and "computed again" in caplog.text
+    repaired = TrunkCache(directory).features(split, images)  # the entry was rewritten, whole
+    assert repaired.hit
+    np.testing.assert_array_equal(repaired.arrays[0], fresh)
+
+
+def test_an_entry_without_metadata_is_an_orphan_removed_and_repaired(stored, caplog):
+    directory, split, images, fresh, entry = stored
+    (entry / "meta.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="fashionbench.trunk_cache"):
+        cache = TrunkCache(directory)
+    assert not entry.exists() and "a partial or orphaned entry" in caplog.text
+    assert not cache.features(split, images).hit
+    assert cache.features(split, images).hit  # repaired, not recomputed on every run
+
+
+def test_staging_folders_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name, pid in (("abandoned", int(dead.stdout)), ("in-use", os.getpid())):
+        staging = tmp_path / f".staging-{name}"
+        staging.mkdir()
+        (staging / "writer.json").write_text(json.dumps({"host": os.uname().nodename, "pid": pid}))
+        (staging / "boundary_0.npy").write_bytes(b"\0" * 1000)
+    TrunkCache(tmp_path)
+    assert not (tmp_path / ".staging-abandoned").exists()
+    assert (tmp_path / ".staging-in-use").exists()
+
+
+FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from fashionbench.trunk_cache import TrunkCache, split_at_freeze
+    from tests.test_trunk_cache import toy_classifier
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit raise OSError (EFBIG)
+    split, _ = split_at_freeze(toy_classifier())
+    images = np.random.default_rng(0).integers(0, 255, (10, 32, 32, 3), dtype=np.uint8)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # a file may hold 4 kB: the disk is "full"
+    features = TrunkCache(sys.argv[1]).features(split, images)
+    print("SHAPE", features.arrays[0].shape, "HIT", features.hit)
+""")
+
+
+def test_a_full_disk_is_logged_and_the_activations_are_still_returned(tmp_path):
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "cache"), str(PROJECT)],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SHAPE (10, 30, 30, 4) HIT False" in result.stdout
+    assert "could not store" in result.stderr and "continuing without storing" in result.stderr
+    assert list((tmp_path / "cache").iterdir()) == []  # no partial entry, no staging folder left
+
+
+@pytest.mark.slow
+def test_a_run_with_a_zeroed_cache_entry_gives_the_result_of_a_fresh_run(store_uri, tmp_path):
+    cache_dir = tmp_path / "trunk"
+    overrides = [*TINY_RUN, f"tracking.uri={store_uri}", f"train.cache_dir={cache_dir}", "tracking.log_model=false"]
+    first = run_experiment(compose_config(overrides))
+    for array in cache_dir.glob("*/boundary_*.npy"):
+        zero_bytes(array)
+    second = run_experiment(compose_config(overrides))
+    client = MlflowClient(store_uri)
+    runs = [client.get_run(summary.run_id) for summary in (first, second)]
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert runs[1].data.metrics["trunk_cache_hits"] == 0 and runs[1].data.metrics["trunk_cache_misses"] == 2
+    assert runs[1].data.metrics["test_accuracy"] == runs[0].data.metrics["test_accuracy"]
+    assert runs[1].data.metrics["precision_at_k"] == runs[0].data.metrics["precision_at_k"]

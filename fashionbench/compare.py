@@ -25,9 +25,11 @@ from fashionbench.artifacts import HEADLINE_METRIC
 from fashionbench.comparison import Comparison, IncomparableRunsError, compare
 from fashionbench.references import LADDER, MODEL
 from fashionbench.tracking.records import RunRecord, add_run_selection_arguments, is_experiment_run
+from fashionbench.tracking.runs import reap_orphaned_runs
 from fashionbench.tracking.store import (
     TrackingSettings,
     experiment_runs,
+    require_store,
     resolve_sweep,
     run_pairs,
     tracking_settings,
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = tracking_settings(args.tracking_uri, args.experiment)
     try:
+        require_store(settings)  # reading never creates a store
+        reap_orphaned_runs(settings)  # RUNNING runs of this host whose process is gone: KILLED
         comparison = compare_runs(settings, args.sweep, args.runs, args.metric, args.recommender, args.alpha,
                                   args.resamples, args.group_by)
     except (LookupError, IncomparableRunsError, ValueError) as error:

@@ -34,8 +34,8 @@ from fashionbench.artifacts import (
     TAG_EVAL_FINGERPRINT,
     TAG_ORACLE,
 )
-from fashionbench.config import EvalConfig
-from fashionbench.data import CATEGORIES
+from fashionbench.config import EvalConfig, EvalConfigError
+from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.catalogue import ATTRIBUTE_PREFIX
 from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
 from fashionbench.index import ItemEmbeddings, ShopIndex
@@ -258,6 +258,17 @@ def load_pairs(path: Path) -> pd.DataFrame:
     """The table ``save_pairs`` wrote: ids and lists as text, counts and metrics as numbers."""
     return pd.read_csv(path, dtype={"user_id": str, "category": str, "recommender": str, "queries": str,
                                     "held_out": str, "recommended": str}, keep_default_na=False)
+
+
+def check_cutoffs(options: EvalConfig, shop: Catalogue) -> None:
+    """EvalConfigError naming ``eval.k`` when the headline cutoff is larger than any category of the
+    shop can fill: a user's list holds at most the category's items minus one query. (A larger
+    k of ``eval.ks`` is allowed: its metrics are defined, a short list counting as misses.)"""
+    largest = int(shop.items["category"].value_counts().max()) if len(shop) else 0
+    if options.k > largest - 1:
+        raise EvalConfigError(f"eval.k={options.k} is larger than any category's candidates: the largest category "
+                              f"of the shop (the test split) has {largest} items, so a list holds at most "
+                              f"{max(largest - 1, 0)}; use eval.k <= {max(largest - 1, 0)}")
 
 
 def evaluate_shop(shop_index: ShopIndex, users: SimulatedUsers, splits: Sequence[HeldOutFavourites],

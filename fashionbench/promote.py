@@ -52,10 +52,12 @@ from fashionbench.tracking.registry import (  # noqa: E402
     registered_version_of_run,
     set_model_alias,
 )
+from fashionbench.tracking.runs import reap_orphaned_runs  # noqa: E402
 from fashionbench.tracking.store import (  # noqa: E402
     StoredRun,
     TrackingSettings,
     experiment_runs,
+    require_store,
     resolve_sweep,
     tracking_settings,
 )
@@ -175,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     settings = tracking_settings(args.tracking_uri, args.experiment)
     try:
+        require_store(settings)  # reading never creates a store
+        reap_orphaned_runs(settings)  # RUNNING runs of this host whose process is gone: KILLED
         args.sweep = resolve_sweep(settings, args.sweep)  # resolved here too, to print which sweep was searched
         promotion, selection = promote(settings, args.sweep, args.metric, args.direction == "max", constraints,
                                        args.model_name, args.alias)

@@ -31,7 +31,7 @@ from fashionbench.data import CATEGORIES  # noqa: E402
 from fashionbench.data.images import UnusableImage, decode_image  # noqa: E402
 from fashionbench.recommender import DEFAULT_MODEL_NAME, BundleError, Recommendations, ShopRecommender  # noqa: E402
 from fashionbench.tracking.registry import load_recommender  # noqa: E402
-from fashionbench.tracking.store import StoredRun, experiment_runs, tracking_settings  # noqa: E402
+from fashionbench.tracking.store import StoredRun, experiment_runs, require_store, tracking_settings  # noqa: E402
 
 # One grid cell: a picture and a two-line caption, in inches at GRID_DPI; a strip for the title.
 CELL_WIDTH_IN, CELL_HEIGHT_IN, TITLE_HEIGHT_IN, GRID_DPI = 1.6, 1.9, 0.4, 100
@@ -138,6 +138,7 @@ def open_recommender(tracking_uri: str | None, model_name: str, alias: str | Non
                      run_id: str | None, experiment: str, scratch: Path) -> ShopRecommender:
     """The registered model (by alias or version), or a run's recommender built on the fly."""
     settings = tracking_settings(tracking_uri, experiment)
+    require_store(settings)  # reading never creates a store
     if run_id:
         runs = [run for run in experiment_runs(settings) if run.run_id == run_id]
         if not runs:

@@ -46,11 +46,12 @@ from fashionbench.tracking.records import (
     swept_parameters,
     uneven_parameters,
 )
-from fashionbench.tracking.runs import tracked_run
+from fashionbench.tracking.runs import reap_orphaned_runs, tracked_run
 from fashionbench.tracking.store import (
     TrackingSettings,
     download_run_artifacts,
     experiment_runs,
+    require_store,
     resolve_sweep,
     tracking_settings,
 )
@@ -349,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = tracking_settings(args.tracking_uri, args.experiment)
     try:
+        require_store(settings)  # reading never creates a store
+        reap_orphaned_runs(settings)  # RUNNING runs of this host whose process is gone: KILLED
         out, plot, run_id = write_report(settings, args.out, args.sweep, args.metric, not args.no_log)
     except LookupError as error:
         print(f"fashionbench.report: {error}", file=sys.stderr)

@@ -41,9 +41,9 @@ from fashionbench.embed import embed_items  # noqa: E402
 from fashionbench.evaluate import evaluate_classifier  # noqa: E402
 from fashionbench.index import build_shop_index  # noqa: E402
 from fashionbench.model import build_classifier  # noqa: E402
-from fashionbench.pair_results import evaluate_shop, metric_name  # noqa: E402
+from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
 from fashionbench.references import LADDER, MODEL, UNTRAINED  # noqa: E402
-from fashionbench.tracking.runs import tracked_run  # noqa: E402
+from fashionbench.tracking.runs import Terminated, reap_orphaned_runs, tracked_run  # noqa: E402
 from fashionbench.tracking.store import tracking_settings  # noqa: E402
 from fashionbench.train import train_classifier  # noqa: E402
 from fashionbench.trunk_cache import TrunkCache  # noqa: E402
@@ -97,12 +97,15 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
     """
     x = experiment_config(cfg)
     settings = tracking_settings(x.tracking.uri, x.tracking.experiment_name, x.tracking.artifact_location)
+    # The data before the run: an unusable data folder, or a k the shop cannot fill, starts no run.
+    data = load_catalogue(x.data, x.data_store.directory, x.data_store.enabled)
+    check_cutoffs(x.eval, data.catalogue.split("test"))
+    reap_orphaned_runs(settings)  # runs of this host whose process died (SIGKILL, a crash) are marked KILLED
     with tracked_run(settings, run_name=x.run_name) as run:
         run.log_config(resolved_config(cfg))
-        classifier = build_classifier(x.model, x.data.image_size)  # before the data: a bad layer fails fast
-        run.record(classifier)
-        data = load_catalogue(x.data, x.data_store.directory, x.data_store.enabled)
         run.record(data)
+        classifier = build_classifier(x.model, x.data.image_size)
+        run.record(classifier)
         catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items
         untrained = embed_items(classifier, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
         cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
@@ -157,11 +160,15 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(f"fashionbench.run: {message}")
     try:
         summary = run_experiment(cfg)
+    except (Terminated, KeyboardInterrupt) as interruption:  # the run is marked KILLED; a sweep stops here
+        sys.exit(f"fashionbench.run: {interruption or 'interrupted'}; the MLflow run is marked KILLED"
+                 if isinstance(interruption, Terminated) else 130)
     except Exception as error:
         if multirun:
-            # The basic launcher stops a sweep at the first job that raises; this run is
+            # The basic launcher stops a sweep at the first job that raises; a started run is
             # already marked FAILED in MLflow, so report it and let the next job run.
-            log.error("run failed (marked FAILED in MLflow): %s: %s", type(error).__name__, error)
+            log.error("job failed (its MLflow run, if one started, is marked FAILED): %s: %s",
+                      type(error).__name__, error)
             return None
         log.debug("run failed", exc_info=True)
         sys.exit(f"fashionbench.run failed: {type(error).__name__}: {error}")

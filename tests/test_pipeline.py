@@ -97,6 +97,20 @@ def test_cli_reports_a_bad_option_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("option, message", [
+    ("eval.k=100000", "eval.k=100000 is larger than any category's candidates"),
+    ("users.n_users=0", "users.n_users must be >= 1"),
+    ("train.learning_rate=-1", "train.learning_rate must be > 0"),
+])
+def test_cli_checks_every_option_before_any_run_starts(tmp_path, option, message):
+    result = run_cli([*TINY_RUN, option], tmp_path)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+    if (tmp_path / "mlflow.db").exists():
+        client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
+        experiment = client.get_experiment_by_name("fashionbench")
+        assert experiment is None or not client.search_runs([experiment.experiment_id])
+
+
 def test_cli_single_run_uses_a_store_in_the_working_directory(tmp_path):
     result = run_cli([*TINY_RUN, "tracking.log_model=false"], tmp_path)
     assert result.returncode == 0, result.stderr

@@ -3,9 +3,13 @@ measured, and end it FINISHED or FAILED with the error."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,11 +17,25 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from fashionbench.artifacts import CONFIG, ERROR, MODEL, TAG_ERROR, TAG_GIT_COMMIT, TAG_MODEL_URI, TAG_SWEEP_ID
+from fashionbench.artifacts import (
+    CONFIG,
+    ERROR,
+    MODEL,
+    TAG_ERROR,
+    TAG_GIT_COMMIT,
+    TAG_HOST,
+    TAG_MODEL_URI,
+    TAG_PID,
+    TAG_PID_START,
+    TAG_SWEEP_ID,
+)
 from fashionbench.stage import StageResult
 from fashionbench.tracking.store import TrackingSettings, ensure_experiment
+
+log = logging.getLogger(__name__)
 
 # How a sweep's jobs learn their parent run (set by tracking.sweep.SweepCallback).
 SWEEP_RUN_ENV = "FASHIONBENCH_SWEEP_RUN_ID"
@@ -101,22 +119,114 @@ class TrackedRun:
         return info.model_uri
 
 
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM: ``timeout``, SLURM, ``docker stop``, CI cancellation).
+
+    Python's default SIGTERM handler exits without unwinding, which would leave the run RUNNING
+    for good; ``tracked_run`` turns the signal into this exception so the run ends KILLED."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"terminated by {signal_name}")
+        self.signal_name = signal_name
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+def this_process() -> dict[str, str]:
+    """Tags that let a later process tell whether this run's process is still alive."""
+    return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_PID_START: process_start(os.getpid())}
+
+
+def process_start(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (/proc), so that a reused pid is not
+    mistaken for the original process; "" where /proc does not say."""
+    try:
+        # Field 22 of /proc/<pid>/stat, counted after the parenthesised command name.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_alive(pid: int, started: str) -> bool:
+    """Whether process ``pid`` (started at ``started``, "" if unknown) still runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return not started or process_start(pid) in ("", started)
+
+
+def reap_orphaned_runs(settings: TrackingSettings) -> list[str]:
+    """Mark KILLED the RUNNING runs of the experiment that were started on this host by a process
+    that no longer exists (killed with SIGKILL, out of memory, a crash, a reboot), with the reason
+    in the ``error`` tag; return their ids. Runs of other hosts cannot be checked and are left alone."""
+    client = MlflowClient(settings.uri)
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        return []
+    host = socket.gethostname()
+    running = client.search_runs([experiment.experiment_id],
+                                 f"attributes.status = 'RUNNING' and tags.{TAG_HOST} = '{host}'", max_results=1000)
+    reaped = []
+    for run in running:
+        tags = run.data.tags
+        if not tags.get(TAG_PID, "").isdigit() or process_alive(int(tags[TAG_PID]), tags.get(TAG_PID_START, "")):
+            continue
+        client.set_tag(run.info.run_id, TAG_ERROR, f"orphaned: its process {tags[TAG_PID]} on {host} is gone "
+                                                    "(killed with SIGKILL, out of memory, a crash or a reboot)")
+        client.set_terminated(run.info.run_id, "KILLED")
+        reaped.append(run.info.run_id)
+    if reaped:
+        log.warning("marked %d orphaned run(s) KILLED (their process on this host is gone): %s",
+                    len(reaped), ", ".join(reaped))
+    return reaped
+
+
 @contextmanager
 def tracked_run(settings: TrackingSettings, run_name: str | None = None,
                 tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
-    """Start a run (under the sweep's parent run when one is active); end it FINISHED, or
-    FAILED with the traceback logged as ``error.txt`` and the message as tag ``error``."""
+    """Start a run (under the sweep's parent run when one is active), tagged with this host and
+    process; end it FINISHED, KILLED when interrupted (Ctrl-C, SIGTERM) or FAILED on an error,
+    with the traceback logged as ``error.txt`` and the message as tag ``error``."""
     experiment_id = ensure_experiment(settings)
     parent = os.environ.get(SWEEP_RUN_ENV)
-    all_tags = {TAG_GIT_COMMIT: git_commit(), **(tags or {})}
+    all_tags = {TAG_GIT_COMMIT: git_commit(), **this_process(), **(tags or {})}
     if parent:
         all_tags[TAG_SWEEP_ID] = parent
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent or None,
-                          tags={k: str(v) for k, v in all_tags.items()}) as run:
+    handles_sigterm = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if handles_sigterm else None
+    try:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent or None,
+                              tags={k: str(v) for k, v in all_tags.items()}) as run:
+            try:
+                yield TrackedRun(run.info.run_id)
+            except BaseException as error:
+                interrupted = isinstance(error, (KeyboardInterrupt, Terminated))
+                if handles_sigterm:  # a second SIGTERM must not interrupt the bookkeeping
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                _end_with_error(error, "KILLED" if interrupted else "FAILED")
+                raise
+    finally:
+        if handles_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _end_with_error(error: BaseException, status: str) -> None:
+    """Record why the run ended and end it with ``status``; what the store can no longer take
+    (a full disk) is skipped so that the status, at least, is written where possible."""
+    message = "interrupted (KeyboardInterrupt: Ctrl-C)" if isinstance(error, KeyboardInterrupt) else \
+        f"{type(error).__name__}: {error}"
+    for record in (lambda: mlflow.set_tag(TAG_ERROR, message[:5000]),
+                   lambda: mlflow.log_text(traceback.format_exc(), ERROR)):
         try:
-            yield TrackedRun(run.info.run_id)
-        except BaseException as error:
-            mlflow.log_text(traceback.format_exc(), ERROR)
-            mlflow.set_tag(TAG_ERROR, f"{type(error).__name__}: {error}"[:5000])
-            mlflow.end_run(status="FAILED")
-            raise
+            record()
+        except Exception as failure:  # noqa: BLE001 - a full disk or a lost server: keep going to the status
+            log.warning("could not record the error on the run: %s", failure)
+    try:
+        mlflow.end_run(status=status)
+    except Exception as failure:  # noqa: BLE001
+        log.error("could not mark the run %s: %s", status, failure)

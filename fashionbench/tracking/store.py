@@ -39,13 +39,36 @@ class SweepNotFoundError(LookupError):
     """``--sweep latest`` in an experiment that has no sweep."""
 
 
+class StoreNotFoundError(LookupError):
+    """A command that only reads found no store (it never creates one); or the store cannot be read."""
+
+
+def require_store(settings: TrackingSettings) -> None:
+    """For commands that read runs (promote, report, compare, recommend): raise StoreNotFoundError,
+    in one line naming the file or URI, when the store does not exist (a SQLite file is never
+    created by reading it) or cannot be read (a damaged file, a server that does not answer)."""
+    if settings.uri.startswith("sqlite:///"):
+        database = Path(settings.uri[len("sqlite:///"):])
+        if not database.is_file():
+            raise StoreNotFoundError(f"no MLflow store at {database} (--tracking-uri, $MLFLOW_TRACKING_URI or "
+                                     f"./mlflow.db): run an experiment first, or point at an existing store")
+    try:
+        MlflowClient(settings.uri).search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - sqlite3.DatabaseError, MlflowException, connection errors
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StoreNotFoundError(f"the MLflow store {settings.uri} cannot be read: {first_line[:300]}") from None
+
+
 def tracking_settings(uri: str | None = None, experiment_name: str = "fashionbench",
                       artifact_location: str | None = None) -> TrackingSettings:
     """Resolve the store: the configured ``uri`` wins over ``MLFLOW_TRACKING_URI``, which wins
-    over the default ``sqlite:///<absolute cwd>/mlflow.db``. (Explicit config first also because
-    ``mlflow.set_tracking_uri`` exports the variable to the process.) A SQLite store keeps its
-    artifacts beside it in ``mlartifacts/`` unless ``artifact_location`` says otherwise."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + str(Path(DEFAULT_STORE_FILE).resolve())
+    over the default ``sqlite:///<absolute cwd>/mlflow.db``; a plain path is a SQLite file.
+    (Explicit config first also because ``mlflow.set_tracking_uri`` exports the variable to the
+    process.) A SQLite store keeps its artifacts beside it in ``mlartifacts/`` unless
+    ``artifact_location`` says otherwise."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE_FILE
+    if "://" not in uri and not uri.startswith(("databricks", "file:")):  # a plain path: a SQLite file
+        uri = "sqlite:///" + str(Path(uri).expanduser().resolve())
     if artifact_location is None and uri.startswith("sqlite:///"):
         database = Path(uri[len("sqlite:///"):])
         artifact_location = (database.parent / "mlartifacts" / experiment_name).as_uri()

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from fashionbench.artifacts import SWEEP_PARENT, TAG_GIT_COMMIT, TAG_OVERRIDES, TAG_SWEEP
-from fashionbench.tracking.runs import SWEEP_RUN_ENV, git_commit
+from fashionbench.tracking.runs import SWEEP_RUN_ENV, git_commit, this_process
 from fashionbench.tracking.store import ensure_experiment, tracking_settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class SweepCallback(Callback):
         overrides = " ".join(config.hydra.overrides.task)
         run = client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(),
                                 tags={TAG_SWEEP: SWEEP_PARENT, TAG_OVERRIDES: overrides,
-                                      TAG_GIT_COMMIT: git_commit()})
+                                      TAG_GIT_COMMIT: git_commit(), **this_process()})
         os.environ[SWEEP_RUN_ENV] = run.info.run_id
         self._parent = (settings.uri, run.info.run_id)
         log.info("sweep parent run %s in experiment %r", run.info.run_id, settings.experiment_name)

@@ -1,0 +1,88 @@
+"""Every way a run can end is recorded, and commands that read runs never create or break a store:
+real signals sent to real `python -m fashionbench.run` processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashionbench import compare, promote, recommend, report
+from tests.conftest import TINY_RUN
+
+pytestmark = pytest.mark.slow
+
+
+def start_run(tmp_path: Path) -> subprocess.Popen:
+    """A run long enough to be interrupted while training (tiny data, many epochs)."""
+    return subprocess.Popen([sys.executable, "-m", "fashionbench.run", *TINY_RUN, "train.epochs=400",
+                             "train.cache=false", "tracking.log_model=false"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+
+
+def wait_until_running(tmp_path: Path, process: subprocess.Popen, timeout: float = 240):
+    """The run's id once its MLflow run is RUNNING and it is training."""
+    client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if (tmp_path / "mlflow.db").exists():
+            experiment = client.get_experiment_by_name("fashionbench")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if runs and "trainable_backbone_layers" in runs[0].data.metrics:
+                time.sleep(3)  # into data loading and training
+                return client, runs[0].info.run_id
+        time.sleep(0.5)
+    raise AssertionError("the run never started")
+
+
+def test_sigterm_ends_the_run_killed_with_the_reason(tmp_path):
+    process = start_run(tmp_path)
+    client, run_id = wait_until_running(tmp_path, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] == "Terminated: terminated by SIGTERM"
+    assert "the MLflow run is marked KILLED" in stderr and "Traceback" not in stderr
+    assert run.data.tags["pid"] == str(process.pid) and run.data.tags["host"] == os.uname().nodename
+
+
+def test_a_run_whose_process_was_killed_is_found_and_marked_killed(tmp_path, caplog):
+    process = start_run(tmp_path)
+    client, run_id = wait_until_running(tmp_path, process)
+    process.kill()  # SIGKILL: nothing in the process can react
+    process.communicate(timeout=60)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    assert promote.main(["--tracking-uri", uri]) == 1  # nothing to promote, but the orphan is found
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"].startswith(f"orphaned: its process {process.pid} on ")
+    assert f"marked 1 orphaned run(s) KILLED (their process on this host is gone): {run_id}" in caplog.text
+
+
+@pytest.mark.parametrize("command", [
+    lambda uri, out: promote.main(["--tracking-uri", uri]),
+    lambda uri, out: report.main(["--tracking-uri", uri, "--out", str(out / "r.md")]),
+    lambda uri, out: compare.main(["--tracking-uri", uri, "--out", str(out / "c.md")]),
+    lambda uri, out: recommend.main(["--tracking-uri", uri, "--user", "user-0000", "--out", str(out / "g.png")]),
+], ids=["promote", "report", "compare", "recommend"])
+def test_reading_commands_never_create_a_store_and_name_a_damaged_one(command, tmp_path, capsys):
+    missing = tmp_path / "typo_dir" / "mlflow.db"
+    assert command(f"sqlite:///{missing}", tmp_path) == 1
+    error = capsys.readouterr().err
+    assert f"no MLflow store at {missing}" in error and error.count("\n") == 1
+    assert not (tmp_path / "typo_dir").exists()
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"this is not a database" * 100)
+    assert command(str(damaged), tmp_path) == 1  # a plain path is a SQLite file
+    error = capsys.readouterr().err
+    assert f"the MLflow store sqlite:///{damaged} cannot be read" in error and error.count("\n") == 1
+    assert not list(tmp_path.glob("*.md")) and not list(tmp_path.glob("*.png"))

@@ -43,7 +43,7 @@ from fashionbench.index import build_shop_index  # noqa: E402
 from fashionbench.model import build_classifier  # noqa: E402
 from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
 from fashionbench.references import LADDER, MODEL, UNTRAINED  # noqa: E402
-from fashionbench.tracking.runs import Terminated, reap_orphaned_runs, tracked_run  # noqa: E402
+from fashionbench.tracking.runs import Terminated, disk_full, reap_orphaned_runs, tracked_run  # noqa: E402
 from fashionbench.tracking.store import tracking_settings  # noqa: E402
 from fashionbench.train import train_classifier  # noqa: E402
 from fashionbench.trunk_cache import TrunkCache  # noqa: E402
@@ -171,6 +171,10 @@ def main(cfg: DictConfig) -> float | None:
                       type(error).__name__, error)
             return None
         log.debug("run failed", exc_info=True)
+        if disk_full(error):
+            sys.exit(f"fashionbench.run failed: no space left for {getattr(error, 'filename', None) or 'a file'} "
+                     f"({error.strerror}); the MLflow run is marked FAILED where the store still accepted it, and "
+                     "its partial artifacts were removed")
         sys.exit(f"fashionbench.run failed: {type(error).__name__}: {error}")
     print(summary.text())
     return summary.objective

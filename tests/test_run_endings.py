@@ -86,3 +86,25 @@ def test_reading_commands_never_create_a_store_and_name_a_damaged_one(command, t
     error = capsys.readouterr().err
     assert f"the MLflow store sqlite:///{damaged} cannot be read" in error and error.count("\n") == 1
     assert not list(tmp_path.glob("*.md")) and not list(tmp_path.glob("*.png"))
+
+
+FULL_DISK_RUN = """
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writing past the limit raises OSError (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000_000, 20_000_000))  # room for all but the ~95 MB model
+sys.argv = ["fashionbench.run", *sys.argv[1:]]
+runpy.run_module("fashionbench.run", run_name="__main__")
+"""
+
+
+def test_a_full_disk_fails_the_run_with_one_message_and_removes_its_partial_artifacts(tmp_path):
+    result = subprocess.run([sys.executable, "-c", FULL_DISK_RUN, *TINY_RUN], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("fashionbench.run failed: no space left") and "marked FAILED" in last_line
+    assert "Traceback" not in result.stderr
+    client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
+    (run,) = client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])
+    assert run.info.status == "FAILED" and "File too large" in run.data.tags["error"]
+    assert not [p for p in (tmp_path / "mlartifacts").rglob("*") if p.is_file()]  # nothing partial kept

@@ -3,8 +3,10 @@ measured, and end it FINISHED or FAILED with the error."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -215,13 +217,23 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None,
             signal.signal(signal.SIGTERM, previous)
 
 
+def disk_full(error: BaseException) -> bool:
+    """An error that says the disk (or a quota, or a file-size limit) has no room left."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def _end_with_error(error: BaseException, status: str) -> None:
     """Record why the run ended and end it with ``status``; what the store can no longer take
-    (a full disk) is skipped so that the status, at least, is written where possible."""
+    (a full disk) is skipped so that the status, at least, is written where possible. On a full
+    disk the run's local artifacts, partial ones included, are removed to give the space back."""
     message = "interrupted (KeyboardInterrupt: Ctrl-C)" if isinstance(error, KeyboardInterrupt) else \
         f"{type(error).__name__}: {error}"
-    for record in (lambda: mlflow.set_tag(TAG_ERROR, message[:5000]),
-                   lambda: mlflow.log_text(traceback.format_exc(), ERROR)):
+    if disk_full(error):
+        _remove_local_artifacts(mlflow.active_run())
+    records = [lambda: mlflow.set_tag(TAG_ERROR, message[:5000])]
+    if not disk_full(error):
+        records.append(lambda: mlflow.log_text(traceback.format_exc(), ERROR))
+    for record in records:
         try:
             record()
         except Exception as failure:  # noqa: BLE001 - a full disk or a lost server: keep going to the status
@@ -230,3 +242,14 @@ def _end_with_error(error: BaseException, status: str) -> None:
         mlflow.end_run(status=status)
     except Exception as failure:  # noqa: BLE001
         log.error("could not mark the run %s: %s", status, failure)
+
+
+def _remove_local_artifacts(run: Any) -> None:
+    """Delete a run's artifact folder when it is on this machine (file:// or a plain path)."""
+    if run is None:
+        return
+    location = run.info.artifact_uri
+    path = Path(location[len("file://"):] if location.startswith("file://") else location)
+    if "://" not in location.replace("file://", "", 1) and path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+        log.warning("the disk is full: removed the run's partial artifacts in %s", path)

@@ -109,3 +109,14 @@ def test_trainings_of_one_configuration_can_be_compared_with_each_other():
     result = compare(runs, "precision_at_5", n_resamples=999, group_by=["model.seed"])
     assert sorted(s.label for s in result.summaries) == ["model.seed=0", "model.seed=1", "model.seed=2"]
     assert len(result.comparisons) == 3 and result.n_strata == 1
+
+
+def test_a_difference_that_one_seed_contradicts_is_not_best():
+    rng = np.random.default_rng(0)
+    skill = {0: 0.15, 1: 0.15, 2: -0.05}  # freeze=8 wins in two seeds and loses in the third
+    runs = [run(f"r{freeze}-{seed}", freeze, seed, pair_table(seed, skill[seed] if freeze == 8 else 0.0, rng))
+            for seed in (0, 1, 2) for freeze in (2, 8)]
+    result = compare(runs, "precision_at_5", n_resamples=2000)
+    (pair,) = result.comparisons
+    assert pair.significant(result.alpha) and pair.strata_agreeing == 2
+    assert result.best is None and "2 of 3 seeds agreeing" in result.verdict()

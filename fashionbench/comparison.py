@@ -113,6 +113,7 @@ class Comparison:
     comparisons: list[PairwiseComparison]
     swept: list[str]
     n_strata: int
+    stratum_labels: dict[str, str] = field(default_factory=dict)  # eval fingerprint -> "seed=0"
     best: str | None = None
     tied: list[str] = field(default_factory=list)  # with the top configuration (itself first), when no best
 
@@ -152,8 +153,9 @@ class Comparison:
 
     def markdown(self) -> str:
         """Tables: configurations (mean ± CI, per seed, the ladder) and pairwise comparisons; the verdict."""
-        strata = sorted({s for summary in self.summaries for s in summary.per_stratum})
-        seeds = {s: f"s{i + 1}" for i, s in enumerate(strata)}
+        strata = sorted({s for summary in self.summaries for s in summary.per_stratum},
+                        key=lambda s: self.stratum_labels.get(s, s))
+        seeds = {s: self.stratum_labels.get(s) or f"s{i + 1}" for i, s in enumerate(strata)}
         ladder = [name for name in LADDER if any(name in s.ladder for s in self.summaries)]
         header = ["configuration", "runs", f"{self.metric} ({self.recommender})", "95 % CI",
                   *(f"{seeds[s]}" for s in strata), *ladder, "normalised", ""]
@@ -230,13 +232,26 @@ def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alp
     comparisons = [PairwiseComparison(a, b, test, float(p), agreeing)
                    for (a, b, test, agreeing), p in zip(tests, adjusted, strict=True)]
     result = Comparison(metric, recommender, alpha, summaries, comparisons, swept,
-                        len({r.stratum for r in runs}))
+                        len({r.stratum for r in runs}), stratum_labels(runs))
     top = order[0]
     beaten = [result.between(top, other) for other in order[1:]]
     if beaten and all(c.beats(alpha) for c in beaten):
         return replace(result, best=top)
     tied = [top] + [c.b for c in beaten if not c.beats(alpha)]
     return replace(result, tied=tied if len(order) > 1 else [])
+
+
+def stratum_labels(runs: Sequence[RunPairs]) -> dict[str, str]:
+    """A readable name per stratum: the seed params that differ between strata (``seed=1``)."""
+    by_stratum = {run.stratum: run.run for run in runs}
+    varying, seen = [], set()
+    for param in SEED_PARAMS:  # one name per group of seeds that vary together (seed drives data.seed, ...)
+        column = tuple(r.params.get(param) for r in by_stratum.values())
+        if len(set(column)) > 1 and column not in seen:
+            seen.add(column)
+            varying.append(param)
+    return {stratum: " ".join(f"{p}={run.params.get(p)}" for p in varying) for stratum, run in by_stratum.items()
+            if varying}
 
 
 def configuration_label(run: RunRecord, swept: Sequence[str]) -> str:

@@ -42,7 +42,7 @@ from fashionbench.evaluate import evaluate_classifier  # noqa: E402
 from fashionbench.index import build_shop_index  # noqa: E402
 from fashionbench.model import build_classifier  # noqa: E402
 from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
-from fashionbench.references import LADDER, MODEL, UNTRAINED  # noqa: E402
+from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, UNTRAINED  # noqa: E402
 from fashionbench.tracking.runs import Terminated, disk_full, reap_orphaned_runs, tracked_run  # noqa: E402
 from fashionbench.tracking.store import tracking_settings  # noqa: E402
 from fashionbench.train import train_classifier  # noqa: E402
@@ -82,7 +82,9 @@ class RunSummary:
                 note = "   <- the fine-tuned model" if recommender == MODEL else ""
                 lines.append(f"  {recommender:<16} {value:.3f}{note}")
         if NORMALISED_HEADLINE in m:
-            lines.append(f"normalised         {m[NORMALISED_HEADLINE]:.3f}   (model - random) / (oracle - random)")
+            window = m[metric_name("precision", k, ORACLE)] - m[metric_name("precision", k, RANDOM)]
+            lines.append(f"normalised         {m[NORMALISED_HEADLINE]:.3f}   (model - random) / (oracle - random), "
+                         f"on a window of {window:.3f}")
         lines += [
             f"MLflow run         {self.run_id}",
             f"open it with       mlflow ui --backend-store-uri {self.tracking_uri}",

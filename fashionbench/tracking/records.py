@@ -118,9 +118,12 @@ def select_runs(runs: list[RunRecord], metric: str = HEADLINE_METRIC, higher_is_
 
 def swept_parameters(runs: list[RunRecord]) -> list[str]:
     """Params every run has and whose values differ between ``runs``, one per group of params
-    that always vary together (``freeze`` drives ``model.freeze``: keep ``freeze``, the first
-    name in order). A param only some runs have is not swept: see ``uneven_parameters``."""
-    names = sorted(set.intersection(*(set(run.params) for run in runs))) if runs else []
+    that always vary together (``freeze`` drives ``model.freeze``: keep ``freeze``, the
+    top-level name). A param only some runs have is not swept: see ``uneven_parameters``."""
+    # Top-level names first (freeze before model.freeze, seed before data.seed): a group of params
+    # that vary together is shown by the name the command line sets.
+    names = sorted(set.intersection(*(set(run.params) for run in runs)), key=lambda n: (n.count("."), n)) \
+        if runs else []
     seen_columns, swept = set(), []
     for name in names:
         if name.startswith(NOT_SWEPT_PREFIXES):

@@ -67,10 +67,25 @@ def preprocess_images(images: np.ndarray | tf.Tensor) -> tf.Tensor:
     return keras.applications.resnet50.preprocess_input(tf.cast(images, tf.float32))
 
 
-def predict_in_batches(model: keras.Model, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """``model`` outputs for uint8 images, preprocessed and batched through tf.data."""
-    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(preprocess_images)
-    return model.predict(dataset.prefetch(tf.data.AUTOTUNE), verbose=0)
+def predict_in_batches(model: keras.Model, images: np.ndarray, batch_size: int = 128
+                       ) -> np.ndarray | list[np.ndarray]:
+    """``model`` outputs (one array, or one per output) for uint8 images, preprocessed and
+    batched through tf.data.
+
+    The model is called batch by batch rather than through ``Model.predict``: a run predicts
+    with several models (the trunk, the classifier, the embedding model, before and after
+    training), and TensorFlow counts the traces of every ``predict`` together (they share one
+    code location), warning about "retracing" on every run; tracing ResNet50 also costs more
+    than it saves on a few hundred images.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
+    dataset = dataset.map(preprocess_images, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    batches = [model(batch, training=False) for batch in dataset]
+    if not batches:  # no images: the outputs' shapes from the model
+        return model.predict(preprocess_images(np.asarray(images)), verbose=0)
+    if isinstance(batches[0], (list, tuple)):
+        return [np.concatenate([np.asarray(batch[i]) for batch in batches]) for i in range(len(batches[0]))]
+    return np.concatenate([np.asarray(batch) for batch in batches])
 
 
 def build_classifier(options: ModelConfig, image_size: int) -> Classifier:

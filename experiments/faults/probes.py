@@ -1,17 +1,21 @@
 """Fault probes: what a user sees, the run's status and what is kept, for every way a run can go wrong.
 
     python experiments/faults/probes.py            # ~5 min on 2 CPU cores; a temporary folder
+    python experiments/faults/probes.py --small-cache-disk /mnt/5mb --small-work-disk /mnt/20mb
 
 Each probe runs the real command (`python -m fashionbench.run` on a tiny catalogue, `promote`)
 in a fresh working directory and injects a real fault: damaged trunk-cache files, SIGTERM and
-SIGKILL sent to the process, a full disk (a file-size limit, RLIMIT_FSIZE, for the process),
-invalid options, a missing or damaged store. It prints one Markdown row per probe: the fault,
+SIGKILL sent to the process, a full disk (small file systems the caller mounted, e.g.
+``mount -t tmpfs -o size=5m tmpfs /mnt/5mb``, or else a file-size limit, RLIMIT_FSIZE, for the
+process), invalid options, a missing or damaged store. It prints one Markdown row per probe: the fault,
 the last line the user sees, the MLflow status of the runs, and what was kept. Asserts nothing.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 TINY = ["data.image_size=32", "data.scale=0.01", "data.min_per_split=3", "train.epochs=1", "train.batch_size=16",
@@ -31,6 +36,15 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
 sys.argv = ["fashionbench.run", *sys.argv[2:]]
 runpy.run_module("fashionbench.run", run_name="__main__")
 """
+
+
+def zero_values(path: Path) -> None:
+    """Overwrite an .npy file's values with zeros in place, its header (shape, dtype) kept."""
+    with path.open("r+b") as handle:
+        np.lib.format.read_magic(handle)
+        np.lib.format.read_array_header_1_0(handle)
+        start = handle.tell()
+        handle.write(b"\0" * (path.stat().st_size - start))
 
 
 def command(args: list[str], cwd: Path, limit: int | None = None) -> subprocess.CompletedProcess:
@@ -56,9 +70,12 @@ def metric(cwd: Path, name: str) -> str:
 
 
 def last_line(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in (result.stderr + result.stdout).strip().splitlines()
-             if "WARNING" in line or "fashionbench" in line]
-    return (lines[-1] if lines else "").replace("|", "/")[:220]
+    """What the user is told: the command's own last word on failure, else its last warning."""
+    lines = (result.stderr + result.stdout).strip().splitlines()
+    told = [line for line in lines if line.startswith("fashionbench.")] or \
+        [line.split("] - ", 1)[-1] for line in lines if "[WARNING]" in line and "fashionbench" in line] or \
+        [line for line in lines if "WARNING" in line and "fashionbench" in line] or lines[-1:]
+    return told[-1].replace("|", "/")[:220] if told else ""
 
 
 def row(fault: str, seen: str, status: str, kept: str) -> None:
@@ -93,12 +110,20 @@ def signal_probe(root: Path, name: str, sig: signal.Signals) -> None:
         "the run, its config and data artifacts; `error` tag")
 
 
+def disk_size(path: Path) -> str:
+    return f"{shutil.disk_usage(path).total / 1e6:.0f} MB"
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small-cache-disk", type=Path, help="a small, empty file system for the trunk cache")
+    parser.add_argument("--small-work-disk", type=Path, help="a small, empty file system for the working directory")
+    args = parser.parse_args()
     print("| fault | what the user sees (last line) | run status | what is kept |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        for name, damage in (("zeroed", lambda p: p.write_bytes(b"\0" * p.stat().st_size)),
+        for name, damage in (("zeroed (its values, header kept)", zero_values),
                              ("truncated", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])),
                              ("garbage meta.json", None), ("deleted meta.json", None)):
             cwd = root / name.replace(" ", "-")
@@ -115,19 +140,27 @@ def main() -> None:
             result = command(TINY, cwd)
             row(f"trunk-cache entry {name}", last_line(result), statuses(cwd),
                 f"accuracy {metric(cwd, 'test_accuracy')}; misses {metric(cwd, 'trunk_cache_misses')}")
-        cwd = root / "cache-disk-full"
-        cwd.mkdir()
-        result = command([*TINY, f"train.cache_dir={cwd / 'cache'}"], cwd, limit=20_000)
-        row("full disk under the trunk cache (files over 20 kB refused)", last_line(result), statuses(cwd),
-            f"cache folder: {sorted(p.name for p in (cwd / 'cache').iterdir()) or 'empty'}")
+        if args.small_cache_disk:
+            cwd = root / "cache-disk-full"
+            cwd.mkdir()
+            cache = args.small_cache_disk / "trunk"
+            result = command([*TINY, "data.scale=0.1", f"train.cache_dir={cache}"], cwd)
+            row(f"trunk cache on a full disk ({disk_size(args.small_cache_disk)})", last_line(result), statuses(cwd),
+                f"cache folder: {sorted(p.name for p in cache.iterdir()) if cache.exists() else 'none'}")
         signal_probe(root, "sigterm", signal.SIGTERM)
         signal_probe(root, "sigkill", signal.SIGKILL)
-        cwd = root / "work-disk-full"
-        cwd.mkdir()
-        result = command([a for a in TINY if a != "tracking.log_model=false"], cwd, limit=20_000_000)
+        if args.small_work_disk:
+            cwd = args.small_work_disk / "work"
+            cwd.mkdir()
+            result = command([a for a in TINY if a != "tracking.log_model=false"], cwd)
+            where = f"working directory on a full disk ({disk_size(args.small_work_disk)})"
+        else:
+            cwd = root / "work-disk-full"
+            cwd.mkdir()
+            result = command([a for a in TINY if a != "tracking.log_model=false"], cwd, limit=20_000_000)
+            where = "full disk while logging the model (files over 20 MB refused)"
         files = [p for p in (cwd / "mlartifacts").rglob("*") if p.is_file()]
-        row("full disk while logging the model (files over 20 MB refused)", last_line(result), statuses(cwd),
-            f"{len(files)} artifact files left")
+        row(where, last_line(result), statuses(cwd), f"{len(files)} artifact files left")
         for option in ("eval.k=0", "eval.holdout_fraction=1.5", "users.n_users=0", "train.epochs=0",
                        "train.batch_size=0", "eval.k=100000", "train.learning_rate=-1.0", "data.image_size=7"):
             cwd = root / option.replace("=", "-")

@@ -174,9 +174,10 @@ def main(cfg: DictConfig) -> float | None:
             return None
         log.debug("run failed", exc_info=True)
         if disk_full(error):
-            sys.exit(f"fashionbench.run failed: no space left for {getattr(error, 'filename', None) or 'a file'} "
-                     f"({error.strerror}); the MLflow run is marked FAILED where the store still accepted it, and "
-                     "its partial artifacts were removed")
+            first_line = (str(error).strip().splitlines() or [""])[0][:120]
+            sys.exit(f"fashionbench.run failed: the disk is full ({type(error).__name__}: {first_line}); its "
+                     "partial artifacts were removed and the MLflow run is marked FAILED where the store still "
+                     "accepts it (otherwise the next command finds it and marks it KILLED)")
         sys.exit(f"fashionbench.run failed: {type(error).__name__}: {error}")
     print(summary.text())
     return summary.objective

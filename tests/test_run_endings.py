@@ -102,7 +102,7 @@ def test_a_full_disk_fails_the_run_with_one_message_and_removes_its_partial_arti
                             text=True, timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("fashionbench.run failed: no space left") and "marked FAILED" in last_line
+    assert last_line.startswith("fashionbench.run failed: the disk is full") and "marked FAILED" in last_line
     assert "Traceback" not in result.stderr
     client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
     (run,) = client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])

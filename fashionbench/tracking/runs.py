@@ -217,9 +217,19 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None,
             signal.signal(signal.SIGTERM, previous)
 
 
-def disk_full(error: BaseException) -> bool:
-    """An error that says the disk (or a quota, or a file-size limit) has no room left."""
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+def disk_full(error: BaseException | None) -> bool:
+    """An error that says the disk (or a quota, or a file-size limit) has no room left: an OSError
+    with that errno, or a store's error saying so (SQLite: "database or disk is full"), anywhere
+    in the exception's chain of causes."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        if any(words in str(error) for words in ("database or disk is full", "No space left on device")):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _end_with_error(error: BaseException, status: str) -> None:
@@ -245,11 +255,19 @@ def _end_with_error(error: BaseException, status: str) -> None:
 
 
 def _remove_local_artifacts(run: Any) -> None:
-    """Delete a run's artifact folder when it is on this machine (file:// or a plain path)."""
+    """Delete a run's artifact folder, and the files of the models it was logging, when they are
+    on this machine (file:// or a plain path): on a full disk, partial files only take space."""
     if run is None:
         return
-    location = run.info.artifact_uri
-    path = Path(location[len("file://"):] if location.startswith("file://") else location)
-    if "://" not in location.replace("file://", "", 1) and path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-        log.warning("the disk is full: removed the run's partial artifacts in %s", path)
+    locations = [run.info.artifact_uri]
+    try:
+        client = MlflowClient()
+        locations += [model.artifact_location for model in client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'")]
+    except Exception as failure:  # noqa: BLE001 - the store is the full disk's too: the run's folder still goes
+        log.warning("could not list the models the run was logging: %s", failure)
+    for location in locations:
+        path = Path(location[len("file://"):] if location.startswith("file://") else location)
+        if "://" not in location.replace("file://", "", 1) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            log.warning("the disk is full: removed the run's partial artifacts in %s", path)

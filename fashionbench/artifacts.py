@@ -32,6 +32,7 @@ SHOP_IMAGES = "data/shop_images.npz"  # ... and the images the model saw
 USER_RATINGS = "data/user_ratings.csv"  # user_id, item_id, category, rating
 INDEXES = "indexes"  # <Category>.json + the backend's files (CategoryIndex.save)
 CONFUSION_MATRIX = "plots/confusion_matrix.png"
+LADDER_PLOT = "plots/ladder.png"  # the run at a glance: precision@k per recommender and category
 PAIRS = "eval/pairs.csv"  # one row per (user, category) pair and recommender (fashionbench.pair_results)
 PAIR_SUMMARY = "eval/summary.csv"  # the pairs' means per recommender and category
 MODEL = "model"  # the logged Keras model's name (MLflow LoggedModel)

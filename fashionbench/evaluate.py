@@ -69,6 +69,12 @@ class ClassificationReport(StageResult):
                 flat[f"test_{name}_{category}"] = value
         return flat
 
+    stage = "classify"
+
+    def summary(self) -> str:
+        return (f"test accuracy {self.accuracy:.3f}, balanced {self.balanced_accuracy:.3f} (always the most "
+                f"frequent category: {self.majority_rate:.3f})")
+
     def tags(self) -> dict[str, str]:
         warning = self.warning()
         return {TAG_CLASSIFIER_WARNING: warning} if warning else {}

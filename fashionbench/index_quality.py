@@ -136,6 +136,14 @@ class ShopIndexQuality(StageResult):
     """
 
     qualities: list[IndexQuality]
+    stage = "vs exact"
+
+    def summary(self) -> str:
+        if not self.qualities:
+            return "nothing measured"
+        m, kind, k = self.metrics(), self.qualities[0].kind, self.qualities[0].k
+        return (f"{kind} recall@{k} {m[f'{kind}_recall_at_k']:.3f}, {m[f'{kind}_speedup']:.2f}x the queries per "
+                "second of exact search")
 
     def metrics(self) -> dict[str, float]:
         qualities = self.qualities

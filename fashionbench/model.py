@@ -8,6 +8,8 @@ fixed function of the image.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import tensorflow as tf
 
 from fashionbench.artifacts import TAG_WEIGHTS_USED
 from fashionbench.config import NO_WEIGHTS, ModelConfig, ModelConfigError
+from fashionbench.console import progress
 from fashionbench.data import CATEGORIES
 from fashionbench.stage import StageResult
 
@@ -55,6 +58,12 @@ class Classifier(StageResult):
                 self.model.input, self.model.get_layer(self.embedding_layer).output)
         return self.__dict__["_embedding_model"]
 
+    stage = "model"
+
+    def summary(self) -> str:
+        return (f"ResNet50 + head, {self.trainable_backbone_layers} trainable backbone layers, weights "
+                f"{self.weights_used}, embedding layer {self.embedding_layer}")
+
     def metrics(self) -> dict[str, float]:
         return {"trainable_backbone_layers": float(self.trainable_backbone_layers)}
 
@@ -80,7 +89,8 @@ def predict_in_batches(model: keras.Model, images: np.ndarray, batch_size: int =
     """
     dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
     dataset = dataset.map(preprocess_images, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    batches = [model(batch, training=False) for batch in dataset]
+    total = -(-len(images) // batch_size)
+    batches = [model(batch, training=False) for batch in progress(dataset, f"predict ({model.name})", total)]
     if not batches:  # no images: the outputs' shapes from the model
         return model.predict(preprocess_images(np.asarray(images)), verbose=0)
     if isinstance(batches[0], (list, tuple)):
@@ -125,10 +135,15 @@ def _backbone(weights: str | None, input_shape: tuple[int, int, int]) -> tuple[k
         return _resnet50(None, input_shape), "random"
     if weights in ("imagenet", "auto"):
         try:
+            if weights == "auto":  # trying is quiet: Keras prints "Downloading data from ..." before failing offline
+                with contextlib.redirect_stdout(io.StringIO()):
+                    return _resnet50("imagenet", input_shape), "imagenet"
             return _resnet50("imagenet", input_shape), "imagenet"
         except Exception as error:  # keras.utils.get_file raises a bare Exception offline
             if weights == "auto":
-                log.warning("ImageNet weights unavailable (%s); using random initialisation", error)
+                log.warning("no ImageNet weights (not in the Keras cache, and the download failed: %s); random "
+                            "initialisation. For ImageNet weights put %s in %s/", type(error).__name__,
+                            IMAGENET_NOTOP_FILE, Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models")
                 return _resnet50(None, input_shape), "random"
             cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
             raise WeightsUnavailableError(

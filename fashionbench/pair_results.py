@@ -27,6 +27,7 @@ import pandas as pd
 from fashionbench.artifacts import (
     EVAL_PAIRS,
     HEADLINE_METRIC,
+    LADDER_PLOT,
     NORMALISED_HEADLINE,
     PAIR_SUMMARY,
     PAIRS,
@@ -35,6 +36,7 @@ from fashionbench.artifacts import (
     TAG_ORACLE,
 )
 from fashionbench.config import EvalConfig, EvalConfigError
+from fashionbench.console import progress
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.catalogue import ATTRIBUTE_PREFIX
 from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
@@ -80,6 +82,13 @@ class PairResults(StageResult):
     distances: Mapping[str, np.ndarray] | None = None
     notes: Mapping[str, str] = field(default_factory=dict)  # tag -> what the references used or why skipped
 
+    stage = "recommend"
+
+    def summary(self) -> str:
+        recommenders = list(dict.fromkeys(self.table["recommender"]))
+        pairs = self.table.drop_duplicates(["user_id", "category"]).shape[0]
+        return f"{len(recommenders)} recommenders ({', '.join(recommenders)}) on {pairs} pairs, k in {list(self.ks)}"
+
     def metrics(self) -> dict[str, float]:
         return summarise(self.table, self.headline_k, self.ks, self.shop_items, self.distances)
 
@@ -88,8 +97,9 @@ class PairResults(StageResult):
 
     def write_artifacts(self, directory: Path) -> None:
         save_pairs(self.table, directory / PAIRS)
-        summary_table(self.table, self.headline_k, self.ks, self.shop_items, self.distances).to_csv(
-            directory / PAIR_SUMMARY, index=False)
+        summary = summary_table(self.table, self.headline_k, self.ks, self.shop_items, self.distances)
+        summary.to_csv(directory / PAIR_SUMMARY, index=False)
+        plot_ladder(summary, self.headline_k, directory / LADDER_PLOT)
 
 
 def evaluate_recommenders(recommenders: Sequence, splits: Sequence[HeldOutFavourites],
@@ -106,7 +116,7 @@ def evaluate_recommenders(recommenders: Sequence, splits: Sequence[HeldOutFavour
         raise ValueError(f"eval.ks must all be >= 1, got {list(ks)}")
     longest = ks[-1]
     rows = []
-    for split in splits:
+    for split in progress(splits, "recommend", len(splits)):
         pair = {"user_id": split.user_id, "category": split.category, "n_queries": len(split.queries),
                 "n_held_out": len(split.held_out),
                 "n_candidates": len(shop_items[split.category]) - len(split.queries),
@@ -299,3 +309,36 @@ def evaluate_shop(shop_index: ShopIndex, users: SimulatedUsers, splits: Sequence
                  if vectors is not None else None)
     return evaluate_recommenders(recommenders, splits, shop_items, options.ks, options.k, distances,
                                  {TAG_ORACLE: note})
+
+
+def plot_ladder(summary: pd.DataFrame, k: int, path: Path) -> Path:
+    """The run at a glance: precision@k of every recommender, floor to ceiling, per category and
+    over all pairs (``summary_table``'s rows), each bar labelled with its value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    column = metric_column("precision", k)
+    scopes = [ALL, *(c for c in CATEGORIES if c in set(summary["category"]))]
+    recommenders = [r for r in LADDER if r in set(summary["recommender"])]
+    values = summary.set_index(["recommender", "category"])[column]
+    figure, axes = plt.subplots(figsize=(1.9 * len(scopes) + 1.5, 3.8))
+    width = 0.8 / len(recommenders)
+    colours = plt.cm.viridis(np.linspace(0.05, 0.9, len(recommenders)))
+    for i, (recommender, colour) in enumerate(zip(recommenders, colours)):
+        heights = [values.get((recommender, scope), np.nan) for scope in scopes]
+        xs = np.arange(len(scopes)) + (i - (len(recommenders) - 1) / 2) * width
+        bars = axes.bar(xs, heights, width, color="crimson" if recommender == MODEL else colour, label=recommender)
+        axes.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
+    pairs = summary.groupby("category")["pairs"].max()
+    axes.set_xticks(np.arange(len(scopes)), [f"{scope}\n({int(pairs[scope])} pairs)" for scope in scopes], fontsize=8)
+    axes.set_ylabel(f"precision@{k}")
+    axes.set_title(f"precision@{k} by recommender, floor (random) to ceiling (oracle); the model in red", fontsize=9)
+    axes.margins(y=0.2)
+    axes.legend(fontsize=7, ncols=3, loc="upper left")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -10,6 +10,8 @@ the registry.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from fashionbench.artifacts import (
     load_shop,
 )
 from fashionbench.data import CATEGORIES
+from fashionbench.data.images import UnusableImage, decode_image_bytes
 
 # The registered model that promote writes and recommend reads unless told otherwise.
 DEFAULT_MODEL_NAME = "fashionbench-recommender"
@@ -44,7 +47,8 @@ class BundleError(ArtifactError):
 class Recommendations:
     """Top-k shop items per category: one row per (query group, category, rank).
 
-    ``table`` columns: ``query`` (what was asked: "favourites" or an image's name),
+    ``table`` columns: ``query`` (what was asked: the category's query items, space-separated,
+    or an image's name),
     ``category``, ``rank`` (1..k), ``item_id``, ``distance`` (Annoy's, smaller is closer).
     """
 
@@ -100,6 +104,31 @@ class ShopRecommender:
     def image_of(self, item_id: str) -> np.ndarray:
         return self.shop.images[self._position(item_id)]
 
+    def answer(self, request: pd.DataFrame, k: int | None = None, category: str | None = None) -> Recommendations:
+        """A served request: rows with an ``item_id`` are favourites (top-k per category of
+        them), rows with an ``image`` (encoded bytes: JPEG, PNG...) are photos (top-k each, in
+        ``category`` or the one the classifier predicts). Raises BundleError (an unknown item, a
+        photo that is not an image, a request with neither column) with a one-line reason."""
+        columns = [c for c in ("item_id", "image") if c in request.columns]
+        if not columns or request.empty:
+            raise BundleError("the request needs rows with an item_id (shop items: favourites) or an image "
+                              "(encoded bytes of a photo)")
+        tables = []
+        if "item_id" in request.columns and request["item_id"].notna().any():
+            tables.append(self.recommend_for_items([str(i) for i in request["item_id"].dropna()], k).table)
+        if "image" in request.columns and request["image"].notna().any():
+            size = int(self.meta["image_size"])
+            names, images = [], []
+            for row, data in request["image"].dropna().items():
+                name = f"image {row}"
+                try:
+                    images.append(decode_image_bytes(_as_bytes(data), size, name)[0])
+                except UnusableImage as error:
+                    raise BundleError(f"{name}: not a usable image ({error.reason}: {error.detail})") from None
+                names.append(name)
+            tables.append(self.recommend_for_images(np.stack(images), k, category, names).table)
+        return Recommendations(pd.concat(tables, ignore_index=True))
+
     def recommend_for_items(self, item_ids: list[str], k: int | None = None) -> Recommendations:
         """The k nearest shop items per category of the given items, the items themselves
         excluded: exactly what the run's evaluation asked of its indexes (CategoryIndex.recommend)."""
@@ -108,7 +137,7 @@ class ShopRecommender:
         for item_id in item_ids:
             by_category.setdefault(self.category_of(item_id), []).append(item_id)
         rows = [
-            {"query": "favourites", "category": category, "rank": rank, "item_id": item, "distance": distance}
+            {"query": " ".join(queries), "category": category, "rank": rank, "item_id": item, "distance": distance}
             for category, queries in by_category.items()
             for rank, (item, distance) in enumerate(self.indexes[category].recommend(queries, k), start=1)
         ]
@@ -157,6 +186,17 @@ class ShopRecommender:
         except KeyError:
             raise BundleError(f"item {item_id!r} is not in this model's shop ({len(self.shop)} items, "
                               f"e.g. {self.shop.items['item_id'].iat[0]!r})") from None
+
+
+def _as_bytes(data) -> bytes:
+    """An image cell as bytes: MLflow's binary columns arrive as bytes (base64 decoded by the
+    server); a str is taken as base64."""
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    try:
+        return base64.b64decode(str(data), validate=True)
+    except (binascii.Error, ValueError):
+        raise BundleError("an image must be the encoded file's bytes (base64 in JSON)") from None
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:

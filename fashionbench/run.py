@@ -11,11 +11,12 @@ to the run (``TrackedRun.record``).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+from fashionbench.console import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before anything imports TensorFlow: its start-up messages are set aside
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -40,7 +41,7 @@ from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
 from fashionbench.embed import embed_items  # noqa: E402
 from fashionbench.evaluate import evaluate_classifier  # noqa: E402
 from fashionbench.index import build_shop_index  # noqa: E402
-from fashionbench.model import build_classifier  # noqa: E402
+from fashionbench.model import build_classifier, preprocess_images  # noqa: E402
 from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, UNTRAINED  # noqa: E402
 from fashionbench.tracking.runs import Terminated, disk_full, reap_orphaned_runs, tracked_run  # noqa: E402
@@ -58,6 +59,7 @@ class RunSummary:
 
     run_id: str
     tracking_uri: str
+    experiment_id: str
     headline_k: int
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -88,6 +90,7 @@ class RunSummary:
         lines += [
             f"MLflow run         {self.run_id}",
             f"open it with       mlflow ui --backend-store-uri {self.tracking_uri}",
+            f"                   then http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs/{self.run_id}",
         ]
         return "\n".join(lines)
 
@@ -118,10 +121,10 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         run.record(classification)
 
         embeddings = embed_items(classifier, shop, x.eval.batch_size)
+        run.record(embeddings)
         shop_index = build_shop_index(shop, embeddings, x.index)
         run.record(shop_index)
         run.record(x.index.measure(shop_index, embeddings))  # against exact search, as ann-benchmarks does
-        run.record(embeddings)
 
         users = x.users.simulate(shop)
         run.record(users)
@@ -130,10 +133,10 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         recommendations = evaluate_shop(shop_index, users, splits, untrained, x.index, x.eval)
         run.record(recommendations)  # the model and the reference ladder, pair by pair
 
-        if x.tracking.log_model:
-            run.log_keras_model(classifier.model)
+        if x.tracking.log_model:  # with a preprocessed shop image as its input example
+            run.log_keras_model(classifier.model, preprocess_images(shop.images[:1]))
         metrics = {**training.metrics(), **classification.metrics(), **recommendations.metrics()}
-        return RunSummary(run.run_id, settings.uri, x.eval.k, metrics)
+        return RunSummary(run.run_id, settings.uri, run.experiment_id, x.eval.k, metrics)
 
 
 def swept_overrides(job_overrides: list[str], command_line: list[str]) -> str:

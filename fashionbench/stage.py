@@ -9,11 +9,33 @@ runs alone in a notebook, a benchmark or a test without a tracking server.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A table a run used: its rows, a name, a digest that changes when the data does, where it
+    came from, and what it was used for (``context``: training, validation, testing)."""
+
+    table: pd.DataFrame
+    name: str
+    digest: str
+    source: str
+    context: str
 
 
 class StageResult:
     """The loggable part of a stage's result; subclasses override what they have."""
+
+    stage: ClassVar[str] = ""  # the stage's name in the console's one-line summaries ("" for none)
+
+    def summary(self) -> str:
+        """What the stage did, in one short line for the console."""
+        return ""
 
     def metrics(self) -> dict[str, float]:
         """Metric name -> value, as logged."""
@@ -26,6 +48,10 @@ class StageResult:
     def tags(self) -> dict[str, str]:
         """Tag name -> value, as set on the run."""
         return {}
+
+    def datasets(self) -> list[Dataset]:
+        """The data a stage read, as MLflow dataset inputs (the UI's Dataset column and filter)."""
+        return []
 
     def write_artifacts(self, directory: Path) -> None:
         """Write this stage's artifact files under ``directory``, at their paths in the run

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from fashionbench.artifacts import TAG_TRUNK_CACHE, TRAIN_SECONDS
 from fashionbench.config import TrainConfig
+from fashionbench.console import progress
 from fashionbench.data import Catalogue
 from fashionbench.model import preprocess_images
 from fashionbench.stage import StageResult
@@ -60,6 +61,15 @@ class TrainingResult(StageResult):
     @property
     def epochs(self) -> int:
         return len(next(iter(self.history.values()), []))
+
+    stage = "train"
+
+    def summary(self) -> str:
+        last = {name: values[-1] for name, values in self.history.items() if values}
+        scores = ", ".join(f"{name} {last[name]:.3f}" for name in ("accuracy", "val_accuracy") if name in last)
+        cache = (f"trunk cache {self.cache.hits} hit(s), {self.cache.misses} miss(es)" if self.cache.used
+                 else "no trunk cache")
+        return f"{self.epochs} epochs, {scores}; {cache}"
 
     def metrics(self) -> dict[str, float]:
         return {TRAIN_SECONDS: self.seconds, **self.cache.metrics()}
@@ -120,6 +130,7 @@ def train_classifier(
     result within float tolerance). It is not used, with the reason in the report, when
     ``options.augment`` is on or nothing is frozen.
     """
+    callbacks = [EpochProgress(options.epochs)]
     model.compile(
         # float(): Keras refuses an int learning rate, and a YAML "1" is one.
         optimizer=keras.optimizers.Adam(learning_rate=float(options.learning_rate)),
@@ -133,7 +144,8 @@ def train_classifier(
         else:
             split, reason = split_at_freeze(model)
             if split is not None:
-                return _train_tail_on_cache(model, split, reason, cache, train, val, epochs, batch_size, seed, verbose)
+                return _train_tail_on_cache(model, split, reason, cache, train, val, epochs, batch_size, seed, verbose,
+                                            callbacks)
         log.info("trunk cache not used: %s", reason)
         report = TrunkCacheReport(False, reason)
     else:
@@ -143,12 +155,12 @@ def train_classifier(
     val_data = classifier_dataset(val, batch_size) if len(val) else None
     start = time.perf_counter()
     history = model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose,
-                        shuffle=False)  # the dataset shuffles itself, seeded
+                        shuffle=False, callbacks=callbacks)  # the dataset shuffles itself, seeded
     seconds = time.perf_counter() - start
     return TrainingResult(_floats(history.history), seconds, report)
 
 
-def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batch_size, seed, verbose):
+def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batch_size, seed, verbose, callbacks):
     start = time.perf_counter()
     parts = [cache.features(split, train.images)] + ([cache.features(split, val.images)] if len(val) else [])
     feature_seconds = time.perf_counter() - start
@@ -160,7 +172,8 @@ def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batc
     split.tail.compile(**{**compile_arguments, "optimizer": model.optimizer})
     train_data = features_dataset(parts[0].arrays, train.labels, batch_size, shuffle_seed=seed)
     val_data = features_dataset(parts[1].arrays, val.labels, batch_size) if len(val) else None
-    history = split.tail.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose, shuffle=False)
+    history = split.tail.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose, shuffle=False,
+                             callbacks=callbacks)
     seconds = time.perf_counter() - start
     saved = sum((epochs if part.hit else epochs - 1) * part.compute_seconds for part in parts) \
         - sum(part.seconds for part in parts if part.hit)
@@ -169,6 +182,24 @@ def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batc
     log.info("trunk cache: %s, %d hit(s), %d miss(es) (%d from a stored upstream boundary), %.1f s getting "
              "activations, ~%.1f s saved", boundary, report.hits, report.misses, derived, feature_seconds, saved)
     return TrainingResult(_floats(history.history), seconds, report)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """A progress bar over the epochs (on a terminal only; see fashionbench.console.progress)."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.bar = progress(range(epochs), "train", epochs)
+        self.epochs = iter(self.bar)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        next(self.epochs, None)
+        if logs and hasattr(self.bar, "set_postfix"):
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if "accuracy" in k})
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if hasattr(self.bar, "close"):
+            self.bar.close()
 
 
 def _floats(history: dict) -> dict[str, list[float]]:

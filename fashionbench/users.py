@@ -49,6 +49,11 @@ class SimulatedUsers(StageResult):
     favourite_threshold: float
     simulation: dict[str, float] = field(default_factory=dict)  # how the users were made, as logged
 
+    stage = "users"
+
+    def summary(self) -> str:
+        return f"{self.n_users} users, {len(self.ratings)} ratings, {len(self.favourites)} favourites"
+
     def metrics(self) -> dict[str, float]:
         return {"users": float(self.n_users), "favourites": float(len(self.favourites)), **self.simulation}
 
@@ -250,6 +255,11 @@ class HeldOutSplits(StageResult):
 
     def __iter__(self):
         return iter(self.splits)
+
+    stage = "hold out"
+
+    def summary(self) -> str:
+        return f"{len(self.splits)} (user, category) pairs to evaluate, {self.skipped} with < 2 favourites skipped"
 
     def metrics(self) -> dict[str, float]:
         return {"eval_pairs_skipped": float(self.skipped)}

@@ -84,6 +84,9 @@ def test_imagenet_without_cache_or_network_says_how_to_provide_the_file():
         pytest.skip("ImageNet weights were downloadable here; the offline error cannot be shown")
 
 
-def test_auto_falls_back_to_random_and_says_so():
+def test_auto_falls_back_to_random_and_says_so(caplog, capsys):
     classifier = build_classifier(ModelConfig(weights="auto"), 32)
     assert classifier.weights_used in ("random", "imagenet")
+    if classifier.weights_used == "random":
+        assert "no ImageNet weights" in caplog.text and "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in caplog.text
+        assert "Downloading data from" not in capsys.readouterr().out  # trying is quiet

@@ -42,7 +42,7 @@ import pandas as pd
 
 from fashionbench.artifacts import SKIPPED_ITEMS, SPLIT_TABLE, TAG_DATA_FINGERPRINT, save_split_table
 from fashionbench.data.catalogue import Catalogue
-from fashionbench.stage import StageResult
+from fashionbench.stage import Dataset, StageResult
 
 log = logging.getLogger("fashionbench.data")
 
@@ -63,6 +63,17 @@ class CatalogueLoad(StageResult):
     hit: bool
     seconds: float
     key: str | None  # None when the store is off
+    name: str = "catalogue"  # the data source's name (data.name)
+    location: str = ""  # where its files are (data.root), or the generator's name
+
+    stage = "data"
+
+    def summary(self) -> str:
+        table = self.catalogue.split_table()
+        skipped = sum(self.catalogue.skipped.values())
+        return (f"{len(self.catalogue)} items (train/val/test {'/'.join(str(int(table[s].sum())) for s in table)}), "
+                + ("read from the catalogue store" if self.hit else "loaded" + (" and stored" if self.key else ""))
+                + (f"; {skipped} skipped (data/skipped_items.csv)" if skipped else ""))
 
     def metrics(self) -> dict[str, float]:
         """How loading went, items per split, and items skipped or converted, by reason."""
@@ -75,6 +86,15 @@ class CatalogueLoad(StageResult):
 
     def tags(self) -> dict[str, str]:
         return {TAG_DATA_FINGERPRINT: self.catalogue.fingerprint()}
+
+    def datasets(self) -> list[Dataset]:
+        """The items of each split (id, category, source, attributes), digested with the
+        catalogue's fingerprint: the shop is the test split."""
+        fingerprint = self.catalogue.fingerprint()
+        items = self.catalogue.items
+        return [Dataset(items[items["split"] == split].reset_index(drop=True), f"{self.name}-{split}",
+                        f"{fingerprint[:8]}-{split}", self.location or self.name, context)
+                for split, context in (("train", "training"), ("val", "validation"), ("test", "testing"))]
 
     def write_artifacts(self, directory: Path) -> None:
         save_split_table(self.catalogue.split_table(), directory / SPLIT_TABLE)
@@ -90,7 +110,7 @@ def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool
     if not enabled:
         catalogue = source.load()
         _log_split_table(source, catalogue)
-        return CatalogueLoad(catalogue, False, time.perf_counter() - start, None)
+        return CatalogueLoad(catalogue, False, time.perf_counter() - start, None, *_described(source))
     key = catalogue_key(source)
     entry = Path(store_dir) / key
     if entry.exists():
@@ -103,7 +123,7 @@ def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool
             seconds = time.perf_counter() - start
             log.info("catalogue store: %s read from %s in %.2f s", type(source).__name__, entry, seconds)
             _log_split_table(source, catalogue)
-            return CatalogueLoad(catalogue, True, seconds, key)
+            return CatalogueLoad(catalogue, True, seconds, key, *_described(source))
     catalogue = source.load()
     try:
         write_entry(entry, catalogue)
@@ -112,7 +132,14 @@ def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool
     seconds = time.perf_counter() - start
     log.info("catalogue store: %s loaded in %.2f s and stored in %s", type(source).__name__, seconds, entry)
     _log_split_table(source, catalogue)
-    return CatalogueLoad(catalogue, False, seconds, key)
+    return CatalogueLoad(catalogue, False, seconds, key, *_described(source))
+
+
+def _described(source: CatalogueSource) -> tuple[str, str]:
+    """(name, location) of a source: data.name, and data.root or the generator's class."""
+    name = str(getattr(source, "name", type(source).__name__))
+    root = getattr(source, "root", None)
+    return name, str(Path(root).resolve()) if root else f"{type(source).__module__}.{type(source).__qualname__}"
 
 
 def _log_split_table(source: CatalogueSource, catalogue: Catalogue) -> None:

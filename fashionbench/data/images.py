@@ -8,6 +8,7 @@ turns every usable one into uint8 RGB of the requested size and every other one 
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from struct import error as struct_error
@@ -73,8 +74,21 @@ def decode_image(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise UnusableImage("missing_file", f"{path}: {error}") from None
     if byte_count == 0:
         raise UnusableImage("empty_file", f"{path} has 0 bytes")
+    return _decode(path, str(path), size, max_pixels)
+
+
+def decode_image_bytes(data: bytes, size: int, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS
+                       ) -> tuple[np.ndarray, str]:
+    """``decode_image`` for an encoded image's bytes (a JPEG, PNG... sent to the served model);
+    ``name`` says which one in errors. Raises UnusableImage."""
+    if not data:
+        raise UnusableImage("empty_file", f"{name} has 0 bytes")
+    return _decode(io.BytesIO(data), name, size, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, path: str, size: int, max_pixels: int) -> tuple[np.ndarray, str]:
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise UnusableImage(

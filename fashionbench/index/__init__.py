@@ -54,6 +54,13 @@ class ShopIndex(StageResult):
     def items(self):
         return self.indexes.items()
 
+    stage = "index"
+
+    def summary(self) -> str:
+        kinds = {index.kind for index in self.indexes.values()}
+        sizes = ", ".join(f"{category} {len(index)}" for category, index in self.indexes.items())
+        return f"{'/'.join(sorted(kinds))}, one per category: {sizes}"
+
     def item_ids(self) -> dict[str, list[str]]:
         """The indexed items per category."""
         return {category: index.item_ids.tolist() for category, index in self.indexes.items()}

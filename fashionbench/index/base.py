@@ -32,6 +32,11 @@ class ItemEmbeddings(StageResult):
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
+    stage = "embed"
+
+    def summary(self) -> str:
+        return f"{len(self.item_ids)} shop items, {self.dim}-d ({self.layer})"
+
     def metrics(self) -> dict[str, float]:
         return {"embedding_dim": float(self.dim)}
 

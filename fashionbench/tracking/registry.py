@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
+import importlib.metadata as metadata
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import mlflow.pyfunc
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
+import fashionbench
 from fashionbench.tracking.store import TrackingSettings, ensure_experiment
+
+# What the recommender imports where it is served (fashionbench itself travels as code).
+SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "keras", "annoy", "numpy", "pandas", "pillow", "hydra-core",
+                        "omegaconf", "matplotlib", "tqdm")
 
 
 class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     """The registered recommender as an ``mlflow.pyfunc`` model around a bundle
     (fashionbench.recommender). It lives here because it must subclass an mlflow class.
 
-    ``predict(DataFrame with an item_id column)`` -> top-k per category of those shop items
-    (the items themselves excluded); ``predict(uint8 array (n, h, w, 3))`` -> top-k per image in
-    its predicted category (or ``params={"category": ...}``). Both return a DataFrame with
-    columns query, category, rank, item_id, distance; ``params={"k": ...}`` sets k.
+    ``predict(DataFrame)``: rows with an ``item_id`` are favourites -> top-k per category of those
+    shop items (the items themselves excluded); rows with an ``image`` (an encoded photo's bytes)
+    -> top-k per photo in its predicted category (or ``params={"category": ...}``). The answer
+    has the columns query, category, rank, item_id, distance; ``params={"k": ...}`` sets k. A bad
+    request raises an MlflowException with a one-line reason (HTTP 400 when served).
     """
 
-    # predict takes two kinds of input (item ids or images), so it has no type hints; this
-    # flag (the one MLflow's own ChatModel uses) stops MLflow wrapping it for type-hint
-    # validation and warning, on every import, that the hints are missing.
+    # The signature, not type hints, declares the input; this flag (the one MLflow's own
+    # ChatModel uses) stops MLflow wrapping predict for type-hint validation and warning, on
+    # every import, that the hints are missing.
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
@@ -34,11 +47,18 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
         self.recommender = ShopRecommender(Path(context.artifacts["bundle"]))
 
     def predict(self, context, model_input, params=None):
+        from fashionbench.recommender import BundleError
+
         params = params or {}
-        k = int(params.get("k") or self.recommender.k)
-        if hasattr(model_input, "columns") and "item_id" in model_input.columns:
-            return self.recommender.recommend_for_items([str(i) for i in model_input["item_id"]], k).table
-        return self.recommender.recommend_for_images(model_input, k, category=params.get("category") or None).table
+        try:
+            k = int(params.get("k") or self.recommender.k)
+            if k < 1:
+                raise BundleError(f"params.k must be >= 1, got {k}")
+            return self.recommender.answer(model_input, k, category=params.get("category") or None).table
+        except (BundleError, ValueError) as error:
+            # A clean MlflowException: the scoring server answers HTTP 400 with this one line,
+            # not the whole stack trace.
+            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def registered_version_of_run(settings: TrackingSettings, model_name: str, run_id: str) -> str | None:
@@ -56,26 +76,24 @@ def register_recommender(settings: TrackingSettings, model_name: str, bundle: Pa
                          tags: Mapping[str, Any]) -> str:
     """Log ``bundle`` as an ``mlflow.pyfunc`` model and register it as a new version of
     ``model_name`` linked to the source run (which is left as it is); return the version."""
-    import importlib.metadata as metadata
-
-    import keras
-    import tensorflow as tf
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec
-
     mlflow.set_tracking_uri(settings.uri)
     ensure_experiment(settings)
     mlflow.set_experiment(settings.experiment_name)
-    # No input schema: the model takes a DataFrame of item ids or an array of images.
-    signature = ModelSignature(inputs=None, params=ParamSchema([ParamSpec("k", "long", 0),
-                                                               ParamSpec("category", "string", "")]))
+    meta = json.loads((bundle / "recommender.json").read_text())
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "item_id", required=False), ColSpec("binary", "image", required=False)]),
+        outputs=Schema([ColSpec("string", "query"), ColSpec("string", "category"), ColSpec("long", "rank"),
+                        ColSpec("string", "item_id"), ColSpec("double", "distance")]),
+        params=ParamSchema([ParamSpec("k", "long", int(meta["k"])), ParamSpec("category", "string", "")]),
+    )
+    shop_items = pd.read_csv(bundle / "shop_items.csv", dtype=str, usecols=["item_id"])["item_id"]
     info = mlflow.pyfunc.log_model(
         name="recommender", python_model=RecommenderPyfunc(), artifacts={"bundle": str(bundle)},
-        signature=signature,
-        # Explicit requirements: inferring them imports the model in a subprocess (slow).
-        pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
-                          f"annoy=={metadata.version('annoy')}", f"pandas=={metadata.version('pandas')}",
-                          "fashionbench"],
+        signature=signature, input_example=pd.DataFrame({"item_id": shop_items[:2].tolist()}),
+        # The package travels with the model (MLflow puts it on sys.path where the model loads),
+        # and every requirement is a pinned release an index has.
+        code_paths=[str(Path(fashionbench.__file__).parent)],
+        pip_requirements=[f"{name}=={metadata.version(name)}" for name in SERVING_REQUIREMENTS],
     )
     client = MlflowClient(settings.uri)
     try:

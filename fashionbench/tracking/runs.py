@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.data.sources import CodeDatasetSource, LocalArtifactDatasetSource
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,6 +40,7 @@ from fashionbench.stage import StageResult
 from fashionbench.tracking.store import TrackingSettings, ensure_experiment
 
 log = logging.getLogger(__name__)
+stages = logging.getLogger("fashionbench.stages")  # one line per stage: what the console shows by default
 
 # How a sweep's jobs learn their parent run (set by tracking.sweep.SweepCallback).
 SWEEP_RUN_ENV = "FASHIONBENCH_SWEEP_RUN_ID"
@@ -69,20 +72,34 @@ def git_commit() -> str:
 class TrackedRun:
     """Logging into one active MLflow run."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, experiment_id: str) -> None:
         self.run_id = run_id
+        self.experiment_id = experiment_id
+        self._since = time.perf_counter()  # the previous stage ended here
 
     def record(self, result: StageResult) -> None:
-        """Log what a stage measured: its metrics, stepped metrics, tags and artifact files."""
+        """Log what a stage measured: its metrics, stepped metrics, tags and artifact files; and
+        print the stage's one-line summary with its seconds (the time since the previous record)."""
+        seconds = time.perf_counter() - self._since
+        if result.stage:
+            stages.info("%-10s %6.1f s   %s", result.stage, seconds, result.summary())
         self.log_metrics(result.metrics())
         for name, values in result.stepped_metrics().items():
             for step, value in enumerate(values):
                 mlflow.log_metric(name, float(value), step=step)
         self.set_tags(result.tags())
+        for dataset in result.datasets():
+            # A folder is a local source; a generator (no folder) is code. Passed as objects: a plain
+            # path string is ambiguous to MLflow's source registry, which warns about it.
+            source = (LocalArtifactDatasetSource(dataset.source) if Path(dataset.source).is_absolute()
+                      else CodeDatasetSource({"generator": dataset.source}))
+            mlflow.log_input(mlflow.data.from_pandas(dataset.table, source=source, name=dataset.name,
+                                                     digest=dataset.digest), context=dataset.context)
         with tempfile.TemporaryDirectory() as scratch:
             result.write_artifacts(Path(scratch))
             if any(Path(scratch).iterdir()):
                 mlflow.log_artifacts(scratch)
+        self._since = time.perf_counter()  # logging is the harness's time, not the next stage's
 
     def log_config(self, config: DictConfig) -> None:
         """The resolved config, as params (flattened: ``model.freeze``) and as ``config.yaml``."""
@@ -106,15 +123,22 @@ class TrackedRun:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path)
 
-    def log_keras_model(self, model: Any) -> str:
-        """Log a Keras model (MLflow 3 stores it as a LoggedModel linked to this run); return
-        its URI, also set as the run's ``model_uri`` tag."""
+    def log_keras_model(self, model: Any, example: Any) -> str:
+        """Log a Keras model (MLflow 3 stores it as a LoggedModel linked to this run) with the
+        signature of ``example`` (an input batch) and its output; return its URI, also set as the
+        run's ``model_uri`` tag."""
         import keras
+        import numpy as np
         import tensorflow as tf
+        from mlflow.models import infer_signature
 
+        example = np.asarray(example)
+        signature = infer_signature(example, np.asarray(model(example, training=False)))
         # Explicit requirements: MLflow's inference imports the model in a subprocess (slow).
+        # No input_example: MLflow 3.17's Keras flavour writes it before creating the model's
+        # folder (FileNotFoundError); the signature carries the input's shape and type.
         info = mlflow.keras.log_model(
-            model, name=MODEL,
+            model, name=MODEL, signature=signature,
             pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
         )
         mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
@@ -205,7 +229,7 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None,
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent or None,
                               tags={k: str(v) for k, v in all_tags.items()}) as run:
             try:
-                yield TrackedRun(run.info.run_id)
+                yield TrackedRun(run.info.run_id, experiment_id)
             except BaseException as error:
                 interrupted = isinstance(error, (KeyboardInterrupt, Terminated))
                 if handles_sigterm:  # a second SIGTERM must not interrupt the bookkeeping

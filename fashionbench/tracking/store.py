@@ -75,14 +75,24 @@ def tracking_settings(uri: str | None = None, experiment_name: str = "fashionben
     return TrackingSettings(uri, experiment_name, artifact_location)
 
 
+# The MLflow UI (3.x) opens an experiment without this tag on its GenAI overview ("Traces 0");
+# with it, on the training runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(settings: TrackingSettings) -> str:
-    """Create (and so migrate) the store and the experiment if needed; return the experiment id."""
+    """Create (and so migrate) the store and the experiment if needed, marked as model training
+    so that the MLflow UI opens on its runs; return the experiment id."""
     mlflow.set_tracking_uri(settings.uri)
     client = MlflowClient(settings.uri)
     experiment = client.get_experiment_by_name(settings.experiment_name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location)
+    if experiment is None:
+        return client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location,
+                                        tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:  # created before the tag was set
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def experiment_runs(settings: TrackingSettings, sweep_id: str | None = None) -> list[RunRecord]:

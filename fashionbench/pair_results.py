@@ -99,7 +99,8 @@ class PairResults(StageResult):
         save_pairs(self.table, directory / PAIRS)
         summary = summary_table(self.table, self.headline_k, self.ks, self.shop_items, self.distances)
         summary.to_csv(directory / PAIR_SUMMARY, index=False)
-        plot_ladder(summary, self.headline_k, directory / LADDER_PLOT)
+        if not summary.empty:  # no evaluable pair: nothing to draw
+            plot_ladder(summary, self.headline_k, directory / LADDER_PLOT)
 
 
 def evaluate_recommenders(recommenders: Sequence, splits: Sequence[HeldOutFavourites],
@@ -157,7 +158,9 @@ def summary_table(table: pd.DataFrame, headline_k: int, ks: Sequence[int], shop_
             if distances is not None:
                 row[metric_column("ild", headline_k)] = _diversity(rows_in_scope, headline_k, shop_items, distances)
             rows.append(row)
-    return pd.DataFrame(rows)
+    columns = ["recommender", "category", "pairs", *(metric_column(m, k) for k in ks for m in LOGGED_METRICS),
+               metric_column("coverage", headline_k), *([metric_column("ild", headline_k)] if distances else [])]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def summarise(table: pd.DataFrame, headline_k: int, ks: Sequence[int], shop_items: Mapping[str, list[str]],

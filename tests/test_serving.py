@@ -107,10 +107,12 @@ def test_a_bad_request_is_a_400_with_a_one_line_reason(server):
 
 
 def test_the_registered_version_declares_its_inputs_outputs_and_params(tracked_store, champion):
-    version = MlflowClient(tracked_store.uri).get_model_version(MODEL_NAME, champion.version)
+    import mlflow
     from mlflow.models import get_model_info
 
-    info = get_model_info(version.source)
+    mlflow.set_tracking_uri(tracked_store.uri)  # the conftest fixture unsets it after the test
+    version = MlflowClient(tracked_store.uri).get_model_version(MODEL_NAME, champion.version)
+    info = get_model_info(f"models:/{MODEL_NAME}/{version.version}")
     signature = info.signature.to_dict()
     assert {c["name"] for c in json.loads(signature["inputs"])} == {"item_id", "image"}
     assert [c["name"] for c in json.loads(signature["outputs"])] == ["query", "category", "rank", "item_id", "distance"]

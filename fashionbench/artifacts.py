@@ -64,7 +64,9 @@ NORMALISED_HEADLINE = "normalised_precision_at_k"  # (model - random) / (oracle 
 TEST_ACCURACY = "test_accuracy"
 BALANCED_ACCURACY = "test_balanced_accuracy"
 MAJORITY_RATE = "test_majority_rate"  # accuracy of always predicting the test split's most frequent category
-TRAIN_SECONDS = "train_seconds"
+TRAIN_SECONDS = "train_seconds"  # training's wall time (with the trunk cache: activations + the tail's fit)
+FIT_SECONDS = "fit_seconds"  # model.fit alone
+TRUNK_CACHE_USED = "trunk_cache_used"
 EVAL_PAIRS = "eval_pairs"
 
 # --- a recommender bundle (what promote registers) ---------------------------------------

@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=None, help="items per category (default: the run's eval.k)")
     parser.add_argument("--category", choices=CATEGORIES, help="with --images: search this category "
                         "instead of the one the classifier predicts")
-    parser.add_argument("--out", type=Path, default=Path("recommendations.png"), help="grid PNG (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("reports/recommendations.png"),
+                        help="grid PNG (default: %(default)s; reports/ is git-ignored)")
     args = parser.parse_args(argv)
     if args.k is not None and args.k < 1:
         parser.error(f"--k must be >= 1, got {args.k}")

@@ -54,7 +54,7 @@ def test_the_report_puts_every_table_beside_the_courses(sweep, tmp_path):
     assert "| Attempt | #1 | #2 | #3 | #4 |" in text
     assert "| Seconds (these runs) | 30.0 | 10.0 | 20.0 |  |" in text  # start order, not sorted
     assert "| Seconds (course) | 301 | 283 | 290 | 120 |" in text
-    assert "`train_seconds` is the wall time of `model.fit`, like the course's." in text
+    assert "the runs below are those that timed the same (`train.cache=false`: `train_seconds`)." in text
     assert "| Categories | Train | Val | Test | Course Train | Course Val | Course Test |" in text
     assert "| Dresses | 18 | 6 | 5 | 1829 | 638 | 545 |" in text
     assert "| **Total** | 52 | 19 | 18 | 5232 | 1914 | 1666 |" in text
@@ -83,6 +83,16 @@ def test_the_sweep_table_lists_swept_params_marks_the_best_and_is_plotted(sweep,
 
     logged = {a.path for a in MlflowClient(settings.uri).list_artifacts(report_run, "report")}
     assert logged == {"report/report.md", f"report/{plot.name}"}
+
+
+def test_the_training_time_table_leaves_out_runs_that_timed_something_else(sweep, tmp_path):
+    settings, parent, ids, _ = sweep
+    client = MlflowClient(settings.uri)
+    client.log_metric(ids[1], "trunk_cache_used", 1.0)  # freeze=2 fitted the tail on cached activations
+    client.log_metric(ids[1], "fit_seconds", 2.5)
+    text = write_report(settings, tmp_path / "report.md", sweep_id=parent, log_run=False)[0].read_text()
+    assert "| Seconds (these runs) | 30.0 | 20.0 |  |  |" in text
+    assert "1 of 3 run(s) used the trunk cache" in text and "(`fit_seconds`: 2.5)" in text
 
 
 def test_latest_sweep_and_report_runs_are_not_reported_on(sweep, tmp_path, capsys):

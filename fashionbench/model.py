@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,12 @@ class Classifier(StageResult):
     stage = "model"
 
     def summary(self) -> str:
-        return (f"ResNet50 + head, {self.trainable_backbone_layers} trainable backbone layers, weights "
-                f"{self.weights_used}, embedding layer {self.embedding_layer}")
+        weights = self.weights_used
+        if weights == "random":  # model.weights=auto without ImageNet weights at hand: say how to get them
+            cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+            weights = f"random (no ImageNet weights: put {IMAGENET_NOTOP_FILE} in {cache}/ to use them)"
+        return (f"ResNet50 + head, {self.trainable_backbone_layers} trainable backbone layers, embedding layer "
+                f"{self.embedding_layer}, weights {weights}")
 
     def metrics(self) -> dict[str, float]:
         return {"trainable_backbone_layers": float(self.trainable_backbone_layers)}
@@ -81,21 +86,33 @@ def predict_in_batches(model: keras.Model, images: np.ndarray, batch_size: int =
     """``model`` outputs (one array, or one per output) for uint8 images, preprocessed and
     batched through tf.data.
 
-    The model is called batch by batch rather than through ``Model.predict``: a run predicts
-    with several models (the trunk, the classifier, the embedding model, before and after
-    training), and TensorFlow counts the traces of every ``predict`` together (they share one
-    code location), warning about "retracing" on every run; tracing ResNet50 also costs more
-    than it saves on a few hundred images.
+    Each model runs through its own ``tf.function`` (``_compiled``) rather than
+    ``Model.predict``: a run predicts with several models (the trunk, the classifier, the
+    embedding model, before and after training), and TensorFlow counts the traces of every
+    ``predict`` together (they share one code location), warning about "retracing" in every run.
     """
     dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
     dataset = dataset.map(preprocess_images, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    forward = _compiled(model)
     total = -(-len(images) // batch_size)
-    batches = [model(batch, training=False) for batch in progress(dataset, f"predict ({model.name})", total)]
+    batches = [forward(batch, training=False) for batch in progress(dataset, f"predict ({model.name})", total)]
     if not batches:  # no images: the outputs' shapes from the model
         return model.predict(preprocess_images(np.asarray(images)), verbose=0)
     if isinstance(batches[0], (list, tuple)):
         return [np.concatenate([np.asarray(batch[i]) for batch in batches]) for i in range(len(batches[0]))]
     return np.concatenate([np.asarray(batch) for batch in batches])
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled(model: keras.Model):
+    """``model`` as a graph function, made once per model. TensorFlow keys its retracing count by
+    the traced callable, here the model itself, so models do not add to each other's count; with
+    ``reduce_retracing`` the last, smaller batch generalises the batch size instead of tracing anew."""
+    if model not in _COMPILED:
+        _COMPILED[model] = tf.function(model, reduce_retracing=True)
+    return _COMPILED[model]
 
 
 def build_classifier(options: ModelConfig, image_size: int) -> Classifier:
@@ -141,9 +158,9 @@ def _backbone(weights: str | None, input_shape: tuple[int, int, int]) -> tuple[k
             return _resnet50("imagenet", input_shape), "imagenet"
         except Exception as error:  # keras.utils.get_file raises a bare Exception offline
             if weights == "auto":
-                log.warning("no ImageNet weights (not in the Keras cache, and the download failed: %s); random "
-                            "initialisation. For ImageNet weights put %s in %s/", type(error).__name__,
-                            IMAGENET_NOTOP_FILE, Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models")
+                # Said once in the model stage's line ("weights random, ..."); the details go to the log file.
+                log.info("no ImageNet weights (not in the Keras cache, and the download failed: %s); random "
+                         "initialisation", error)
                 return _resnet50(None, input_shape), "random"
             cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
             raise WeightsUnavailableError(

@@ -269,7 +269,8 @@ def _check_comparable(groups: dict[str, list[RunPairs]]) -> None:
         a, b = labels[0], other
         only_a = [r for r in groups[a] if r.stratum not in strata[b]]
         only_b = [r for r in groups[b] if r.stratum not in strata[a]]
-        run_a, run_b = (only_a or groups[a])[0].run, (only_b or groups[b])[0].run
+        pairs_a, pairs_b = (only_a or groups[a])[0], (only_b or groups[b])[0]
+        run_a, run_b = pairs_a.run, pairs_b.run
         differing = sorted(p for p in set(run_a.params) | set(run_b.params)
                            if p.startswith(USERS_AND_SPLITS) and run_a.params.get(p) != run_b.params.get(p))
         tags = [t for t in (TAG_DATA_FINGERPRINT, TAG_GIT_COMMIT) if run_a.tags.get(t) != run_b.tags.get(t)]
@@ -278,8 +279,7 @@ def _check_comparable(groups: dict[str, list[RunPairs]]) -> None:
             "the same options (their users or splits were drawn differently)"
         raise IncomparableRunsError(
             f"runs {run_a.run_id} ({a}) and {run_b.run_id} ({b}) do not share users and held-out splits "
-            f"(eval_fingerprint {RunPairs(run_a, groups[a][0].table).stratum} vs "
-            f"{RunPairs(run_b, groups[b][0].table).stratum}): {what}. Compare runs of one sweep, or runs "
+            f"(eval_fingerprint {pairs_a.stratum} vs {pairs_b.stratum}): {what}. Compare runs of one sweep, or runs "
             f"that differ only in model, training or index settings.")
 
 

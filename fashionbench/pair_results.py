@@ -89,15 +89,23 @@ class PairResults(StageResult):
         pairs = self.table.drop_duplicates(["user_id", "category"]).shape[0]
         return f"{len(recommenders)} recommenders ({', '.join(recommenders)}) on {pairs} pairs, k in {list(self.ks)}"
 
+    def summary_table(self) -> pd.DataFrame:
+        """``summary_table`` of this table, computed once (the run logs it, its metrics and its plot)."""
+        if "_summary" not in self.__dict__:  # frozen dataclass: memoise in __dict__
+            self.__dict__["_summary"] = summary_table(self.table, self.headline_k, self.ks, self.shop_items,
+                                                      self.distances)
+        return self.__dict__["_summary"]
+
     def metrics(self) -> dict[str, float]:
-        return summarise(self.table, self.headline_k, self.ks, self.shop_items, self.distances)
+        return summarise(self.table, self.headline_k, self.ks, self.shop_items, self.distances,
+                         summary=self.summary_table())
 
     def tags(self) -> dict[str, str]:
         return {TAG_EVAL_FINGERPRINT: eval_fingerprint(self.table, self.shop_items), **self.notes}
 
     def write_artifacts(self, directory: Path) -> None:
         save_pairs(self.table, directory / PAIRS)
-        summary = summary_table(self.table, self.headline_k, self.ks, self.shop_items, self.distances)
+        summary = self.summary_table()
         summary.to_csv(directory / PAIR_SUMMARY, index=False)
         if not summary.empty:  # no evaluable pair: nothing to draw
             plot_ladder(summary, self.headline_k, directory / LADDER_PLOT)
@@ -164,7 +172,8 @@ def summary_table(table: pd.DataFrame, headline_k: int, ks: Sequence[int], shop_
 
 
 def summarise(table: pd.DataFrame, headline_k: int, ks: Sequence[int], shop_items: Mapping[str, list[str]],
-              distances: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+              distances: Mapping[str, np.ndarray] | None = None, summary: pd.DataFrame | None = None
+              ) -> dict[str, float]:
     """Every logged recommendation metric, read off ``summary_table`` (so: means over the table's pairs):
 
     - ``<metric>_at_<k>/<recommender>`` for every metric and k, ``coverage_at_<k>/<recommender>``
@@ -177,7 +186,8 @@ def summarise(table: pd.DataFrame, headline_k: int, ks: Sequence[int], shop_item
     """
     if table.empty:
         return {HEADLINE_METRIC: float("nan"), f"{RANDOM_PREFIX}{HEADLINE_METRIC}": float("nan"), EVAL_PAIRS: 0.0}
-    summary = summary_table(table, headline_k, ks, shop_items, distances)
+    if summary is None:
+        summary = summary_table(table, headline_k, ks, shop_items, distances)
     headline, recall = metric_column("precision", headline_k), metric_column("recall", headline_k)
     metrics: dict[str, float] = {}
     for row in summary.to_dict("records"):

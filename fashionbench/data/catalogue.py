@@ -107,11 +107,14 @@ class Catalogue:
         return table.reindex(index=list(CATEGORIES), columns=list(SPLITS), fill_value=0)
 
     def fingerprint(self) -> str:
-        """A short hash of the items table and every image byte: same data, same fingerprint."""
-        digest = hashlib.sha256()
-        digest.update(self.items.to_csv(index=False).encode())
-        digest.update(np.ascontiguousarray(self.images).tobytes())
-        return digest.hexdigest()[:16]
+        """A short hash of the items table and every image byte: same data, same fingerprint.
+        Computed once per catalogue (hashing every image costs about a second per GB)."""
+        if "_fingerprint" not in self.__dict__:  # frozen dataclass: memoise in __dict__
+            digest = hashlib.sha256()
+            digest.update(self.items.to_csv(index=False).encode())
+            digest.update(np.ascontiguousarray(self.images).tobytes())
+            self.__dict__["_fingerprint"] = digest.hexdigest()[:16]
+        return self.__dict__["_fingerprint"]
 
 
 def check_image_size(image_size: int) -> None:

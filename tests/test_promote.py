@@ -19,10 +19,10 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def planted(store_uri):
+def planted(store_uri, tmp_path):
     """A store of metric-only runs (no artifacts): enough for the selection logic."""
     client = MlflowClient(store_uri)
-    experiment_id = client.create_experiment("planted")
+    experiment_id = client.create_experiment("planted", artifact_location=(tmp_path / "artifacts").as_uri())
     model = {"model_uri": "models:/m-planted"}
     ids = {
         "low": plant_run(client, experiment_id, "FINISHED", {"precision_at_k": 0.30, "test_accuracy": 0.90}, tags=model),

@@ -25,11 +25,12 @@ def metrics(seconds, accuracy, precision, random=0.1):
 
 
 @pytest.fixture
-def sweep(store_uri):
+def sweep(store_uri, tmp_path):
     """A sweep parent, three finished runs (freeze 8, 2, 4 in start order), one failed run, and a run
     of another sweep that must not appear."""
     client = MlflowClient(store_uri)
-    experiment_id = client.create_experiment("study")
+    # Artifacts beside the store: MLflow's default for a SQLite store is ./mlruns, in the checkout.
+    experiment_id = client.create_experiment("study", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = plant_run(client, experiment_id, "FINISHED", {}, tags={"sweep": "parent"})
     child = {"sweep_id": parent, "weights_used": "random", "data_fingerprint": "abc"}
     params = {"data.name": "synthetic", "data.image_size": "32", "train.epochs": "1", "eval.k": "2",

@@ -69,9 +69,7 @@ class AnnoyCategoryIndex(CategoryIndex):
 
     @classmethod
     def build(cls, embeddings: ItemEmbeddings, config: AnnoyIndexConfig) -> AnnoyCategoryIndex:
-        categories = set(embeddings.categories.tolist())
-        if len(categories) != 1:
-            raise ValueError(f"a CategoryIndex holds one category, got {sorted(categories)}")
+        category = embeddings.only_category()
         start = time.perf_counter()
         annoy = AnnoyIndex(embeddings.dim, config.metric)
         annoy.set_seed(config.seed)
@@ -79,7 +77,7 @@ class AnnoyCategoryIndex(CategoryIndex):
             annoy.add_item(position, vector)
         annoy.build(config.n_trees, n_jobs=1)
         seconds = time.perf_counter() - start
-        return cls(categories.pop(), annoy, np.asarray(embeddings.item_ids), config.metric, config.search_k, seconds)
+        return cls(category, annoy, np.asarray(embeddings.item_ids), config.metric, config.search_k, seconds)
 
     def nearest(self, n: int, vector: np.ndarray | None = None, position: int | None = None
                 ) -> tuple[list[int], list[float]]:

@@ -40,6 +40,13 @@ class ItemEmbeddings(StageResult):
     def metrics(self) -> dict[str, float]:
         return {"embedding_dim": float(self.dim)}
 
+    def only_category(self) -> str:
+        """The one category of these items (what a CategoryIndex holds); ValueError for several or none."""
+        categories = set(self.categories.tolist())
+        if len(categories) != 1:
+            raise ValueError(f"a CategoryIndex holds one category, got {sorted(categories)}")
+        return categories.pop()
+
     def of_category(self, category: str) -> ItemEmbeddings:
         mask = self.categories == category
         return ItemEmbeddings(self.item_ids[mask], self.categories[mask], self.vectors[mask], self.layer)

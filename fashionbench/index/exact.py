@@ -105,15 +105,12 @@ class ExactCategoryIndex(CategoryIndex):
                  build_seconds: float = 0.0) -> None:
         super().__init__(category, item_ids, metric, build_seconds)
         self.vectors = np.asarray(vectors, dtype=np.float32)
-        self.search_engine = ExactSearch(self.vectors, metric)
 
     @classmethod
     def build(cls, embeddings: ItemEmbeddings, metric: str = "angular") -> ExactCategoryIndex:
-        categories = set(embeddings.categories.tolist())
-        if len(categories) != 1:
-            raise ValueError(f"a CategoryIndex holds one category, got {sorted(categories)}")
+        category = embeddings.only_category()
         start = time.perf_counter()
-        index = cls(categories.pop(), embeddings.vectors, embeddings.item_ids, metric)
+        index = cls(category, embeddings.vectors, embeddings.item_ids, metric)
         index.build_seconds = time.perf_counter() - start
         return index
 

@@ -14,7 +14,7 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from fashionbench.artifacts import PAIRS, TAG_MODEL_URI
+from fashionbench.artifacts import PAIRS, TAG_MODEL_URI, TAG_SWEEP_ID
 from fashionbench.comparison import RunPairs
 from fashionbench.pair_results import load_pairs
 from fashionbench.tracking.records import LATEST, RunRecord, latest_sweep_id
@@ -107,7 +107,7 @@ def experiment_runs(settings: TrackingSettings, sweep_id: str | None = None) -> 
             f"no experiment {settings.experiment_name!r} in the MLflow store {settings.uri} "
             f"(it has {names or 'none'})"
         )
-    filter_string = f"tags.sweep_id = '{sweep_id}'" if sweep_id else ""
+    filter_string = f"tags.{TAG_SWEEP_ID} = '{sweep_id}'" if sweep_id else ""
     records, token = [], None
     while True:
         page = client.search_runs([experiment.experiment_id], filter_string, max_results=1000,

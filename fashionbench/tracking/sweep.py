@@ -18,11 +18,11 @@ from fashionbench.artifacts import (
     TAG_GIT_COMMIT,
     TAG_OVERRIDES,
     TAG_SWEEP,
-    TAG_SWEEP_ID,
     TEST_ACCURACY,
 )
+from fashionbench.tracking.records import RunRecord
 from fashionbench.tracking.runs import SWEEP_RUN_ENV, git_commit, this_process
-from fashionbench.tracking.store import ensure_experiment, tracking_settings
+from fashionbench.tracking.store import TrackingSettings, ensure_experiment, experiment_runs, tracking_settings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class SweepCallback(Callback):
     on a fresh SQLite store corrupt it) and a parent run that groups the sweep's runs."""
 
     def __init__(self) -> None:
-        self._parent: tuple[str, str] | None = None
+        self._parent: tuple[TrackingSettings, str] | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         settings = tracking_settings(config.tracking.uri, config.tracking.experiment_name,
@@ -44,24 +44,16 @@ class SweepCallback(Callback):
                                 tags={TAG_SWEEP: SWEEP_PARENT, TAG_OVERRIDES: overrides,
                                       TAG_GIT_COMMIT: git_commit(), **this_process()})
         os.environ[SWEEP_RUN_ENV] = run.info.run_id
-        self._parent = (settings.uri, run.info.run_id)
+        self._parent = (settings, run.info.run_id)
         log.info("sweep parent run %s in experiment %r", run.info.run_id, settings.experiment_name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._parent is None:
             return
-        uri, run_id = self._parent
-        client = MlflowClient(uri)
-        experiment_id = client.get_run(run_id).info.experiment_id
-        children, token = [], None
-        while True:  # every child, however many: search_runs pages at 1,000
-            page = client.search_runs([experiment_id], filter_string=f"tags.{TAG_SWEEP_ID} = '{run_id}'",
-                                      order_by=["attributes.start_time ASC"], max_results=1000, page_token=token)
-            children += list(page)
-            token = page.token
-            if not token:
-                break
-        statuses = Counter(child.info.status for child in children)
+        settings, run_id = self._parent
+        children = experiment_runs(settings, run_id)
+        statuses = Counter(child.status for child in children)
+        client = MlflowClient(settings.uri)
         client.log_metric(run_id, "runs", len(children))
         for status in ("FINISHED", "FAILED", "KILLED"):
             client.log_metric(run_id, f"runs_{status.lower()}", statuses[status])
@@ -72,14 +64,14 @@ class SweepCallback(Callback):
         print(sweep_table(children, run_id))
 
 
-def sweep_table(children: list, parent_id: str) -> str:
+def sweep_table(children: list[RunRecord], parent_id: str) -> str:
     """The sweep's jobs, one line each: swept values, status, headline metrics."""
     lines = [f"sweep {parent_id}: {len(children)} run(s)",
              f"  {'job':<36} {'status':<9} {'test_accuracy':>13} {HEADLINE_METRIC:>15} {'random':>7}"]
     for child in children:
-        m = child.data.metrics
+        m = child.metrics
         cells = [f"{m[name]:.3f}" if name in m else "-" for name in (TEST_ACCURACY, HEADLINE_METRIC,
                                                                       RANDOM_PREFIX + HEADLINE_METRIC)]
-        lines.append(f"  {(child.info.run_name or child.info.run_id)[:36]:<36} {child.info.status:<9} "
+        lines.append(f"  {(child.run_name or child.run_id)[:36]:<36} {child.status:<9} "
                      f"{cells[0]:>13} {cells[1]:>15} {cells[2]:>7}")
     return "\n".join(lines)

@@ -64,8 +64,7 @@ class Classifier(StageResult):
     def summary(self) -> str:
         weights = self.weights_used
         if weights == "random":  # model.weights=auto without ImageNet weights at hand: say how to get them
-            cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-            weights = f"random (no ImageNet weights: put {IMAGENET_NOTOP_FILE} in {cache}/ to use them)"
+            weights = f"random (no ImageNet weights: put {IMAGENET_NOTOP_FILE} in {keras_models_dir()}/ to use them)"
         return (f"ResNet50 + head, {self.trainable_backbone_layers} trainable backbone layers, embedding layer "
                 f"{self.embedding_layer}, weights {weights}")
 
@@ -146,26 +145,29 @@ def build_classifier(options: ModelConfig, image_size: int) -> Classifier:
     return Classifier(model, weights_used, n_layers, options.freeze, options.embedding_layer)
 
 
+def keras_models_dir() -> Path:
+    """Where Keras looks for (and downloads) application weights: $KERAS_HOME/models, else ~/.keras/models."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
 def _backbone(weights: str | None, input_shape: tuple[int, int, int]) -> tuple[keras.Model, str]:
     """ResNet50 without its top, with the requested weights, and a description of what was used."""
     if weights in NO_WEIGHTS:
         return _resnet50(None, input_shape), "random"
     if weights in ("imagenet", "auto"):
         try:
-            if weights == "auto":  # trying is quiet: Keras prints "Downloading data from ..." before failing offline
-                with contextlib.redirect_stdout(io.StringIO()):
-                    return _resnet50("imagenet", input_shape), "imagenet"
-            return _resnet50("imagenet", input_shape), "imagenet"
+            # Trying (auto) is quiet: Keras prints "Downloading data from ..." before failing offline.
+            with contextlib.redirect_stdout(io.StringIO()) if weights == "auto" else contextlib.nullcontext():
+                return _resnet50("imagenet", input_shape), "imagenet"
         except Exception as error:  # keras.utils.get_file raises a bare Exception offline
             if weights == "auto":
                 # Said once in the model stage's line ("weights random, ..."); the details go to the log file.
                 log.info("no ImageNet weights (not in the Keras cache, and the download failed: %s); random "
                          "initialisation", error)
                 return _resnet50(None, input_shape), "random"
-            cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
             raise WeightsUnavailableError(
                 f"model.weights=imagenet but the ImageNet weights could not be loaded ({error}). "
-                f"Copy {IMAGENET_NOTOP_FILE} into {cache}/ (the Keras cache), or pass "
+                f"Copy {IMAGENET_NOTOP_FILE} into {keras_models_dir()}/ (the Keras cache), or pass "
                 f"model.weights=/path/to/{IMAGENET_NOTOP_FILE}, or use model.weights=auto to fall "
                 f"back to random initialisation."
             ) from None

@@ -14,7 +14,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from fashionbench.console import quiet_tensorflow  # noqa: E402
+from fashionbench.console import quiet_tensorflow
 
 quiet_tensorflow()  # before anything imports TensorFlow: its start-up messages are set aside
 
@@ -104,14 +104,14 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
     settings = tracking_settings(x.tracking.uri, x.tracking.experiment_name, x.tracking.artifact_location)
     # The data before the run: an unusable data folder, or a k the shop cannot fill, starts no run.
     data = load_catalogue(x.data, x.data_store.directory, x.data_store.enabled)
-    check_cutoffs(x.eval, data.catalogue.split("test"))
+    catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items
+    check_cutoffs(x.eval, shop)
     reap_orphaned_runs(settings)  # runs of this host whose process died (SIGKILL, a crash) are marked KILLED
     with tracked_run(settings, run_name=x.run_name) as run:
         run.log_config(resolved_config(cfg))
         run.record(data)
         classifier = build_classifier(x.model, x.data.image_size)
         run.record(classifier)
-        catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items
         untrained = embed_items(classifier, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
         cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
         training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,

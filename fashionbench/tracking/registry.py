@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 import fashionbench
+from fashionbench.artifacts import BUNDLE_META, BUNDLE_SHOP_ITEMS
 from fashionbench.tracking.store import TrackingSettings, ensure_experiment
 
 # What the recommender imports where it is served (fashionbench itself travels as code).
@@ -79,14 +80,14 @@ def register_recommender(settings: TrackingSettings, model_name: str, bundle: Pa
     mlflow.set_tracking_uri(settings.uri)
     ensure_experiment(settings)
     mlflow.set_experiment(settings.experiment_name)
-    meta = json.loads((bundle / "recommender.json").read_text())
+    meta = json.loads((bundle / BUNDLE_META).read_text())
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", "item_id", required=False), ColSpec("binary", "image", required=False)]),
         outputs=Schema([ColSpec("string", "query"), ColSpec("string", "category"), ColSpec("long", "rank"),
                         ColSpec("string", "item_id"), ColSpec("double", "distance")]),
         params=ParamSchema([ParamSpec("k", "long", int(meta["k"])), ParamSpec("category", "string", "")]),
     )
-    shop_items = pd.read_csv(bundle / "shop_items.csv", dtype=str, usecols=["item_id"])["item_id"]
+    shop_items = pd.read_csv(bundle / BUNDLE_SHOP_ITEMS, dtype=str, usecols=["item_id"])["item_id"]
     info = mlflow.pyfunc.log_model(
         name="recommender", python_model=RecommenderPyfunc(), artifacts={"bundle": str(bundle)},
         signature=signature, input_example=pd.DataFrame({"item_id": shop_items[:2].tolist()}),

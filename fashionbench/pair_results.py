@@ -220,9 +220,7 @@ def _coverage(rows: pd.DataFrame, k: int, shop_items: Mapping[str, list[str]]) -
         items = shop_items[category]
         total += len(items)
         if (in_category["recommended"] == "").all():  # the random recommender: expected coverage
-            position = {item: i for i, item in enumerate(items)}
-            candidates = [np.array([position[i] for i in items if i not in set(json.loads(q))])
-                          for q in in_category["queries"]]
+            candidates = [_candidate_positions(items, queries) for queries in in_category["queries"]]
             covered += len(items) * random_coverage(len(items), candidates, [k] * len(candidates))
         else:
             covered += len({item for ranked in in_category["recommended"] for item in json.loads(ranked)[:k]})
@@ -233,18 +231,25 @@ def _diversity(rows: pd.DataFrame, k: int, shop_items: Mapping[str, list[str]],
                distances: Mapping[str, np.ndarray]) -> float:
     """Mean over pairs of the intra-list attribute distance of the top-k list (random: expected)."""
     values = []
-    for row in rows.itertuples():
-        items = shop_items[row.category]
+    for category, in_category in rows.groupby("category"):
+        items = shop_items[category]
         position = {item: i for i, item in enumerate(items)}
-        if row.recommended == "":
-            queries = set(json.loads(row.queries))
-            candidates = [i for i, item in enumerate(items) if item not in queries]
-            values.append(random_intra_list_diversity(candidates, distances[row.category]))
-        else:
-            ranked = json.loads(row.recommended)[:k]
-            values.append(intra_list_diversity([position[item] for item in ranked], distances[row.category]))
+        for row in in_category.itertuples():
+            if row.recommended == "":
+                candidates = _candidate_positions(items, row.queries)
+                values.append(random_intra_list_diversity(candidates, distances[category]))
+            else:
+                ranked = json.loads(row.recommended)[:k]
+                values.append(intra_list_diversity([position[item] for item in ranked], distances[category]))
     values = [v for v in values if not np.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
+
+
+def _candidate_positions(items: list[str], queries: str) -> np.ndarray:
+    """Positions in ``items`` (a category's shop items) of a pair's candidates: every item but its
+    ``queries`` (the pair's JSON list)."""
+    excluded = set(json.loads(queries))
+    return np.array([i for i, item in enumerate(items) if item not in excluded], dtype=int)
 
 
 def attribute_distances(attribute_vectors: np.ndarray, item_categories: np.ndarray,

@@ -41,6 +41,7 @@ import numpy as np
 
 from fashionbench.config import EvalConfig, TrainConfig, check_cache_options
 from fashionbench.model import predict_in_batches
+from fashionbench.processes import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -357,10 +358,4 @@ def _abandoned(staging: Path) -> bool:
         return age > STALE_STAGING_SECONDS
     if host != socket.gethostname():
         return age > STALE_STAGING_SECONDS
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, owned by another user
-        return False
-    return False
+    return not process_alive(pid)

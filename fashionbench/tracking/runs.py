@@ -36,6 +36,7 @@ from fashionbench.artifacts import (
     TAG_PID_START,
     TAG_SWEEP_ID,
 )
+from fashionbench.processes import process_alive, process_start
 from fashionbench.stage import StageResult
 from fashionbench.tracking.store import TrackingSettings, ensure_experiment
 
@@ -163,27 +164,6 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 def this_process() -> dict[str, str]:
     """Tags that let a later process tell whether this run's process is still alive."""
     return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_PID_START: process_start(os.getpid())}
-
-
-def process_start(pid: int) -> str:
-    """When process ``pid`` started, in clock ticks since boot (/proc), so that a reused pid is not
-    mistaken for the original process; "" where /proc does not say."""
-    try:
-        # Field 22 of /proc/<pid>/stat, counted after the parenthesised command name.
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def process_alive(pid: int, started: str) -> bool:
-    """Whether process ``pid`` (started at ``started``, "" if unknown) still runs on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        pass
-    return not started or process_start(pid) in ("", started)
 
 
 def reap_orphaned_runs(settings: TrackingSettings) -> list[str]:

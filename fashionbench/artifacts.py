@@ -13,14 +13,16 @@ import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
 from fashionbench.data import Catalogue
-from fashionbench.index import CategoryIndex, load_index
+
+if TYPE_CHECKING:  # fashionbench.index measures itself under names defined here
+    from fashionbench.index import CategoryIndex
 
 # --- artifact paths inside a run ---------------------------------------------------------
 CONFIG = "config.yaml"  # the resolved config
@@ -32,6 +34,8 @@ SHOP_IMAGES = "data/shop_images.npz"  # ... and the images the model saw
 USER_RATINGS = "data/user_ratings.csv"  # user_id, item_id, category, rating
 INDEXES = "indexes"  # <Category>.json + the backend's files (CategoryIndex.save)
 CONFUSION_MATRIX = "plots/confusion_matrix.png"
+CLASSIFICATION_TABLE = "eval/classification.csv"  # precision, recall, f1, support per category
+INDEX_QUALITY_TABLE = "eval/index_quality.csv"  # the index against exact search, per category
 LADDER_PLOT = "plots/ladder.png"  # the run at a glance: precision@k per recommender and category
 PAIRS = "eval/pairs.csv"  # one row per (user, category) pair and recommender (fashionbench.pair_results)
 PAIR_SUMMARY = "eval/summary.csv"  # the pairs' means per recommender and category
@@ -57,17 +61,48 @@ TAG_EVAL_FINGERPRINT = "eval_fingerprint"  # who is evaluated on what: equal for
 TAG_ORACLE = "oracle_attributes"  # what the oracle recommender compared items by, or why it was skipped
 TAG_CLASSIFIER_WARNING = "classifier_warning"  # set when the classifier does not beat the majority class
 
-# --- headline metrics ----------------------------------------------------------------------
-HEADLINE_METRIC = "precision_at_k"  # what "best" means unless told otherwise
-RANDOM_PREFIX = "random_"  # the random recommender's metrics: random_precision_at_k, ...
-NORMALISED_HEADLINE = "normalised_precision_at_k"  # (model - random) / (oracle - random)
-TEST_ACCURACY = "test_accuracy"
-BALANCED_ACCURACY = "test_balanced_accuracy"
-MAJORITY_RATE = "test_majority_rate"  # accuracy of always predicting the test split's most frequent category
-TRAIN_SECONDS = "train_seconds"  # training's wall time (with the trunk cache: activations + the tail's fit)
-FIT_SECONDS = "fit_seconds"  # model.fit alone
-TRUNK_CACHE_USED = "trunk_cache_used"
-EVAL_PAIRS = "eval_pairs"
+# --- metric names ----------------------------------------------------------------------------
+# MLflow's chart view groups a run's metrics into sections by the key's part before its last "/"
+# and orders the sections alphabetically; keys without "/" land in a last "Model metrics" pile.
+# So every key has a section, and the section names are chosen to read in this order:
+#   headline/                the answer: the model's precision@k beside the random floor, normalised
+#   ladder/<metric>_at_<k>   one chart per recommender, random to oracle (fashionbench.pair_results)
+#   model/...                the classifier: test scores, training times and curves
+#   pipeline/<stage>         diagnostics apart: data counts, caches, users, index quality
+HEADLINE_SECTION = "headline/"
+LADDER_SECTION = "ladder/"
+MODEL_SECTION = "model/"
+TRAINING_SECTION = "model/training/"
+DATA_SECTION = "pipeline/data/"
+CACHE_SECTION = "pipeline/cache/"
+USERS_SECTION = "pipeline/users/"
+INDEX_SECTION = "pipeline/index/"  # the index against exact search (fashionbench.index_quality)
+INDEX_RECALL = INDEX_SECTION + "recall_at_k"
+
+HEADLINE_METRIC = HEADLINE_SECTION + "precision_at_k"  # what "best" means unless told otherwise
+HEADLINE_RECALL = HEADLINE_SECTION + "recall_at_k"
+NORMALISED_HEADLINE = HEADLINE_SECTION + "normalised_precision_at_k"  # (model - random) / (oracle - random)
+RANDOM_PREFIX = "random_"  # the random recommender's headline: headline/random_precision_at_k
+TEST_ACCURACY = MODEL_SECTION + "test_accuracy"
+BALANCED_ACCURACY = MODEL_SECTION + "test_balanced_accuracy"
+MAJORITY_RATE = MODEL_SECTION + "test_majority_rate"  # always predicting the test split's most frequent category
+TEST_F1 = MODEL_SECTION + "test_f1/"  # + <Category>
+TRAIN_SECONDS = TRAINING_SECTION + "train_seconds"  # training's wall time (with the trunk cache: activations + fit)
+FIT_SECONDS = TRAINING_SECTION + "fit_seconds"  # model.fit alone
+TRUNK_CACHE_USED = CACHE_SECTION + "trunk_cache_used"
+EVAL_PAIRS = USERS_SECTION + "eval_pairs"
+
+
+def random_counterpart(metric: str) -> str:
+    """The random recommender's value of a headline metric: ``headline/random_precision_at_k``."""
+    section, _, name = metric.rpartition("/")
+    return f"{section}/{RANDOM_PREFIX}{name}" if section else f"{RANDOM_PREFIX}{name}"
+
+
+def ladder_metric(column: str, recommender: str, category: str | None = None) -> str:
+    """A ladder metric's name: ``ladder/precision_at_5/model``, ``ladder/precision_at_5/model/Dresses``."""
+    return f"{LADDER_SECTION}{column}/{recommender}" + (f"/{category}" if category else "")
+
 
 # --- a recommender bundle (what promote registers) ---------------------------------------
 BUNDLE_CLASSIFIER = "classifier.keras"  # the fine-tuned Keras classifier
@@ -132,6 +167,8 @@ def save_indexes(indexes: Mapping[str, CategoryIndex], directory: Path) -> None:
 
 def load_indexes(directory: Path) -> dict[str, CategoryIndex]:
     """Every category's index saved in ``directory``, whatever its backend."""
+    from fashionbench.index import load_index
+
     return {path.stem: load_index(directory, path.stem) for path in sorted(Path(directory).glob("*.json"))}
 
 

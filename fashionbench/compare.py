@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fashionbench.artifacts import HEADLINE_METRIC
+from fashionbench.artifacts import HEADLINE_METRIC, HEADLINE_SECTION, LADDER_SECTION
 from fashionbench.comparison import Comparison, IncomparableRunsError, compare
 from fashionbench.references import LADDER, MODEL
 from fashionbench.tracking.records import RunRecord, add_run_selection_arguments, is_experiment_run
@@ -49,12 +49,13 @@ def headline_metric(runs: list[RunRecord]) -> str:
 
 
 def pair_column(metric: str | None, runs: list[RunRecord]) -> str:
-    """The per-pair column behind a run metric: ``precision_at_k`` (the headline) is
-    ``precision_at_<eval.k>``, ``ndcg_at_10/model`` is ``ndcg_at_10``; None means the headline.
+    """The per-pair column behind a run metric: ``headline/precision_at_k`` (the headline, also
+    written ``precision_at_k``) is ``precision_at_<eval.k>``, ``ladder/ndcg_at_10/model`` (or
+    ``ndcg_at_10``) is ``ndcg_at_10``; None means the headline.
     Other names are taken as a column as they are (``compare`` says which columns exist)."""
-    if metric in (None, HEADLINE_METRIC):
+    if metric in (None, HEADLINE_METRIC, HEADLINE_METRIC.removeprefix(HEADLINE_SECTION)):
         return headline_metric(runs)
-    return metric.split("/", 1)[0]
+    return metric.removeprefix(LADDER_SECTION).split("/", 1)[0]
 
 
 def compare_finished(settings: TrackingSettings, finished: list[RunRecord], metric: str | None = None,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
     accuracy_score,
@@ -20,10 +21,13 @@ from sklearn.metrics import (
 
 from fashionbench.artifacts import (
     BALANCED_ACCURACY,
+    CLASSIFICATION_TABLE,
     CONFUSION_MATRIX,
     MAJORITY_RATE,
+    MODEL_SECTION,
     TAG_CLASSIFIER_WARNING,
     TEST_ACCURACY,
+    TEST_F1,
 )
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.model import predict_in_batches
@@ -61,12 +65,11 @@ class ClassificationReport(StageResult):
                 f"predicted {top}")
 
     def metrics(self) -> dict[str, float]:
-        """Flat metric names as logged: test_accuracy, test_balanced_accuracy, test_f1_Skirts, ..."""
+        """The headline scores and F1 per category (``model/test_f1/Skirts``); precision, recall and
+        support per category are in the run's ``eval/classification.csv``."""
         flat = {TEST_ACCURACY: self.accuracy, BALANCED_ACCURACY: self.balanced_accuracy,
-                MAJORITY_RATE: self.majority_rate, "classifier_beats_majority": float(self.beats_majority)}
-        for category, scores in self.per_class.items():
-            for name, value in scores.items():
-                flat[f"test_{name}_{category}"] = value
+                MAJORITY_RATE: self.majority_rate, MODEL_SECTION + "beats_majority": float(self.beats_majority)}
+        flat.update({TEST_F1 + category: scores["f1"] for category, scores in self.per_class.items()})
         return flat
 
     stage = "classify"
@@ -83,6 +86,9 @@ class ClassificationReport(StageResult):
         path = directory / CONFUSION_MATRIX
         path.parent.mkdir(parents=True, exist_ok=True)
         self.plot_confusion_matrix(path)
+        table = directory / CLASSIFICATION_TABLE
+        table.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame.from_dict(self.per_class, orient="index").rename_axis("category").to_csv(table)
 
     def plot_confusion_matrix(self, path: Path) -> Path:
         import matplotlib

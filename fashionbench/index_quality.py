@@ -12,7 +12,8 @@ github.com/erikbern/ann-benchmarks, ``plotting/metrics.py`` and ``runner.py``):
   (ann-benchmarks' default, non-batch mode), for the index and for exact search alike.
 
 Distances are ``fashionbench.index.exact.metric_distances``: Annoy's own definitions.
-Metrics are named after the backend (``annoy_recall_at_k``); exact search is the reference.
+A run logs the shop's totals as ``pipeline/index/recall_at_k``, ``qps``, ``exact_qps``, ``speedup``,
+``build_seconds`` and ``bytes`` whatever the backend, and each category's in ``eval/index_quality.csv``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
+from fashionbench.artifacts import INDEX_QUALITY_TABLE, INDEX_RECALL, INDEX_SECTION
 from fashionbench.index.base import CategoryIndex, ItemEmbeddings
 from fashionbench.index.exact import ExactSearch, metric_distances
 from fashionbench.stage import StageResult
@@ -65,7 +69,7 @@ def queries_per_second(search: Callable[[np.ndarray], object], queries: np.ndarr
 class IndexQuality:
     """An index against exact search: recall@k, QPS of both, build cost and size."""
 
-    kind: str  # the backend ("annoy"), the metrics' prefix
+    kind: str  # the backend ("annoy")
     category: str
     n_items: int
     n_queries: int
@@ -81,15 +85,11 @@ class IndexQuality:
         """Index QPS / exact QPS: > 1 where the index pays."""
         return self.index_qps / self.exact_qps
 
-    def metrics(self, suffix: str = "") -> dict[str, float]:
-        return {
-            f"{self.kind}_recall_at_k{suffix}": self.recall,
-            f"{self.kind}_qps{suffix}": self.index_qps,
-            f"exact_qps{suffix}": self.exact_qps,
-            f"{self.kind}_speedup{suffix}": self.speedup,
-            f"{self.kind}_build_seconds{suffix}": self.build_seconds,
-            f"{self.kind}_index_bytes{suffix}": float(self.index_bytes),
-        }
+    def row(self) -> dict[str, float | int | str]:
+        """One row of the run's ``eval/index_quality.csv``."""
+        return {"category": self.category, "backend": self.kind, "items": self.n_items, "queries": self.n_queries,
+                "k": self.k, "recall": self.recall, "qps": self.index_qps, "exact_qps": self.exact_qps,
+                "speedup": self.speedup, "build_seconds": self.build_seconds, "bytes": self.index_bytes}
 
 
 def measure_index(index: CategoryIndex, vectors: np.ndarray, k: int = 10, repeats: int = 3,
@@ -142,25 +142,29 @@ class ShopIndexQuality(StageResult):
         if not self.qualities:
             return "nothing measured"
         m, kind, k = self.metrics(), self.qualities[0].kind, self.qualities[0].k
-        return (f"{kind} recall@{k} {m[f'{kind}_recall_at_k']:.3f}, {m[f'{kind}_speedup']:.2f}x the queries per "
+        return (f"{kind} recall@{k} {m[INDEX_RECALL]:.3f}, {m[INDEX_SECTION + 'speedup']:.2f}x the queries per "
                 "second of exact search")
 
     def metrics(self) -> dict[str, float]:
+        """Shop totals under backend-neutral names (``pipeline/index/recall_at_k``, ``qps``, ...), so
+        runs with different backends share one chart; the backend is the ``index`` config's choice."""
         qualities = self.qualities
         if not qualities:
             return {}
-        kind = qualities[0].kind
-        metrics: dict[str, float] = {}
-        for quality in qualities:
-            metrics.update(quality.metrics(f"_{quality.category}"))
         queries = sum(q.n_queries for q in qualities)
-        metrics[f"{kind}_recall_at_k"] = sum(q.recall * q.n_queries for q in qualities) / queries
-        metrics[f"{kind}_qps"] = queries / sum(q.n_queries / q.index_qps for q in qualities)
-        metrics["exact_qps"] = queries / sum(q.n_queries / q.exact_qps for q in qualities)
-        metrics[f"{kind}_speedup"] = metrics[f"{kind}_qps"] / metrics["exact_qps"]
-        metrics[f"{kind}_build_seconds"] = sum(q.build_seconds for q in qualities)
-        metrics[f"{kind}_index_bytes"] = float(sum(q.index_bytes for q in qualities))
-        return metrics
+        qps = queries / sum(q.n_queries / q.index_qps for q in qualities)
+        exact_qps = queries / sum(q.n_queries / q.exact_qps for q in qualities)
+        return {INDEX_RECALL: sum(q.recall * q.n_queries for q in qualities) / queries,
+                INDEX_SECTION + "qps": qps, INDEX_SECTION + "exact_qps": exact_qps,
+                INDEX_SECTION + "speedup": qps / exact_qps,
+                INDEX_SECTION + "build_seconds": sum(q.build_seconds for q in qualities),
+                INDEX_SECTION + "bytes": float(sum(q.index_bytes for q in qualities))}
+
+    def write_artifacts(self, directory: Path) -> None:
+        if self.qualities:
+            path = directory / INDEX_QUALITY_TABLE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame([q.row() for q in self.qualities]).to_csv(path, index=False)
 
 
 def measure_shop_index(shop_index: ShopIndex, embeddings: ItemEmbeddings, k: int = 10, repeats: int = 3

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fashionbench.artifacts import TAG_WEIGHTS_USED
+from fashionbench.artifacts import MODEL_SECTION, TAG_WEIGHTS_USED
 from fashionbench.config import NO_WEIGHTS, ModelConfig, ModelConfigError
 from fashionbench.console import progress
 from fashionbench.data import CATEGORIES
@@ -69,7 +69,7 @@ class Classifier(StageResult):
                 f"{self.embedding_layer}, weights {weights}")
 
     def metrics(self) -> dict[str, float]:
-        return {"trainable_backbone_layers": float(self.trainable_backbone_layers)}
+        return {MODEL_SECTION + "trainable_backbone_layers": float(self.trainable_backbone_layers)}
 
     def tags(self) -> dict[str, str]:
         return {TAG_WEIGHTS_USED: self.weights_used}

@@ -27,13 +27,15 @@ import pandas as pd
 from fashionbench.artifacts import (
     EVAL_PAIRS,
     HEADLINE_METRIC,
+    HEADLINE_RECALL,
     LADDER_PLOT,
     NORMALISED_HEADLINE,
     PAIR_SUMMARY,
     PAIRS,
-    RANDOM_PREFIX,
     TAG_EVAL_FINGERPRINT,
     TAG_ORACLE,
+    ladder_metric,
+    random_counterpart,
 )
 from fashionbench.config import EvalConfig, EvalConfigError
 from fashionbench.console import progress
@@ -62,8 +64,8 @@ LOGGED_METRICS = ("precision", "recall", "ndcg", "hit", "mrr")
 
 
 def metric_name(metric: str, k: int, recommender: str, category: str | None = None) -> str:
-    """The logged name: ``precision_at_5/model``, ``precision_at_5/model/Dresses``."""
-    return f"{metric_column(metric, k)}/{recommender}" + (f"/{category}" if category else "")
+    """The logged name: ``ladder/precision_at_5/model``, ``ladder/precision_at_5/model/Dresses``."""
+    return ladder_metric(metric_column(metric, k), recommender, category)
 
 
 @dataclass(frozen=True)
@@ -176,16 +178,16 @@ def summarise(table: pd.DataFrame, headline_k: int, ks: Sequence[int], shop_item
               ) -> dict[str, float]:
     """Every logged recommendation metric, read off ``summary_table`` (so: means over the table's pairs):
 
-    - ``<metric>_at_<k>/<recommender>`` for every metric and k, ``coverage_at_<k>/<recommender>``
-      (distinct items recommended / shop items) and ``ild_at_<k>/<recommender>`` (mean
-      intra-list attribute distance) at the headline k, and ``precision_at_<headline k>/<recommender>/<Category>``;
-    - ``normalised_precision_at_k`` = (model − random) / (oracle − random) at the headline k;
-    - the headline names kept from before: ``precision_at_k``, ``recall_at_k``, ``eval_pairs``
-      (and ``_<Category>``) for the model, ``random_precision_at_k``, ``random_recall_at_k``
-      (and ``_<Category>``) for the random recommender.
+    - ``ladder/<metric>_at_<k>/<recommender>`` for every metric and k, ``coverage_at_<k>``
+      (distinct items recommended / shop items) and ``ild_at_<k>`` (mean intra-list attribute
+      distance) at the headline k, and ``ladder/precision_at_<headline k>/<recommender>/<Category>``;
+    - the headline at the headline k: ``headline/precision_at_k`` and ``headline/recall_at_k`` (the
+      model), ``headline/random_precision_at_k`` (the floor) and ``headline/normalised_precision_at_k``
+      = (model − random) / (oracle − random);
+    - ``pipeline/users/eval_pairs`` (and ``/<Category>``): the pairs evaluated.
     """
     if table.empty:
-        return {HEADLINE_METRIC: float("nan"), f"{RANDOM_PREFIX}{HEADLINE_METRIC}": float("nan"), EVAL_PAIRS: 0.0}
+        return {HEADLINE_METRIC: float("nan"), random_counterpart(HEADLINE_METRIC): float("nan"), EVAL_PAIRS: 0.0}
     if summary is None:
         summary = summary_table(table, headline_k, ks, shop_items, distances)
     headline, recall = metric_column("precision", headline_k), metric_column("recall", headline_k)
@@ -197,15 +199,15 @@ def summarise(table: pd.DataFrame, headline_k: int, ks: Sequence[int], shop_item
                 if "_at_" in column:
                     metric, k = column.rsplit("_at_", 1)
                     metrics[metric_name(metric, int(k), recommender)] = value
+            if recommender == MODEL:
+                metrics.update({HEADLINE_METRIC: row[headline], HEADLINE_RECALL: row[recall],
+                                EVAL_PAIRS: float(row["pairs"])})
+            elif recommender == RANDOM:
+                metrics[random_counterpart(HEADLINE_METRIC)] = row[headline]
         else:
             metrics[metric_name("precision", headline_k, recommender, category)] = row[headline]
-        prefix = {MODEL: "", RANDOM: RANDOM_PREFIX}.get(recommender)
-        if prefix is not None:
-            suffix = "" if category == ALL else f"_{category}"
-            metrics[f"{prefix}precision_at_k{suffix}"] = row[headline]
-            metrics[f"{prefix}recall_at_k{suffix}"] = row[recall]
             if recommender == MODEL:
-                metrics[f"{EVAL_PAIRS}{suffix}"] = float(row["pairs"])
+                metrics[f"{EVAL_PAIRS}/{category}"] = float(row["pairs"])
     at = lambda recommender: metrics.get(metric_name("precision", headline_k, recommender))  # noqa: E731
     if at(ORACLE) is not None and at(RANDOM) is not None and at(ORACLE) != at(RANDOM):
         metrics[NORMALISED_HEADLINE] = (at(MODEL) - at(RANDOM)) / (at(ORACLE) - at(RANDOM))

@@ -26,17 +26,19 @@ import numpy as np
 import pandas as pd
 
 from fashionbench.artifacts import (
+    CLASSIFICATION_TABLE,
     FIT_SECONDS,
     HEADLINE_METRIC,
-    RANDOM_PREFIX,
     REPORT,
     SPLIT_TABLE,
     TAG_CLASSIFIER_WARNING,
     TAG_REPORT,
     TEST_ACCURACY,
+    TEST_F1,
     TRAIN_SECONDS,
     TRUNK_CACHE_USED,
     load_split_table,
+    random_counterpart,
 )
 from fashionbench.compare import compare_finished
 from fashionbench.comparison import SEED_PARAMS, Comparison, configuration_label, markdown_table
@@ -45,6 +47,7 @@ from fashionbench.tracking.records import (
     RunRecord,
     add_run_selection_arguments,
     is_experiment_run,
+    resolve_metric,
     swept_parameters,
     uneven_parameters,
 )
@@ -126,10 +129,17 @@ def split_table(split: pd.DataFrame) -> str:
     return markdown_table(["Categories", "Train", "Val", "Test", "Course Train", "Course Val", "Course Test"], rows)
 
 
-def classification_table(run: RunRecord) -> str:
-    """``Category | F1 | Recall | Precision`` of ``run`` beside the course's, plus accuracy."""
+def classification_table(run: RunRecord, per_class: pd.DataFrame | None = None) -> str:
+    """``Category | F1 | Recall | Precision`` of ``run`` beside the course's, plus accuracy.
+    ``per_class``: the run's ``eval/classification.csv``; without it only F1 (a metric) is shown."""
     m = run.metrics
-    rows = [[category, *(_number(m.get(f"test_{name}_{category}")) for name in ("f1", "recall", "precision")),
+
+    def score(category: str, name: str) -> str:
+        if per_class is not None and category in per_class.index:
+            return _number(float(per_class.loc[category, name]))
+        return _number(m.get(TEST_F1 + category)) if name == "f1" else "–"
+
+    rows = [[category, *(score(category, name) for name in ("f1", "recall", "precision")),
              *(f"{v:.3f}" for v in course)]
             for category, course in COURSE_CLASSIFICATION.items()]
     rows.append(["**Accuracy**", _number(m.get(TEST_ACCURACY)), "", "", f"{COURSE_ACCURACY:.3f}", "", ""])
@@ -169,9 +179,9 @@ def sweep_table(runs: Sequence[RunRecord], swept: Sequence[str], metric: str = H
         warning = " ⚠ classifier" if TAG_CLASSIFIER_WARNING in run.tags else ""
         rows.append([f"#{number}", f"`{run.run_id[:8]}`", run.status, *(run.params.get(p, "–") for p in swept),
                      _number(m.get(TRAIN_SECONDS), 1), _number(m.get(TEST_ACCURACY)) + warning,
-                     _number(m.get(metric)), _number(m.get(f"{RANDOM_PREFIX}{metric}")), marks.get(run.run_id, "")])
+                     _number(m.get(metric)), _number(m.get(random_counterpart(metric))), marks.get(run.run_id, "")])
     return markdown_table(["Attempt", "Run", "Status", *swept, TRAIN_SECONDS, TEST_ACCURACY, metric,
-                           f"{RANDOM_PREFIX}{metric}", ""], rows)
+                           random_counterpart(metric), ""], rows)
 
 
 def _as_numbers(values: Sequence[str]) -> list[float] | None:
@@ -215,7 +225,7 @@ def plot_metric_by_parameter(runs: Sequence[RunRecord], swept: Sequence[str], pa
                 ax.errorbar(xs, means, yerr=errors, fmt="o-", capsize=3, label=f"{name} (95 % CI)")
             else:
                 ax.plot(xs, means, "o-", label=name)
-            baseline = [np.mean([r.metrics.get(f"{RANDOM_PREFIX}{metric}", np.nan) for r in points[v]]) for v in values]
+            baseline = [np.mean([r.metrics.get(random_counterpart(metric), np.nan) for r in points[v]]) for v in values]
             if not np.isnan(baseline).any():
                 ax.plot(xs, baseline, "--", color="grey", linewidth=1)
         ax.plot([], [], "--", color="grey", label="random recommender")
@@ -259,8 +269,10 @@ def training_time_note(runs: Sequence[RunRecord]) -> str:
 
 
 def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: str, plot_file: str | None,
-                 metric: str = HEADLINE_METRIC, comparison: Comparison | None = None, evidence_note: str = "") -> str:
-    """The Markdown report of ``runs`` (``split``: the highest run's split table; ``plot_file``: the
+                 metric: str = HEADLINE_METRIC, comparison: Comparison | None = None, evidence_note: str = "",
+                 per_class: pd.DataFrame | None = None) -> str:
+    """The Markdown report of ``runs`` (``split``, ``per_class``: the highest run's split table and
+    classification scores per category; ``plot_file``: the
     plot's path relative to the report, or None when nothing was swept; ``comparison``: the paired
     comparison of the runs' configurations, or None with ``evidence_note`` saying why there is none)."""
     finished = finished_runs(runs)
@@ -280,7 +292,8 @@ def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: 
         "## Classification (test split)",
     ]
     if top is not None:
-        parts += [f"The run with the highest {metric}: `{top.run_id}` ({top.run_name}).", classification_table(top)]
+        parts += [f"The run with the highest {metric}: `{top.run_id}` ({top.run_name}).",
+                  classification_table(top, per_class)]
         if TAG_CLASSIFIER_WARNING in top.tags:
             parts.append(f"⚠ {top.tags[TAG_CLASSIFIER_WARNING]}.")
     else:
@@ -327,19 +340,23 @@ def write_report(settings: TrackingSettings, out: Path, sweep_id: str | None = N
     source = f"experiment `{settings.experiment_name}`" + (f", sweep `{sweep_id}`" if sweep_id else "")
     if not finished:
         raise ReportError(f"no finished run in {source.replace('`', '')} of {settings.uri}")
+    metric = resolve_metric(metric, finished)
     best = best_run(runs, metric) or finished[-1]
     out.parent.mkdir(parents=True, exist_ok=True)
-    split = None
+    split = per_class = None
     with tempfile.TemporaryDirectory() as scratch:
         try:
             split = load_split_table(download_run_artifacts(settings, best.run_id, SPLIT_TABLE, Path(scratch)))
-        except Exception as error:  # an older run without the artifact: report without the table
-            log.warning("run %s has no %s (%s)", best.run_id, SPLIT_TABLE, error)
+            per_class = pd.read_csv(download_run_artifacts(settings, best.run_id, CLASSIFICATION_TABLE,
+                                                           Path(scratch)), index_col="category")
+        except Exception as error:  # an older run without the artifacts: report without the tables
+            log.warning("run %s lacks an artifact the report shows (%s)", best.run_id, error)
     swept = swept_parameters(finished)
     comparison, note = comparison_of(settings, finished, metric)
-    plot = (plot_metric_by_parameter(runs, swept, out.with_name(f"{out.stem}_{metric}.png"), metric, comparison)
-            if swept else None)
-    out.write_text(build_report(runs, split, source, plot.name if plot else None, metric, comparison, note))
+    plot_path = out.with_name(f"{out.stem}_{metric.replace('/', '_')}.png")
+    plot = plot_metric_by_parameter(runs, swept, plot_path, metric, comparison) if swept else None
+    out.write_text(build_report(runs, split, source, plot.name if plot else None, metric, comparison, note,
+                                   per_class))
     run_id = None
     if log_run:
         with tracked_run(settings, run_name=f"report {sweep_id or settings.experiment_name}",

@@ -46,11 +46,11 @@ class Reviews:
         return ratings.value_counts().reindex(RATING_SCALE, fill_value=0).to_numpy()
 
     def metrics(self) -> dict[str, float]:
-        """What the file gave, as logged: ``users_reviews_rows``, ``users_reviews_<Category>``
-        and ``users_reviews_skipped_<reason>``."""
-        return {"users_reviews_rows": float(len(self.rows)),
-                **{f"users_reviews_{c}": float(n) for c, n in self.class_counts().items()},
-                **{f"users_reviews_skipped_{r}": float(n) for r, n in self.skipped.items()}}
+        """What the file gave: ``reviews_rows``, ``reviews_<Category>`` and ``reviews_skipped_<reason>``
+        (the users stage logs them under ``pipeline/users/``)."""
+        return {"reviews_rows": float(len(self.rows)),
+                **{f"reviews_{c}": float(n) for c, n in self.class_counts().items()},
+                **{f"reviews_skipped_{r}": float(n) for r, n in self.skipped.items()}}
 
     def class_counts(self) -> dict[str, int]:
         """Review rows per shop category (0 for a category the file lacks)."""

@@ -52,6 +52,10 @@ from fashionbench.users import hold_out_favourites  # noqa: E402
 
 log = logging.getLogger("fashionbench")
 
+# MLflow 3.17's UI opens an experiment on its GenAI view unless the browser last chose "Model
+# training"; this query parameter picks the training runs' view (and the browser remembers it).
+MODEL_TRAINING_VIEW = "?workflowType=machine_learning"
+
 
 @dataclass
 class RunSummary:
@@ -90,7 +94,8 @@ class RunSummary:
         lines += [
             f"MLflow run         {self.run_id}",
             f"open it with       mlflow ui --backend-store-uri {self.tracking_uri}",
-            f"                   then http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs/{self.run_id}",
+            f"                   then http://127.0.0.1:5000/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+            f"{MODEL_TRAINING_VIEW}",
         ]
         return "\n".join(lines)
 

@@ -15,7 +15,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fashionbench.artifacts import FIT_SECONDS, TAG_TRUNK_CACHE, TRAIN_SECONDS, TRUNK_CACHE_USED
+from fashionbench.artifacts import (
+    CACHE_SECTION,
+    FIT_SECONDS,
+    TAG_TRUNK_CACHE,
+    TRAIN_SECONDS,
+    TRAINING_SECTION,
+    TRUNK_CACHE_USED,
+)
 from fashionbench.config import TrainConfig
 from fashionbench.console import progress
 from fashionbench.data import Catalogue
@@ -42,10 +49,11 @@ class TrunkCacheReport:
     seconds_saved: float = 0.0
 
     def metrics(self) -> dict[str, float]:
-        return {TRUNK_CACHE_USED: float(self.used), "trunk_cache_hits": float(self.hits),
-                "trunk_cache_misses": float(self.misses), "trunk_cache_derived": float(self.derived),
-                "trunk_cache_seconds": self.seconds,
-                "trunk_cache_seconds_saved": self.seconds_saved}
+        return {TRUNK_CACHE_USED: float(self.used), CACHE_SECTION + "trunk_cache_hits": float(self.hits),
+                CACHE_SECTION + "trunk_cache_misses": float(self.misses),
+                CACHE_SECTION + "trunk_cache_derived": float(self.derived),
+                CACHE_SECTION + "trunk_cache_seconds": self.seconds,
+                CACHE_SECTION + "trunk_cache_seconds_saved": self.seconds_saved}
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ class TrainingResult(StageResult):
 
     def stepped_metrics(self) -> dict[str, list[float]]:
         """Per-epoch training curves: ``epoch_loss``, ``epoch_val_accuracy``..."""
-        return {f"epoch_{name}": values for name, values in self.history.items()}
+        return {f"{TRAINING_SECTION}epoch_{name}": values for name, values in self.history.items()}
 
     def tags(self) -> dict[str, str]:
         return {TAG_TRUNK_CACHE: self.cache.reason}

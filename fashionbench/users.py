@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fashionbench.artifacts import USER_RATINGS, save_ratings
+from fashionbench.artifacts import EVAL_PAIRS, USER_RATINGS, USERS_SECTION, save_ratings
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
 from fashionbench.reviews import (
@@ -55,7 +55,8 @@ class SimulatedUsers(StageResult):
         return f"{self.n_users} users, {len(self.ratings)} ratings, {len(self.favourites)} favourites"
 
     def metrics(self) -> dict[str, float]:
-        return {"users": float(self.n_users), "favourites": float(len(self.favourites)), **self.simulation}
+        return {USERS_SECTION + "users": float(self.n_users), USERS_SECTION + "favourites": float(len(self.favourites)),
+                **{USERS_SECTION + name: value for name, value in self.simulation.items()}}
 
     def write_artifacts(self, directory: Path) -> None:
         # Who rated what: promote puts it in the registered model (recommend --user needs it).
@@ -94,7 +95,7 @@ class TasteUsers:
     review rows / ``n_users``. Ratings are matched per user and category: a user's q-quantile
     score gets the rating whose cumulative frequency first reaches q. A catalogue without
     ``attr_*`` columns gets attributes measured from its images (see ``measured_attributes``),
-    reported as the metric ``users_attributes_measured``. ``rate_all=True`` is the
+    reported as the metric ``pipeline/users/attributes_measured``. ``rate_all=True`` is the
     full-information protocol: every user rates every shop item.
     """
 
@@ -130,7 +131,7 @@ class TasteUsers:
         simulation: dict[str, float] = {}
         if measured:
             # No ground truth: a taste over colour, lightness and saturation read off the images.
-            simulation["users_attributes_measured"] = 1.0
+            simulation["attributes_measured"] = 1.0
             log.info("the catalogue has no attributes: users' taste is over %s measured from pixels",
                      list(attributes.columns))
         categories = [c for c in CATEGORIES if (shop.items["category"] == c).any()]
@@ -146,7 +147,7 @@ class TasteUsers:
                 items_per_user = max(2, round(len(calibration.rows) / max(self.n_users, 1)))
         if self.rate_all:
             items_per_user = len(shop)
-        simulation["users_items_per_user"] = float(items_per_user)
+        simulation["items_per_user"] = float(items_per_user)
 
         # One-hot item attributes: taste weights are per attribute value.
         features = attribute_vectors(attributes).astype(np.float64)
@@ -229,7 +230,7 @@ def _calibrate(reviews: Reviews, categories: list[str], min_rows: int):
         else:
             histograms[category] = overall
             thin.append(category)
-            metrics[f"users_histogram_fallback_{category}"] = 1.0
+            metrics[f"histogram_fallback_{category}"] = 1.0
     present = [counts[c] for c in categories if c not in thin]
     # A category the file (almost) lacks still gets rated, as often as an average category.
     stand_in = float(np.mean(present)) if present else 1.0
@@ -262,7 +263,7 @@ class HeldOutSplits(StageResult):
         return f"{len(self.splits)} (user, category) pairs to evaluate, {self.skipped} with < 2 favourites skipped"
 
     def metrics(self) -> dict[str, float]:
-        return {"eval_pairs_skipped": float(self.skipped)}
+        return {EVAL_PAIRS + "_skipped": float(self.skipped)}
 
 
 def hold_out_favourites(users: SimulatedUsers, fraction: float, *, seed: int) -> HeldOutSplits:

@@ -46,10 +46,10 @@ def test_second_load_is_a_hit_with_the_same_catalogue_skips_and_conversions(tmp_
 
     assert (first.hit, second.hit) == (False, True)
     metrics = second.metrics()
-    assert (metrics["catalogue_store_hit"], metrics["catalogue_load_seconds"]) == (1.0, second.seconds)
+    assert (metrics["pipeline/data/catalogue_store_hit"], metrics["pipeline/data/load_seconds"]) == (1.0, second.seconds)
     # What the run logs about the data: items per split, skipped and converted items by reason.
-    assert metrics["items_train"] + metrics["items_val"] + metrics["items_test"] == len(fresh)
-    assert metrics["skipped_truncated"] == 1.0 and metrics["converted_image_mode_L"] == 1.0
+    assert metrics["pipeline/data/items_train"] + metrics["pipeline/data/items_val"] + metrics["pipeline/data/items_test"] == len(fresh)
+    assert metrics["pipeline/data/skipped_truncated"] == 1.0 and metrics["pipeline/data/converted_image_mode_L"] == 1.0
     for loaded in (first.catalogue, second.catalogue):
         assert loaded.fingerprint() == fresh.fingerprint()
         assert dict(loaded.skipped) == dict(fresh.skipped)

@@ -47,7 +47,7 @@ def test_a_run_without_per_pair_results_is_named(three_runs, capsys):
     uri, ids = three_runs
     client = MlflowClient(uri)
     old = plant_run(client, client.get_experiment_by_name("fashionbench").experiment_id, "FINISHED",
-                    {"precision_at_k": 0.5}, params={"eval.k": "2", "freeze": "8"}, name="before-pairs")
+                    {"headline/precision_at_k": 0.5}, params={"eval.k": "2", "freeze": "8"}, name="before-pairs")
     assert main(["--tracking-uri", uri, "--runs", ids["freeze2"], old]) == 1
     error = capsys.readouterr().err
     assert f"1 run(s) have no per-pair results (eval/pairs.csv): {old} (before-pairs)" in error

@@ -17,7 +17,7 @@ def test_classification_report_on_planted_predictions(tmp_path):
     assert report.per_class["Dresses"]["precision"] == pytest.approx(2 / 3)
     assert report.per_class["Blouses"]["recall"] == pytest.approx(2 / 3)
     assert report.confusion[0].tolist() == [1, 1, 0, 0]
-    assert report.metrics()["test_f1_Shorts"] == pytest.approx(1.0)
+    assert report.metrics()["model/test_f1/Shorts"] == pytest.approx(1.0)
     path = report.plot_confusion_matrix(tmp_path / "cm.png")
     assert path.stat().st_size > 1000
 
@@ -30,6 +30,6 @@ def test_a_classifier_that_answers_one_category_is_flagged():
     assert not everything_blouses.beats_majority
     assert "does not beat the majority class" in everything_blouses.tags()["classifier_warning"]
     assert "100% of the test items are predicted Blouses" in everything_blouses.warning()
-    assert everything_blouses.metrics()["classifier_beats_majority"] == 0.0
+    assert everything_blouses.metrics()["model/beats_majority"] == 0.0
     learned = classification_report(truth, np.eye(4)[np.array([3, 3, 3, 3, 0, 0, 1, 2, 1, 3])])
-    assert learned.beats_majority and learned.tags() == {} and learned.metrics()["test_balanced_accuracy"] > 0.8
+    assert learned.beats_majority and learned.tags() == {} and learned.metrics()["model/test_balanced_accuracy"] > 0.8

@@ -176,11 +176,11 @@ def test_deepfashion_end_to_end_logs_skip_metrics_and_the_skipped_list(tmp_path,
     run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    assert metrics["skipped_truncated"] == 1 and metrics["skipped_missing_file"] == 1
-    assert metrics["skipped_unmapped_label"] == 6
-    assert metrics["items_train"] + metrics["items_val"] + metrics["items_test"] == 4 * 9 - 2
+    assert metrics["pipeline/data/skipped_truncated"] == 1 and metrics["pipeline/data/skipped_missing_file"] == 1
+    assert metrics["pipeline/data/skipped_unmapped_label"] == 6
+    assert metrics["pipeline/data/items_train"] + metrics["pipeline/data/items_val"] + metrics["pipeline/data/items_test"] == 4 * 9 - 2
     for category in CATEGORIES:
-        assert f"test_f1_{category}" in metrics
+        assert f"model/test_f1/{category}" in metrics
     skipped_csv = Path(client.download_artifacts(summary.run_id, "data/skipped_items.csv", str(tmp_path)))
     text = skipped_csv.read_text()
     assert dresses[0] in text and "truncated" in text and dresses[1] in text

@@ -1,6 +1,7 @@
 """Annoy against exact search, counted as ann-benchmarks counts it: known answers first."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fashionbench.embed import ItemEmbeddings
@@ -77,13 +78,17 @@ def test_shop_metrics_report_each_category_and_the_saved_size(tmp_path):
         index = AnnoyIndexConfig(n_trees=3).build(embeddings)
         index.save(tmp_path)
         qualities.append(measure_index(index, embeddings.vectors, k=10, repeats=1))
-    metrics = ShopIndexQuality(qualities).metrics()
-    assert metrics["annoy_index_bytes_Dresses"] == (tmp_path / "Dresses.ann").stat().st_size > 0
-    assert metrics["annoy_index_bytes"] == metrics["annoy_index_bytes_Dresses"] + metrics["annoy_index_bytes_Skirts"]
+    shop = ShopIndexQuality(qualities)
+    metrics = shop.metrics()
+    shop.write_artifacts(tmp_path / "run")
+    per_category = pd.read_csv(tmp_path / "run" / "eval" / "index_quality.csv", index_col="category")
+    assert per_category.loc["Dresses", "bytes"] == (tmp_path / "Dresses.ann").stat().st_size > 0
+    assert metrics["pipeline/index/bytes"] == per_category["bytes"].sum()
     assert qualities[1].k == 10  # 10 items: k=10 asks for all of them
     expected = (30 * qualities[0].recall + 10 * qualities[1].recall) / 40
-    assert metrics["annoy_recall_at_k"] == pytest.approx(expected)
-    assert metrics["annoy_speedup"] == pytest.approx(metrics["annoy_qps"] / metrics["exact_qps"])
+    assert metrics["pipeline/index/recall_at_k"] == pytest.approx(expected)
+    assert metrics["pipeline/index/speedup"] == pytest.approx(metrics["pipeline/index/qps"] / metrics["pipeline/index/exact_qps"])
+    assert set(per_category["backend"]) == {"annoy"}
 
 
 def test_vectors_that_do_not_match_the_index_are_refused():

@@ -33,7 +33,7 @@ def test_taste_users_fall_back_to_measured_attributes(tiny_catalogue):
     shop = tiny_catalogue.split("test")
     plain = Catalogue(shop.items[["item_id", "category", "split", "source"]], shop.images)
     users = TasteUsers(n_users=3, items_per_user=10, seed=0).simulate(plain)
-    assert users.metrics()["users_attributes_measured"] == 1.0
+    assert users.metrics()["pipeline/users/attributes_measured"] == 1.0
     assert set(users.ratings["item_id"]) <= set(plain.items["item_id"])
     assert isinstance(users.ratings, pd.DataFrame) and len(users.ratings) > 0
 
@@ -44,5 +44,5 @@ def test_measured_attributes_are_reported_with_calibrated_users_too(tiny_catalog
     shop = tiny_catalogue.split("test")
     plain = Catalogue(shop.items[["item_id", "category", "split", "source"]], shop.images)
     users = TasteUsers(n_users=3, items_per_user=None, reviews=str(reviews_without_shorts(tmp_path))).simulate(plain)
-    assert users.metrics()["users_attributes_measured"] == 1.0
-    assert users.metrics()["users_reviews_rows"] == 70
+    assert users.metrics()["pipeline/users/attributes_measured"] == 1.0
+    assert users.metrics()["pipeline/users/reviews_rows"] == 70

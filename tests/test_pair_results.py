@@ -74,15 +74,15 @@ def test_every_logged_mean_is_computed_from_the_table():
             for metric in ("precision", "recall", "ndcg", "hit", "mrr"):
                 assert metrics[metric_name(metric, k, recommender)] == pytest.approx(rows[f"{metric}_at_{k}"].mean())
     model = table[table.recommender == "model"]
-    assert metrics["precision_at_k"] == pytest.approx(model.precision_at_2.mean())  # the headline, k = 2
-    assert metrics["precision_at_k_Skirts"] == pytest.approx(model[model.category == "Skirts"].precision_at_2.mean())
-    assert metrics["random_precision_at_k"] == pytest.approx(table[table.recommender == "random"].precision_at_2.mean())
-    assert metrics["eval_pairs"] == 3 and metrics["eval_pairs_Dresses"] == 1
-    normalised = (metrics["precision_at_k"] - metrics["random_precision_at_k"]) / (
-        metrics[metric_name("precision", 2, "oracle")] - metrics["random_precision_at_k"])
-    assert metrics["normalised_precision_at_k"] == pytest.approx(normalised)
+    assert metrics["headline/precision_at_k"] == pytest.approx(model.precision_at_2.mean())  # the headline, k = 2
+    assert metrics[metric_name("precision", 2, "model", "Skirts")] == pytest.approx(model[model.category == "Skirts"].precision_at_2.mean())
+    assert metrics["headline/random_precision_at_k"] == pytest.approx(table[table.recommender == "random"].precision_at_2.mean())
+    assert metrics["pipeline/users/eval_pairs"] == 3 and metrics["pipeline/users/eval_pairs/Dresses"] == 1
+    normalised = (metrics["headline/precision_at_k"] - metrics["headline/random_precision_at_k"]) / (
+        metrics[metric_name("precision", 2, "oracle")] - metrics["headline/random_precision_at_k"])
+    assert metrics["headline/normalised_precision_at_k"] == pytest.approx(normalised)
     # Coverage: distinct items in the top-2 lists / shop items; the model's lists hold s3, s1, s0, d1, d2.
-    assert metrics["coverage_at_2/model"] == pytest.approx(5 / 11)
+    assert metrics["ladder/coverage_at_2/model"] == pytest.approx(5 / 11)
 
 
 def test_the_table_round_trips_and_fingerprints_who_is_evaluated_on_what(tmp_path):
@@ -165,5 +165,5 @@ def test_the_summary_table_breaks_every_mean_down_by_category(tmp_path):
     assert model.loc["Skirts", "pairs"] == 2 and model.loc["all", "pairs"] == 3
     assert model.loc["Skirts", "precision_at_3"] == pytest.approx((1 / 3 + 0) / 2)
     assert model.loc["Dresses", "coverage_at_2"] == pytest.approx(2 / 5)  # d1, d2 of five dresses
-    assert results.metrics()["precision_at_3/model"] == pytest.approx(model.loc["all", "precision_at_3"])
+    assert results.metrics()["ladder/precision_at_3/model"] == pytest.approx(model.loc["all", "precision_at_3"])
     assert (tmp_path / "eval" / "pairs.csv").is_file()

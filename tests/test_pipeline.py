@@ -37,15 +37,16 @@ def test_a_run_logs_params_metrics_artifacts_and_tags(store_uri):
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).name == "e2e"
     metrics = run.data.metrics
-    for name in ("train_seconds", "test_accuracy", "precision_at_k", "recall_at_k", "random_precision_at_k"):
+    for name in ("model/training/train_seconds", "model/test_accuracy", "headline/precision_at_k", "headline/recall_at_k", "headline/random_precision_at_k"):
         assert name in metrics, name
-    assert metrics["train_seconds"] > 0
+    assert metrics["model/training/train_seconds"] > 0
     for category in CATEGORIES:
-        assert 0 <= metrics[f"test_f1_{category}"] <= 1
-        assert 0 <= metrics[f"precision_at_k_{category}"] <= 1
-        assert 0 <= metrics[f"random_precision_at_k_{category}"] <= 1
-    assert metrics["items_test"] == sum(max(3, round(n * 0.01)) for n in (160, 545, 267, 694))
-    assert run.data.params["model.freeze"] == "4"
+        assert 0 <= metrics[f"model/test_f1/{category}"] <= 1
+        assert 0 <= metrics[f"ladder/precision_at_5/model/{category}"] <= 1
+        assert 0 <= metrics[f"ladder/precision_at_5/random/{category}"] <= 1
+    assert metrics["pipeline/data/items_test"] == sum(max(3, round(n * 0.01)) for n in (160, 545, 267, 694))
+    # One param per knob: model.freeze only repeats the top-level freeze (``${freeze}``).
+    assert run.data.params["freeze"] == "4" and "model.freeze" not in run.data.params
     assert run.data.params["index.metric"] == "angular"
     assert run.data.tags["weights_used"] == "random"
     assert len(run.data.tags["data_fingerprint"]) == 16
@@ -137,7 +138,7 @@ def test_multirun_goes_on_after_a_failed_job_and_groups_runs_under_a_parent(tmp_
                                    "runs_unfinished": 0.0}
     # The sweep ends with one line per job: its swept values, status and headline metrics.
     assert "model.embedding_layer=fc7" in result.stdout and "FAILED" in result.stdout
-    assert "precision_at_k" in children[1].data.metrics
+    assert "headline/precision_at_k" in children[1].data.metrics
 
 
 def test_every_logged_recommendation_mean_is_computed_from_the_per_pair_table(store_uri, tmp_path):
@@ -154,8 +155,8 @@ def test_every_logged_recommendation_mean_is_computed_from_the_per_pair_table(st
         for k in (2, 3):
             assert metrics[f"ndcg_at_{k}/{recommender}"] == pytest.approx(rows[f"ndcg_at_{k}"].mean())
     model = table[table.recommender == "model"]
-    assert metrics["precision_at_k"] == pytest.approx(model.precision_at_2.mean())
-    assert metrics["eval_pairs"] == len(model)
+    assert metrics["headline/precision_at_k"] == pytest.approx(model.precision_at_2.mean())
+    assert metrics["pipeline/users/eval_pairs"] == len(model)
     # The random floor is an exact expectation, not a draw: E[hits] = k * held-out / candidates.
     random = table[table.recommender == "random"]
     np.testing.assert_allclose(random.hits_at_2, 2 * random.n_held_out / random.n_candidates)

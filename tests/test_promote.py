@@ -25,14 +25,14 @@ def planted(store_uri, tmp_path):
     experiment_id = client.create_experiment("planted", artifact_location=(tmp_path / "artifacts").as_uri())
     model = {"model_uri": "models:/m-planted"}
     ids = {
-        "low": plant_run(client, experiment_id, "FINISHED", {"precision_at_k": 0.30, "test_accuracy": 0.90}, tags=model),
-        "best": plant_run(client, experiment_id, "FINISHED", {"precision_at_k": 0.50, "test_accuracy": 0.60}, tags=model),
-        "mid": plant_run(client, experiment_id, "FINISHED", {"precision_at_k": 0.40, "test_accuracy": 0.80}, tags=model),
-        "failed": plant_run(client, experiment_id, "FAILED", {"precision_at_k": 0.90, "test_accuracy": 0.95}, tags=model),
-        "running": plant_run(client, experiment_id, "RUNNING", {"precision_at_k": 0.95}, tags=model),
-        "no_metric": plant_run(client, experiment_id, "FINISHED", {"test_accuracy": 0.99}, tags=model),
-        "no_model": plant_run(client, experiment_id, "FINISHED", {"precision_at_k": 0.97}),
-        "parent": plant_run(client, experiment_id, "FINISHED", {"precision_at_k": 0.99}, tags={**model, "sweep": "parent"}),
+        "low": plant_run(client, experiment_id, "FINISHED", {"headline/precision_at_k": 0.30, "model/test_accuracy": 0.90}, tags=model),
+        "best": plant_run(client, experiment_id, "FINISHED", {"headline/precision_at_k": 0.50, "model/test_accuracy": 0.60}, tags=model),
+        "mid": plant_run(client, experiment_id, "FINISHED", {"headline/precision_at_k": 0.40, "model/test_accuracy": 0.80}, tags=model),
+        "failed": plant_run(client, experiment_id, "FAILED", {"headline/precision_at_k": 0.90, "model/test_accuracy": 0.95}, tags=model),
+        "running": plant_run(client, experiment_id, "RUNNING", {"headline/precision_at_k": 0.95}, tags=model),
+        "no_metric": plant_run(client, experiment_id, "FINISHED", {"model/test_accuracy": 0.99}, tags=model),
+        "no_model": plant_run(client, experiment_id, "FINISHED", {"headline/precision_at_k": 0.97}),
+        "parent": plant_run(client, experiment_id, "FINISHED", {"headline/precision_at_k": 0.99}, tags={**model, "sweep": "parent"}),
     }
     return tracking_settings(store_uri, "planted"), ids
 
@@ -41,7 +41,7 @@ def test_the_best_finished_run_wins_and_failed_running_or_incomplete_runs_never_
     settings, ids = planted
     selection = select_runs(experiment_runs(settings))
     assert [run.run_id for run in selection.ranked] == [ids["best"], ids["mid"], ids["low"]]
-    assert selection.excluded == {"status FAILED": 1, "status RUNNING": 1, "no metric 'precision_at_k'": 1,
+    assert selection.excluded == {"status FAILED": 1, "status RUNNING": 1, "no metric 'headline/precision_at_k'": 1,
                                   "no logged model (tracking.log_model=false)": 1}
 
 
@@ -49,17 +49,17 @@ def test_direction_and_metric_are_configurable(planted):
     settings, ids = planted
     runs = experiment_runs(settings)
     assert select_runs(runs, higher_is_better=False).best.run_id == ids["low"]
-    by_accuracy = select_runs(runs, metric="test_accuracy")
+    by_accuracy = select_runs(runs, metric="model/test_accuracy")
     assert [r.run_id for r in by_accuracy.ranked][:2] == [ids["no_metric"], ids["low"]]
 
 
 def test_constraints_filter_runs_before_ranking(planted):
     settings, ids = planted
     runs = experiment_runs(settings)
-    selection = select_runs(runs, constraints=(Constraint.parse("test_accuracy>=0.7"),))
+    selection = select_runs(runs, constraints=(Constraint.parse("model/test_accuracy>=0.7"),))
     assert selection.best.run_id == ids["mid"]
-    assert selection.excluded["fails test_accuracy >= 0.7"] == 1
-    both = (Constraint.parse("test_accuracy >= 0.7"), Constraint.parse("precision_at_k<0.35"))
+    assert selection.excluded["fails model/test_accuracy >= 0.7"] == 1
+    both = (Constraint.parse("model/test_accuracy >= 0.7"), Constraint.parse("headline/precision_at_k<0.35"))
     assert [r.run_id for r in select_runs(runs, constraints=both).ranked] == [ids["low"]]
 
 
@@ -76,7 +76,7 @@ def test_no_eligible_run_exits_non_zero_saying_where_and_why(planted, capsys):
     error = capsys.readouterr().err
     assert "no eligible run in experiment 'planted'" in error
     assert "1 status FAILED" in error and "1 status RUNNING" in error
-    assert "fails test_accuracy > 0.95" in error
+    assert "fails model/test_accuracy > 0.95" in error  # the short name on the command line is resolved
     with pytest.raises(PromotionError, match="7 run\\(s\\) searched"):
         promote(settings, constraints=(Constraint.parse("test_accuracy>0.95"),))
 
@@ -96,8 +96,8 @@ def test_promotion_registers_the_best_real_run_with_alias_and_tags(tracked_store
     assert str(version.version) == champion.version
     assert version.run_id == tracked_store.real_run_id
     assert version.tags["source_run_id"] == tracked_store.real_run_id
-    assert version.tags["selected_by"] == "precision_at_k"
-    assert float(version.tags["precision_at_k"]) == champion.run.metrics["precision_at_k"]
+    assert version.tags["selected_by"] == "headline/precision_at_k"
+    assert float(version.tags["headline/precision_at_k"]) == champion.run.metrics["headline/precision_at_k"]
 
 
 @pytest.mark.slow

@@ -34,10 +34,10 @@ def test_real_photos_preset_runs_end_to_end(store_uri, monkeypatch):
     # Every mapped row of images.csv became an item (none of the shared photos is unreadable).
     labels = pd.read_csv(PHOTOS / "images.csv")["label"].map(LABELS).dropna()
     expected = labels.value_counts()
-    assert metrics["items_train"] + metrics["items_val"] + metrics["items_test"] == len(labels) == 1264
+    assert metrics["pipeline/data/items_train"] + metrics["pipeline/data/items_val"] + metrics["pipeline/data/items_test"] == len(labels) == 1264
     split_table = pd.read_csv(MlflowClient(store_uri).download_artifacts(summary.run_id, "data/split_table.csv"),
                               index_col=0)
     assert split_table.sum(axis=1).to_dict() == {c: int(expected[c]) for c in CATEGORIES}
-    assert 0 <= metrics["precision_at_k"] <= 1 and 0 <= metrics["random_precision_at_k"] <= 1
-    assert metrics["users_reviews_rows"] == 10678  # Dresses 6,319 + Blouses 3,097 + Skirts 945 + Shorts 317
+    assert 0 <= metrics["headline/precision_at_k"] <= 1 and 0 <= metrics["headline/random_precision_at_k"] <= 1
+    assert metrics["pipeline/users/reviews_rows"] == 10678  # Dresses 6,319 + Blouses 3,097 + Skirts 945 + Shorts 317
     assert metrics["users_attributes_measured"] == 1.0

@@ -16,12 +16,15 @@ SPLIT_CSV = pd.DataFrame({"train": [5, 18, 8, 21], "val": [2, 6, 4, 7], "test": 
                          index=pd.Index(["Skirts", "Dresses", "Shorts", "Blouses"], name="category")).to_csv()
 
 
+PER_CLASS = {c: {"f1": base, "recall": base + 0.05, "precision": base - 0.05, "support": 5.0}
+             for c, base in [("Blouses", 0.8), ("Dresses", 0.7), ("Shorts", 0.6), ("Skirts", 0.5)]}
+CLASSIFICATION_CSV = pd.DataFrame.from_dict(PER_CLASS, orient="index").rename_axis("category").to_csv()
+
+
 def metrics(seconds, accuracy, precision, random=0.1):
-    per_class = {f"test_{name}_{c}": value for c, base in [("Blouses", 0.8), ("Dresses", 0.7), ("Shorts", 0.6),
-                                                           ("Skirts", 0.5)]
-                 for name, value in [("f1", base), ("recall", base + 0.05), ("precision", base - 0.05)]}
-    return {"train_seconds": seconds, "test_accuracy": accuracy, "precision_at_k": precision,
-            "random_precision_at_k": random, "eval_pairs": 100.0, **per_class}
+    return {"model/training/train_seconds": seconds, "model/test_accuracy": accuracy, "headline/precision_at_k": precision,
+            "headline/random_precision_at_k": random, "pipeline/users/eval_pairs": 100.0,
+            **{f"model/test_f1/{c}": scores["f1"] for c, scores in PER_CLASS.items()}}
 
 
 @pytest.fixture
@@ -40,6 +43,7 @@ def sweep(store_uri, tmp_path):
         ids.append(plant_run(client, experiment_id, "FINISHED", metrics(seconds, accuracy, precision),
                              params={**params, "freeze": str(freeze), "model.freeze": str(freeze)}, tags=child))
         client.log_text(ids[-1], SPLIT_CSV, "data/split_table.csv")
+        client.log_text(ids[-1], CLASSIFICATION_CSV, "eval/classification.csv")
     failed = plant_run(client, experiment_id, "FAILED", {}, params={**params, "freeze": "999", "model.freeze": "999"},
                        tags=child)
     plant_run(client, experiment_id, "FINISHED", metrics(1.0, 0.99, 0.99), params={**params, "freeze": "1"},
@@ -60,7 +64,7 @@ def test_the_report_puts_every_table_beside_the_courses(sweep, tmp_path):
     assert "| Dresses | 18 | 6 | 5 | 1829 | 638 | 545 |" in text
     assert "| **Total** | 52 | 19 | 18 | 5232 | 1914 | 1666 |" in text
     # Classification of the best run (freeze=2, precision@k 0.35) beside the course's.
-    assert f"The run with the highest precision_at_k: `{ids[1]}`" in text
+    assert f"The run with the highest headline/precision_at_k: `{ids[1]}`" in text
     assert "| Blouses | 0.800 | 0.850 | 0.750 | 0.817 | 0.781 | 0.856 |" in text
     assert "| Skirts | 0.500 | 0.550 | 0.450 | 0.602 | 0.796 | 0.484 |" in text
     assert "| **Accuracy** | 0.600 |  |  | 0.760 |  |  |" in text
@@ -79,7 +83,7 @@ def test_the_sweep_table_lists_swept_params_marks_the_best_and_is_plotted(sweep,
     assert "No paired comparison: 3 run(s) have no per-pair results (eval/pairs.csv)" in text
     assert f"| #4 | `{failed[:8]}` | FAILED | 999 | – | – | – | – |  |" in text
     assert "0.990" not in text  # the other sweep's run
-    assert f"![precision_at_k against each swept parameter]({plot.name})" in text
+    assert f"![headline/precision_at_k against each swept parameter]({plot.name})" in text
     assert Image.open(plot).size[0] > 0
 
     logged = {a.path for a in MlflowClient(settings.uri).list_artifacts(report_run, "report")}
@@ -89,8 +93,8 @@ def test_the_sweep_table_lists_swept_params_marks_the_best_and_is_plotted(sweep,
 def test_the_training_time_table_leaves_out_runs_that_timed_something_else(sweep, tmp_path):
     settings, parent, ids, _ = sweep
     client = MlflowClient(settings.uri)
-    client.log_metric(ids[1], "trunk_cache_used", 1.0)  # freeze=2 fitted the tail on cached activations
-    client.log_metric(ids[1], "fit_seconds", 2.5)
+    client.log_metric(ids[1], "pipeline/cache/trunk_cache_used", 1.0)  # freeze=2 fitted the tail on cached activations
+    client.log_metric(ids[1], "model/training/fit_seconds", 2.5)
     text = write_report(settings, tmp_path / "report.md", sweep_id=parent, log_run=False)[0].read_text()
     assert "| Seconds (these runs) | 30.0 | 20.0 |  |  |" in text
     assert "1 of 3 run(s) used the trunk cache" in text and "(`fit_seconds`: 2.5)" in text

@@ -34,7 +34,7 @@ def wait_until_running(tmp_path: Path, process: subprocess.Popen, timeout: float
         if (tmp_path / "mlflow.db").exists():
             experiment = client.get_experiment_by_name("fashionbench")
             runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            if runs and "trainable_backbone_layers" in runs[0].data.metrics:
+            if runs and "model/trainable_backbone_layers" in runs[0].data.metrics:
                 time.sleep(3)  # into data loading and training
                 return client, runs[0].info.run_id
         time.sleep(0.5)

@@ -143,13 +143,13 @@ def test_a_second_run_reads_the_whole_cache_and_logs_it(store_uri, tmp_path):
     first, second = (run_experiment(compose_config(overrides)) for _ in range(2))
     client = MlflowClient(store_uri)
     runs = [client.get_run(summary.run_id).data for summary in (first, second)]
-    assert [(r.metrics["trunk_cache_misses"], r.metrics["trunk_cache_hits"]) for r in runs] == [(2, 0), (0, 2)]
-    assert runs[1].metrics["trunk_cache_seconds_saved"] > 0 and runs[0].metrics["trunk_cache_derived"] == 0
+    assert [(r.metrics["pipeline/cache/trunk_cache_misses"], r.metrics["pipeline/cache/trunk_cache_hits"]) for r in runs] == [(2, 0), (0, 2)]
+    assert runs[1].metrics["pipeline/cache/trunk_cache_seconds_saved"] > 0 and runs[0].metrics["pipeline/cache/trunk_cache_derived"] == 0
     assert runs[0].tags["trunk_cache"] == "boundary ['conv5_block3_2_relu', 'conv5_block2_out']"
-    assert runs[1].metrics["test_accuracy"] == pytest.approx(runs[0].metrics["test_accuracy"])
+    assert runs[1].metrics["model/test_accuracy"] == pytest.approx(runs[0].metrics["model/test_accuracy"])
     # The Annoy indexes are measured against exact search in every run.
-    assert 0 < runs[0].metrics["annoy_recall_at_k"] <= 1 and runs[0].metrics["exact_qps"] > 0
-    assert runs[0].metrics["annoy_index_bytes"] > 0
+    assert 0 < runs[0].metrics["pipeline/index/recall_at_k"] <= 1 and runs[0].metrics["pipeline/index/exact_qps"] > 0
+    assert runs[0].metrics["pipeline/index/bytes"] > 0
 
 
 def test_another_freeze_value_starts_from_a_stored_upstream_boundary(tiny_catalogue, tmp_path):

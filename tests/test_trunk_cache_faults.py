@@ -118,6 +118,6 @@ def test_a_run_with_a_zeroed_cache_entry_gives_the_result_of_a_fresh_run(store_u
     client = MlflowClient(store_uri)
     runs = [client.get_run(summary.run_id) for summary in (first, second)]
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
-    assert runs[1].data.metrics["trunk_cache_hits"] == 0 and runs[1].data.metrics["trunk_cache_misses"] == 2
-    assert runs[1].data.metrics["test_accuracy"] == runs[0].data.metrics["test_accuracy"]
-    assert runs[1].data.metrics["precision_at_k"] == runs[0].data.metrics["precision_at_k"]
+    assert runs[1].data.metrics["pipeline/cache/trunk_cache_hits"] == 0 and runs[1].data.metrics["pipeline/cache/trunk_cache_misses"] == 2
+    assert runs[1].data.metrics["model/test_accuracy"] == runs[0].data.metrics["model/test_accuracy"]
+    assert runs[1].data.metrics["headline/precision_at_k"] == runs[0].data.metrics["headline/precision_at_k"]

@@ -87,11 +87,11 @@ def test_taste_users_calibrated_on_reviews_follow_each_class(tiny_catalogue, tmp
     dresses = users.ratings[users.ratings.category == "Dresses"].rating
     assert set(dresses) <= {1, 5} and (dresses == 5).mean() > 0.6
     # Shorts and Blouses are absent: reported, rated with the overall histogram.
-    assert users.metrics()["users_histogram_fallback_Shorts"] == 1.0
-    assert users.metrics()["users_histogram_fallback_Blouses"] == 1.0
-    assert "users_histogram_fallback_Dresses" not in users.metrics()
+    assert users.metrics()["pipeline/users/histogram_fallback_Shorts"] == 1.0
+    assert users.metrics()["pipeline/users/histogram_fallback_Blouses"] == 1.0
+    assert "pipeline/users/histogram_fallback_Dresses" not in users.metrics()
     assert set(users.ratings.category) == set(shop.items.category)
-    assert users.metrics()["users_items_per_user"] == round(70 / 30)
+    assert users.metrics()["pipeline/users/items_per_user"] == round(70 / 30)
 
 
 def test_course_users_deal_review_rows_to_named_users(tiny_catalogue, tmp_path):
@@ -104,4 +104,4 @@ def test_course_users_deal_review_rows_to_named_users(tiny_catalogue, tmp_path):
     assert set(users.ratings.category) == {"Dresses", "Skirts"}
     assert set(users.ratings.item_id) <= set(shop.items.item_id)
     assert users.ratings.equals(CourseUsers(path, n_users=5, seed=0).simulate(shop).ratings)
-    assert users.metrics()["users_reviews_rows"] == 70
+    assert users.metrics()["pipeline/users/reviews_rows"] == 70

@@ -56,11 +56,11 @@ def make_tracked_store(directory: Path) -> TrackedStore:
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
     model_tag = {"model_uri": "models:/m-decoy-without-artifacts"}
     decoys = {
-        "failed": plant_run(client, experiment_id, "FAILED", {"precision_at_k": 0.99, "test_accuracy": 0.99},
+        "failed": plant_run(client, experiment_id, "FAILED", {"headline/precision_at_k": 0.99, "model/test_accuracy": 0.99},
                             tags=model_tag, name="decoy-failed"),
-        "running": plant_run(client, experiment_id, "RUNNING", {"precision_at_k": 0.98}, tags=model_tag,
+        "running": plant_run(client, experiment_id, "RUNNING", {"headline/precision_at_k": 0.98}, tags=model_tag,
                              name="decoy-running"),
-        "no_metric": plant_run(client, experiment_id, "FINISHED", {"test_accuracy": 0.97}, tags=model_tag,
+        "no_metric": plant_run(client, experiment_id, "FINISHED", {"model/test_accuracy": 0.97}, tags=model_tag,
                                name="decoy-no-metric"),
     }
     return TrackedStore(uri, EXPERIMENT, real.run_id, decoys)

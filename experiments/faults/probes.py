@@ -139,7 +139,8 @@ def main() -> None:
                     (entry / "meta.json").unlink()
             result = command(TINY, cwd)
             row(f"trunk-cache entry {name}", last_line(result), statuses(cwd),
-                f"accuracy {metric(cwd, 'test_accuracy')}; misses {metric(cwd, 'trunk_cache_misses')}")
+                f"accuracy {metric(cwd, 'model/test_accuracy')}; "
+                f"misses {metric(cwd, 'pipeline/cache/trunk_cache_misses')}")
         if args.small_cache_disk:
             cwd = root / "cache-disk-full"
             cwd.mkdir()

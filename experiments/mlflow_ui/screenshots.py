@@ -25,6 +25,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from fashionbench.run import MODEL_TRAINING_VIEW
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars", "--window-size=1600,1000", "--virtual-time-budget=20000"]
@@ -60,7 +62,7 @@ def main() -> None:
     client = MlflowClient(args.tracking_uri)
     experiment = client.get_experiment_by_name(args.experiment)
     runs = client.search_runs([experiment.experiment_id], "tags.sweep_id != ''",
-                              order_by=["metrics.precision_at_k DESC"], max_results=20)
+                              order_by=["metrics.`headline/precision_at_k` DESC"], max_results=20)
     args.out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", args.tracking_uri,
@@ -75,11 +77,12 @@ def main() -> None:
             except OSError:
                 time.sleep(1)
         experiment_page = f"{base}/#/experiments/{experiment.experiment_id}"
-        screenshot(experiment_page, args.out / "1_experiment.png")
+        screenshot(experiment_page, args.out / "0_experiment_as_first_opened.png")  # a fresh browser: GenAI
+        screenshot(experiment_page + MODEL_TRAINING_VIEW, args.out / "1_experiment.png")  # the link a run prints
         if runs:
             run_page = f"{experiment_page}/runs/{runs[0].info.run_id}"
-            screenshot(run_page, args.out / "2_run_overview.png")
-            screenshot(f"{run_page}/model-metrics", args.out / "3_run_charts.png")
+            screenshot(run_page + MODEL_TRAINING_VIEW, args.out / "2_run_overview.png")
+            screenshot(f"{run_page}/model-metrics{MODEL_TRAINING_VIEW}", args.out / "3_run_charts.png")
             ids = ",".join(f'"{run.info.run_id}"' for run in runs[:6])
             screenshot(f'{base}/#/compare-runs?runs=[{ids}]&experiments=["{experiment.experiment_id}"]',
                        args.out / "4_compare.png")

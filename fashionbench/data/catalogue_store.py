@@ -40,7 +40,13 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from fashionbench.artifacts import SKIPPED_ITEMS, SPLIT_TABLE, TAG_DATA_FINGERPRINT, save_split_table
+from fashionbench.artifacts import (
+    DATA_SECTION,
+    SKIPPED_ITEMS,
+    SPLIT_TABLE,
+    TAG_DATA_FINGERPRINT,
+    save_split_table,
+)
 from fashionbench.data.catalogue import Catalogue
 from fashionbench.stage import Dataset, StageResult
 
@@ -79,10 +85,10 @@ class CatalogueLoad(StageResult):
         """How loading went, items per split, and items skipped or converted, by reason."""
         catalogue = self.catalogue
         split_table = catalogue.split_table()
-        return {"catalogue_store_hit": float(self.hit), "catalogue_load_seconds": self.seconds,
-                **{f"items_{split}": float(split_table[split].sum()) for split in split_table.columns},
-                **{f"skipped_{reason}": float(count) for reason, count in catalogue.skipped.items()},
-                **{f"converted_{what}": float(count) for what, count in catalogue.converted.items()}}
+        return {DATA_SECTION + "catalogue_store_hit": float(self.hit), DATA_SECTION + "load_seconds": self.seconds,
+                **{f"{DATA_SECTION}items_{split}": float(split_table[split].sum()) for split in split_table.columns},
+                **{f"{DATA_SECTION}skipped_{reason}": float(count) for reason, count in catalogue.skipped.items()},
+                **{f"{DATA_SECTION}converted_{what}": float(count) for what, count in catalogue.converted.items()}}
 
     def tags(self) -> dict[str, str]:
         return {TAG_DATA_FINGERPRINT: self.catalogue.fingerprint()}

@@ -38,7 +38,7 @@ class ItemEmbeddings(StageResult):
         return f"{len(self.item_ids)} shop items, {self.dim}-d ({self.layer})"
 
     def metrics(self) -> dict[str, float]:
-        return {"embedding_dim": float(self.dim)}
+        return {"model/embedding_dim": float(self.dim)}  # artifacts.MODEL_SECTION
 
     def only_category(self) -> str:
         """The one category of these items (what a CategoryIndex holds); ValueError for several or none."""

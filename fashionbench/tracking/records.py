@@ -116,6 +116,21 @@ def select_runs(runs: list[RunRecord], metric: str = HEADLINE_METRIC, higher_is_
     return Selection(ranked, excluded)
 
 
+def resolve_metric(name: str, runs: list[RunRecord]) -> str:
+    """The logged key a command-line metric name means: the name itself when a run has it, else
+    the one key that ends in ``/<name>`` (``test_accuracy`` is ``model/test_accuracy``). An unknown
+    or ambiguous name is returned unchanged, for the caller's "no metric" message."""
+    keys = set().union(*(run.metrics for run in runs)) if runs else set()
+    if name in keys:
+        return name
+    matches = sorted(key for key in keys if key.endswith("/" + name))
+    return matches[0] if len(matches) == 1 else name
+
+
+def resolve_constraints(constraints: tuple[Constraint, ...], runs: list[RunRecord]) -> tuple[Constraint, ...]:
+    return tuple(Constraint(resolve_metric(c.metric, runs), c.op, c.value) for c in constraints)
+
+
 def swept_parameters(runs: list[RunRecord]) -> list[str]:
     """Params every run has and whose values differ between ``runs``, one per group of params
     that always vary together (``freeze`` drives ``model.freeze``: keep ``freeze``, the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -45,6 +46,9 @@ stages = logging.getLogger("fashionbench.stages")  # one line per stage: what th
 
 # How a sweep's jobs learn their parent run (set by tracking.sweep.SweepCallback).
 SWEEP_RUN_ENV = "FASHIONBENCH_SWEEP_RUN_ID"
+
+
+_ALIAS = re.compile(r"^\$\{[A-Za-z_][\w.]*\}$")  # a value that is another key's value: ${freeze}
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -103,8 +107,12 @@ class TrackedRun:
         self._since = time.perf_counter()  # logging is the harness's time, not the next stage's
 
     def log_config(self, config: DictConfig) -> None:
-        """The resolved config, as params (flattened: ``model.freeze``) and as ``config.yaml``."""
-        self.log_params(flatten_config(OmegaConf.to_container(config, resolve=True)))
+        """The resolved config as ``config.yaml``, and as params (flattened: ``data.scale``) without
+        the keys that only repeat another key (``model.freeze: ${freeze}``): a param per knob, so the
+        compare view does not plot ``freeze`` twice. A key set on its own (``model.seed=3``) is logged."""
+        resolved = flatten_config(OmegaConf.to_container(config, resolve=True))
+        raw = flatten_config(OmegaConf.to_container(config, resolve=False))
+        self.log_params({name: value for name, value in resolved.items() if not _ALIAS.match(raw.get(name, ""))})
         self.log_text(OmegaConf.to_yaml(config, resolve=True), CONFIG)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -137,7 +145,8 @@ class TrackedRun:
         signature = infer_signature(example, np.asarray(model(example, training=False)))
         # Explicit requirements: MLflow's inference imports the model in a subprocess (slow).
         # No input_example: MLflow 3.17's Keras flavour writes it before creating the model's
-        # folder (FileNotFoundError); the signature carries the input's shape and type.
+        # folder (FileNotFoundError; open upstream as mlflow/mlflow#16183); the signature carries the
+        # input's shape and type, and the registered recommender (tracking.registry) has an example.
         info = mlflow.keras.log_model(
             model, name=MODEL, signature=signature,
             pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],

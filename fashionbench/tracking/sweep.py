@@ -13,12 +13,12 @@ from omegaconf import DictConfig
 
 from fashionbench.artifacts import (
     HEADLINE_METRIC,
-    RANDOM_PREFIX,
     SWEEP_PARENT,
     TAG_GIT_COMMIT,
     TAG_OVERRIDES,
     TAG_SWEEP,
     TEST_ACCURACY,
+    random_counterpart,
 )
 from fashionbench.tracking.records import RunRecord
 from fashionbench.tracking.runs import SWEEP_RUN_ENV, git_commit, this_process
@@ -67,11 +67,11 @@ class SweepCallback(Callback):
 def sweep_table(children: list[RunRecord], parent_id: str) -> str:
     """The sweep's jobs, one line each: swept values, status, headline metrics."""
     lines = [f"sweep {parent_id}: {len(children)} run(s)",
-             f"  {'job':<36} {'status':<9} {'test_accuracy':>13} {HEADLINE_METRIC:>15} {'random':>7}"]
+             f"  {'job':<36} {'status':<9} {'test_accuracy':>13} {'precision_at_k':>15} {'random':>7}"]
     for child in children:
         m = child.metrics
         cells = [f"{m[name]:.3f}" if name in m else "-" for name in (TEST_ACCURACY, HEADLINE_METRIC,
-                                                                      RANDOM_PREFIX + HEADLINE_METRIC)]
+                                                                      random_counterpart(HEADLINE_METRIC))]
         lines.append(f"  {(child.run_name or child.run_id)[:36]:<36} {child.status:<9} "
                      f"{cells[0]:>13} {cells[1]:>15} {cells[2]:>7}")
     return "\n".join(lines)

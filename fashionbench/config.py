@@ -251,7 +251,7 @@ def experiment_config(cfg: DictConfig | ExperimentConfig) -> ExperimentConfig:
     return experiment
 
 
-def resolved_config(cfg: DictConfig | ExperimentConfig) -> DictConfig:
-    """The config with every interpolation resolved, as it is logged (config.yaml and params)."""
-    node = OmegaConf.structured(cfg) if isinstance(cfg, ExperimentConfig) else cfg
-    return OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+def config_node(cfg: DictConfig | ExperimentConfig) -> DictConfig:
+    """The config as an OmegaConf node, interpolations kept (``model.freeze: ${freeze}``): what a
+    run logs, resolved in config.yaml and without the keys that only repeat another as params."""
+    return OmegaConf.structured(cfg) if isinstance(cfg, ExperimentConfig) else cfg

@@ -36,8 +36,8 @@ from fashionbench.config import (  # noqa: E402
     CONFIG_MODULE,
     CONFIG_NAME,
     ExperimentConfig,
+    config_node,
     experiment_config,
-    resolved_config,
 )
 from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
 from fashionbench.embed import embed_items  # noqa: E402
@@ -115,7 +115,7 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
     check_cutoffs(x.eval, shop)
     reap_orphaned_runs(settings)  # runs of this host whose process died (SIGKILL, a crash) are marked KILLED
     with tracked_run(settings, run_name=x.run_name) as run:
-        run.log_config(resolved_config(cfg))
+        run.log_config(config_node(cfg))
         run.record(data)
         classifier = build_classifier(x.model, x.data.image_size)
         run.record(classifier)

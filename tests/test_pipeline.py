@@ -42,8 +42,8 @@ def test_a_run_logs_params_metrics_artifacts_and_tags(store_uri):
     assert metrics["model/training/train_seconds"] > 0
     for category in CATEGORIES:
         assert 0 <= metrics[f"model/test_f1/{category}"] <= 1
-        assert 0 <= metrics[f"ladder/precision_at_5/model/{category}"] <= 1
-        assert 0 <= metrics[f"ladder/precision_at_5/random/{category}"] <= 1
+        assert 0 <= metrics[f"ladder/precision_at_2/model/{category}"] <= 1
+        assert 0 <= metrics[f"ladder/precision_at_2/random/{category}"] <= 1
     assert metrics["pipeline/data/items_test"] == sum(max(3, round(n * 0.01)) for n in (160, 545, 267, 694))
     # One param per knob: model.freeze only repeats the top-level freeze (``${freeze}``).
     assert run.data.params["freeze"] == "4" and "model.freeze" not in run.data.params
@@ -153,7 +153,7 @@ def test_every_logged_recommendation_mean_is_computed_from_the_per_pair_table(st
     metrics = run.data.metrics
     for recommender, rows in table.groupby("recommender"):
         for k in (2, 3):
-            assert metrics[f"ndcg_at_{k}/{recommender}"] == pytest.approx(rows[f"ndcg_at_{k}"].mean())
+            assert metrics[f"ladder/ndcg_at_{k}/{recommender}"] == pytest.approx(rows[f"ndcg_at_{k}"].mean())
     model = table[table.recommender == "model"]
     assert metrics["headline/precision_at_k"] == pytest.approx(model.precision_at_2.mean())
     assert metrics["pipeline/users/eval_pairs"] == len(model)
@@ -162,4 +162,4 @@ def test_every_logged_recommendation_mean_is_computed_from_the_per_pair_table(st
     np.testing.assert_allclose(random.hits_at_2, 2 * random.n_held_out / random.n_candidates)
     assert run.data.tags["oracle_attributes"].startswith("the catalogue's: colour")
     assert len(run.data.tags["eval_fingerprint"]) == 16
-    assert 0 <= metrics["test_balanced_accuracy"] <= 1 and "test_majority_rate" in metrics
+    assert 0 <= metrics["model/test_balanced_accuracy"] <= 1 and "model/test_majority_rate" in metrics

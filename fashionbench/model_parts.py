@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -48,13 +49,7 @@ class Backbone:
     @cached_property
     def fingerprint(self) -> str:
         """A hash of the source and of every weight's layer, position, dtype, shape and bytes."""
-        digest = hashlib.blake2b(self.source.encode(), digest_size=16)
-        for name in sorted(self.layers):
-            for i, value in enumerate(self.layers[name]):
-                value = np.ascontiguousarray(value)
-                digest.update(f"|{name}:{i}:{value.dtype}:{value.shape}|".encode())
-                digest.update(value.tobytes())
-        return digest.hexdigest()
+        return layers_hash(self.layers, self.source)
 
     def save(self, weights: Path, marker: Path) -> None:
         """The weights (npz), then a small JSON ``marker`` with the fingerprint: a copy whose
@@ -70,7 +65,7 @@ class Backbone:
         try:
             meta = json.loads(marker.read_text())
             backbone = cls(_load_layers(weights), str(meta["source"]))
-        except (OSError, ValueError, KeyError) as error:  # ValueError: a damaged npz or JSON
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # a damaged or partial file
             raise BackboneMismatchError(f"unreadable ({type(error).__name__}: {error})") from None
         if backbone.fingerprint != fingerprint:
             raise BackboneMismatchError(f"its weights hash to {backbone.fingerprint}, not {fingerprint}")
@@ -91,17 +86,22 @@ class ModelParts:
         (directory / ARCHITECTURE_FILE).write_text(self.architecture)
         _save_layers(self.own, directory / WEIGHTS_FILE)
         (directory / MANIFEST_FILE).write_text(json.dumps({"backbone_fingerprint": self.backbone_fingerprint,
-                                                           "own_layers": sorted(self.own)}))
+                                                           "weights_hash": layers_hash(self.own)}))
 
     @classmethod
     def load(cls, directory: Path) -> ModelParts:
-        """The parts ``save`` wrote; ArtifactError naming the file that is missing or unreadable."""
+        """The parts ``save`` wrote; ArtifactError naming the file that is missing, unreadable or
+        holds other weights than were saved."""
         try:
             manifest = json.loads((directory / MANIFEST_FILE).read_text())
-            return cls((directory / ARCHITECTURE_FILE).read_text(), _load_layers(directory / WEIGHTS_FILE),
-                       manifest["backbone_fingerprint"])
-        except (OSError, ValueError, KeyError) as error:
-            raise ArtifactError(f"{directory} is not a stored model ({type(error).__name__}: {error})") from None
+            parts = cls((directory / ARCHITECTURE_FILE).read_text(), _load_layers(directory / WEIGHTS_FILE),
+                        manifest["backbone_fingerprint"])
+            expected = manifest["weights_hash"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise ArtifactError(f"not a stored model ({type(error).__name__}: {error})") from None
+        if layers_hash(parts.own) != expected:
+            raise ArtifactError(f"{WEIGHTS_FILE} holds other weights than were saved (its hash differs)")
+        return parts
 
 
 def split_classifier(classifier: Classifier) -> tuple[ModelParts, Backbone | None]:
@@ -137,6 +137,17 @@ def assemble(parts: ModelParts, backbone: Backbone | None) -> keras.Model:
         except ValueError as error:
             raise ArtifactError(f"the stored weights of layer {layer.name!r} do not fit it: {error}") from None
     return model
+
+
+def layers_hash(layers: LayerWeights, salt: str = "") -> str:
+    """A hash of ``salt`` and of every weight's layer, position, dtype, shape and bytes."""
+    digest = hashlib.blake2b(salt.encode(), digest_size=16)
+    for name in sorted(layers):
+        for i, value in enumerate(layers[name]):
+            value = np.ascontiguousarray(value)
+            digest.update(f"|{name}:{i}:{value.dtype}:{value.shape}|".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def _save_layers(layers: LayerWeights, path: Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fashionbench.artifacts import BUNDLE_CLASSIFIER, TAG_BACKBONE, TAG_BACKBONE_STORE_RUN, TAG_MODEL_URI
+from fashionbench.artifacts import BUNDLE_CLASSIFIER, TAG_BACKBONE, TAG_BACKBONE_STORE_RUN, TAG_MODEL_URI, ArtifactError
 from fashionbench.config import ModelConfig, TrainConfig
 from fashionbench.model import build_classifier, predict_in_batches
 from fashionbench.model_parts import split_classifier
@@ -136,10 +136,30 @@ def test_a_missing_or_damaged_backbone_is_named_never_a_wrong_model(trained, tmp
     assert f"run {run_id}: its shared backbone {fingerprint} is missing or damaged" in message
     assert "hash to" in message and "\n" not in message
 
+    weights.write_bytes(weights.read_bytes()[:1000])  # a partial copy
+    with pytest.raises(BackboneUnavailableError, match=f"run {run_id}: its shared backbone {fingerprint} .*unreadable"):
+        load_run_model(settings, run_id)
+
     for path in folder.iterdir():
         path.unlink()
     with pytest.raises(BackboneUnavailableError, match=f"run {run_id}: its shared backbone {fingerprint} .*no copy"):
         load_run_model(settings, run_id)
+
+
+def test_a_runs_own_weights_are_checked_too(trained):
+    settings, _, run_id, _, _ = trained
+    client = MlflowClient(settings.uri)
+    own = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / "model" / "weights.npz"
+    original = own.read_bytes()
+    with np.load(own) as stored:
+        arrays = {key: stored[key] * 2 for key in stored.files}
+    try:
+        np.savez(own, **arrays)
+        with pytest.raises(ArtifactError, match=f"run {run_id}: its model/ files are damaged: weights.npz holds "
+                                                "other weights than were saved"):
+            load_run_model(settings, run_id)
+    finally:
+        own.write_bytes(original)
 
 
 def test_runs_that_logged_the_whole_keras_model_still_load(tmp_path):
@@ -171,6 +191,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow  # starts a real mlflow server
 def test_lean_models_round_trip_through_an_mlflow_server(trained, tmp_path):
     _, classifier, _, images, expected = trained
     port = free_port()

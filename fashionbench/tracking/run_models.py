@@ -148,7 +148,8 @@ def load_run_model(settings: TrackingSettings, run_id: str) -> Any:
     shared backbone (uncompiled: for inference). Runs logged whole, before lean artifacts, load
     as they were stored.
 
-    Raises ArtifactError, in one line naming the run, when it logged no model; and
+    Raises ArtifactError, in one line naming the run, when it logged no model or its own files
+    are damaged; and
     BackboneUnavailableError, naming the run and the fingerprint, when its backbone is missing
     from the store or does not hash to that fingerprint: never a different model.
     """
@@ -168,7 +169,10 @@ def load_run_model(settings: TrackingSettings, run_id: str) -> Any:
             local = client.download_artifacts(run_id, MODEL, scratch)
         except Exception as error:  # noqa: BLE001 - MlflowException or OSError, by store
             raise ArtifactError(f"run {run_id} lacks its model's files ({MODEL}/: {type(error).__name__})") from None
-        parts = ModelParts.load(Path(local))
+        try:
+            parts = ModelParts.load(Path(local))
+        except ArtifactError as error:
+            raise ArtifactError(f"run {run_id}: its {MODEL}/ files are damaged: {error}") from None
     backbone = None
     if parts.backbone_fingerprint is not None:
         fingerprint, store_run = parts.backbone_fingerprint, tags.get(TAG_BACKBONE_STORE_RUN, "")

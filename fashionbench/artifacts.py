@@ -39,14 +39,18 @@ INDEX_QUALITY_TABLE = "eval/index_quality.csv"  # the index against exact search
 LADDER_PLOT = "plots/ladder.png"  # the run at a glance: precision@k per recommender and category
 PAIRS = "eval/pairs.csv"  # one row per (user, category) pair and recommender (fashionbench.pair_results)
 PAIR_SUMMARY = "eval/summary.csv"  # the pairs' means per recommender and category
-MODEL = "model"  # the logged Keras model's name (MLflow LoggedModel)
+MODEL = "model"  # the run's model: its own weights and architecture (fashionbench.model_parts)
+BACKBONES = "backbones"  # in the experiment's backbone store run: <fingerprint>/ holds one backbone
 REPORT = "report"  # where a report run keeps the report and its plot
 
 # --- tags ----------------------------------------------------------------------------------
 TAG_GIT_COMMIT = "git_commit"
 TAG_DATA_FINGERPRINT = "data_fingerprint"
 TAG_WEIGHTS_USED = "weights_used"
-TAG_MODEL_URI = "model_uri"  # the logged Keras model
+TAG_MODEL_URI = "model_uri"  # the logged model: runs:/<id>/model (before lean artifacts: models:/<id>)
+TAG_BACKBONE = "backbone"  # the fingerprint of the backbone the run's model shares
+TAG_BACKBONE_STORE_RUN = "backbone_store_run"  # ... and the run that stores it
+TAG_BACKBONE_STORE = "backbone_store"  # "true" on an experiment's backbone store run
 TAG_TRUNK_CACHE = "trunk_cache"
 TAG_ERROR = "error"  # why a run FAILED or was KILLED, in one line
 TAG_HOST = "host"  # where the run's process runs ...

@@ -171,7 +171,7 @@ class TrackingConfig:
     uri: str | None = None  # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<absolute cwd>/mlflow.db
     experiment_name: str = "fashionbench"
     artifact_location: str | None = None  # null: mlartifacts/ beside a SQLite store
-    log_model: bool = True  # log the Keras model (about 95 MB) with every run
+    log_model: bool = True  # log the run's model: its trainable layers; the frozen backbone once per experiment
 
 
 @dataclass

@@ -13,7 +13,7 @@ import io
 import logging
 import os
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -47,6 +47,10 @@ class Classifier(StageResult):
     backbone_layers: int  # how many layers the ResNet50 backbone has (including its input)
     trainable_backbone_layers: int
     embedding_layer: str
+    # The trainable backbone layers' weights as built, before training: with the frozen layers
+    # (which keep theirs) the backbone a run shares with the experiment (fashionbench.model_parts).
+    # Without them a run still stores an exact model, but shares its backbone with no other run.
+    built_backbone_weights: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
     def embedding_model(self) -> keras.Model:
         """A model from the classifier's input to the embedding layer's output (built once).
@@ -127,6 +131,7 @@ def build_classifier(options: ModelConfig, image_size: int) -> Classifier:
     n_layers = len(backbone.layers)
     for layer in backbone.layers[: n_layers - options.freeze]:
         layer.trainable = False
+    built = {layer.name: layer.get_weights() for layer in backbone.layers[n_layers - options.freeze:] if layer.weights}
 
     first, second = options.dense_units
     x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
@@ -142,7 +147,7 @@ def build_classifier(options: ModelConfig, image_size: int) -> Classifier:
             f"model.embedding_layer {options.embedding_layer!r} is not a layer of the model; use one of "
             f"{list(EMBEDDING_LAYERS)} (or any backbone layer name, e.g. 'conv5_block3_out')"
         )
-    return Classifier(model, weights_used, n_layers, options.freeze, options.embedding_layer)
+    return Classifier(model, weights_used, n_layers, options.freeze, options.embedding_layer, built)
 
 
 def keras_models_dir() -> Path:

@@ -43,7 +43,7 @@ from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
 from fashionbench.embed import embed_items  # noqa: E402
 from fashionbench.evaluate import evaluate_classifier  # noqa: E402
 from fashionbench.index import build_shop_index  # noqa: E402
-from fashionbench.model import build_classifier, preprocess_images  # noqa: E402
+from fashionbench.model import build_classifier  # noqa: E402
 from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, UNTRAINED  # noqa: E402
 from fashionbench.tracking.runs import Terminated, disk_full, reap_orphaned_runs, tracked_run  # noqa: E402
@@ -140,8 +140,8 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         recommendations = evaluate_shop(shop_index, users, splits, untrained, x.index, x.eval)
         run.record(recommendations)  # the model and the reference ladder, pair by pair
 
-        if x.tracking.log_model:  # with a preprocessed shop image as its input example
-            run.log_keras_model(classifier.model, preprocess_images(shop.images[:1]))
+        if x.tracking.log_model:
+            run.log_classifier(classifier)
         metrics = {**training.metrics(), **classification.metrics(), **recommendations.metrics()}
         return RunSummary(run.run_id, settings.uri, run.experiment_id, x.eval.k, metrics)
 

@@ -12,7 +12,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from fashionbench.artifacts import HEADLINE_METRIC, SWEEP_PARENT, TAG_MODEL_URI, TAG_REPORT, TAG_SWEEP
+from fashionbench.artifacts import (
+    HEADLINE_METRIC,
+    SWEEP_PARENT,
+    TAG_BACKBONE_STORE,
+    TAG_MODEL_URI,
+    TAG_REPORT,
+    TAG_SWEEP,
+)
 
 OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|==|>|<)\s*(-?[0-9.eE+\-]+)\s*$")
@@ -88,8 +95,8 @@ class Selection:
 
 
 def is_experiment_run(run: RunRecord) -> bool:
-    """A run of the pipeline: not a sweep's parent run, nor a report's run."""
-    return run.tags.get(TAG_SWEEP) != SWEEP_PARENT and TAG_REPORT not in run.tags
+    """A run of the pipeline: not a sweep's parent run, a report's run or the backbone store."""
+    return run.tags.get(TAG_SWEEP) != SWEEP_PARENT and TAG_REPORT not in run.tags and TAG_BACKBONE_STORE not in run.tags
 
 
 def select_runs(runs: list[RunRecord], metric: str = HEADLINE_METRIC, higher_is_better: bool = True,

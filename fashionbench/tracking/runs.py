@@ -28,11 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from fashionbench.artifacts import (
     CONFIG,
     ERROR,
-    MODEL,
     TAG_ERROR,
     TAG_GIT_COMMIT,
     TAG_HOST,
-    TAG_MODEL_URI,
     TAG_PID,
     TAG_PID_START,
     TAG_SWEEP_ID,
@@ -132,27 +130,13 @@ class TrackedRun:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path)
 
-    def log_keras_model(self, model: Any, example: Any) -> str:
-        """Log a Keras model (MLflow 3 stores it as a LoggedModel linked to this run) with the
-        signature of ``example`` (an input batch) and its output; return its URI, also set as the
-        run's ``model_uri`` tag."""
-        import keras
-        import numpy as np
-        import tensorflow as tf
-        from mlflow.models import infer_signature
+    def log_classifier(self, classifier: Any) -> str:
+        """Log the run's classifier lean (``fashionbench.tracking.run_models``): its trainable
+        layers under ``model/``, its frozen backbone once per experiment; return the model's URI,
+        also set as the run's ``model_uri`` tag. ``run_models.load_run_model`` loads it back."""
+        from fashionbench.tracking.run_models import log_run_model  # Keras: imported where a model is logged
 
-        example = np.asarray(example)
-        signature = infer_signature(example, np.asarray(model(example, training=False)))
-        # Explicit requirements: MLflow's inference imports the model in a subprocess (slow).
-        # No input_example: MLflow 3.17's Keras flavour writes it before creating the model's
-        # folder (FileNotFoundError; open upstream as mlflow/mlflow#16183); the signature carries the
-        # input's shape and type, and the registered recommender (tracking.registry) has an example.
-        info = mlflow.keras.log_model(
-            model, name=MODEL, signature=signature,
-            pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
-        )
-        mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
-        return info.model_uri
+        return log_run_model(MlflowClient(), self.run_id, self.experiment_id, classifier)
 
 
 class Terminated(BaseException):

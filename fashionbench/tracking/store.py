@@ -14,7 +14,7 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from fashionbench.artifacts import PAIRS, TAG_MODEL_URI, TAG_SWEEP_ID
+from fashionbench.artifacts import PAIRS, TAG_SWEEP_ID
 from fashionbench.comparison import RunPairs
 from fashionbench.pair_results import load_pairs
 from fashionbench.tracking.records import LATEST, RunRecord, latest_sweep_id
@@ -138,13 +138,6 @@ def download_run_artifacts(settings: TrackingSettings, run_id: str, artifact_pat
                                                     dst_path=str(destination), tracking_uri=settings.uri))
 
 
-def load_keras_model(settings: TrackingSettings, model_uri: str) -> Any:
-    """The Keras model logged at ``model_uri`` (a run's ``model_uri`` tag), without its
-    optimiser state (for inference)."""
-    mlflow.set_tracking_uri(settings.uri)
-    return mlflow.keras.load_model(model_uri, load_model_kwargs={"compile": False})
-
-
 class MissingPairsError(LookupError):
     """A run without per-pair results (logged by runs since per-pair results were added)."""
 
@@ -183,4 +176,6 @@ class StoredRun:
         return download_run_artifacts(self.settings, self.run_id, artifact_path, destination)
 
     def keras_model(self) -> Any:
-        return load_keras_model(self.settings, self.record.tags[TAG_MODEL_URI])
+        from fashionbench.tracking.run_models import load_run_model  # Keras: imported where a model loads
+
+        return load_run_model(self.settings, self.run_id)

@@ -1,0 +1,164 @@
+"""A run's classifier as the parts it stores: what only the run has, and a backbone it shares.
+
+With freeze=4 a run trains about 9 MB of a 95 MB network; the rest are backbone weights that
+training never changes, the same in every run built from the same weights (ImageNet, a file,
+or random with the same seed). So a run stores its architecture and the weights of its
+trainable layers (``ModelParts``), and names by fingerprint the backbone as it was built
+(``Backbone``: every backbone layer, before training), which the experiment stores once. A
+frozen layer keeps the weights it was built with, so runs with freeze=2, 4 and 8 of one
+source share one backbone.
+
+No mlflow here: ``fashionbench.tracking.run_models`` stores and fetches these files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fashionbench.artifacts import ArtifactError
+from fashionbench.model import HEAD_LAYERS, Classifier
+
+# The files of a run's model (inside its MODEL artifact folder) and of a stored backbone.
+ARCHITECTURE_FILE = "architecture.json"  # Keras' model config: layers, their wiring and trainable flags
+WEIGHTS_FILE = "weights.npz"  # the trainable layers' weights (BatchNorm statistics included)
+MANIFEST_FILE = "manifest.json"  # which backbone (fingerprint) supplies the other layers
+
+LayerWeights = dict[str, list[np.ndarray]]  # layer name -> its weights, in ``layer.weights`` order
+
+
+class BackboneMismatchError(ArtifactError):
+    """Stored backbone files whose weights do not hash to the fingerprint they are stored under."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """The backbone's weights as built (before training), by layer; ``source`` says how they were
+    made ("imagenet", "random" or "file")."""
+
+    layers: LayerWeights
+    source: str
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of the source and of every weight's layer, position, dtype, shape and bytes."""
+        return layers_hash(self.layers, self.source)
+
+    def save(self, weights: Path, marker: Path) -> None:
+        """The weights (npz), then a small JSON ``marker`` with the fingerprint: a copy whose
+        marker exists is complete."""
+        _save_layers(self.layers, weights)
+        marker.write_text(json.dumps({"fingerprint": self.fingerprint, "source": self.source,
+                                      "bytes": weights.stat().st_size}))
+
+    @classmethod
+    def load(cls, weights: Path, marker: Path, fingerprint: str) -> Backbone:
+        """The backbone stored as ``fingerprint``; BackboneMismatchError when its files are
+        damaged or hold other weights."""
+        try:
+            meta = json.loads(marker.read_text())
+            backbone = cls(_load_layers(weights), str(meta["source"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # a damaged or partial file
+            raise BackboneMismatchError(f"unreadable ({type(error).__name__}: {error})") from None
+        if backbone.fingerprint != fingerprint:
+            raise BackboneMismatchError(f"its weights hash to {backbone.fingerprint}, not {fingerprint}")
+        return backbone
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """What a run stores of its classifier: the architecture, the trainable layers' weights, and
+    the fingerprint of the backbone that supplies every other layer (None: no frozen layer)."""
+
+    architecture: str
+    own: LayerWeights
+    backbone_fingerprint: str | None
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / ARCHITECTURE_FILE).write_text(self.architecture)
+        _save_layers(self.own, directory / WEIGHTS_FILE)
+        (directory / MANIFEST_FILE).write_text(json.dumps({"backbone_fingerprint": self.backbone_fingerprint,
+                                                           "weights_hash": layers_hash(self.own)}))
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelParts:
+        """The parts ``save`` wrote; ArtifactError naming the file that is missing, unreadable or
+        holds other weights than were saved."""
+        try:
+            manifest = json.loads((directory / MANIFEST_FILE).read_text())
+            parts = cls((directory / ARCHITECTURE_FILE).read_text(), _load_layers(directory / WEIGHTS_FILE),
+                        manifest["backbone_fingerprint"])
+            expected = manifest["weights_hash"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise ArtifactError(f"not a stored model ({type(error).__name__}: {error})") from None
+        if layers_hash(parts.own) != expected:
+            raise ArtifactError(f"{WEIGHTS_FILE} holds other weights than were saved (its hash differs)")
+        return parts
+
+
+def split_classifier(classifier: Classifier) -> tuple[ModelParts, Backbone | None]:
+    """The classifier (trained or not) as the parts a run stores and the backbone it shares
+    (None when no layer is frozen: the run then owns every weight)."""
+    model = classifier.model
+    own = {layer.name: layer.get_weights() for layer in model.layers if layer.trainable and layer.weights}
+    if all(layer.trainable for layer in model.layers if layer.weights):
+        return ModelParts(model.to_json(), own, None), None
+    # Frozen layers still hold the weights they were built with; trainable ones changed, so
+    # their weights as built come from the copy build_classifier kept.
+    backbone = Backbone({layer.name: classifier.built_backbone_weights.get(layer.name) or layer.get_weights()
+                         for layer in model.layers if layer.weights and layer.name not in HEAD_LAYERS},
+                        classifier.weights_used.split(":")[0])
+    return ModelParts(model.to_json(), own, backbone.fingerprint), backbone
+
+
+def assemble(parts: ModelParts, backbone: Backbone | None) -> keras.Model:
+    """The classifier ``parts`` describe, its frozen layers' weights from ``backbone`` (uncompiled:
+    for inference). Raises ArtifactError when a layer's weights are missing or do not fit."""
+    if (backbone.fingerprint if backbone else None) != parts.backbone_fingerprint:
+        raise ArtifactError(f"the model needs backbone {parts.backbone_fingerprint}, not "
+                            f"{backbone.fingerprint if backbone else None}")
+    model = keras.models.model_from_json(parts.architecture)
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        weights = parts.own.get(layer.name) or (backbone.layers.get(layer.name) if backbone else None)
+        if weights is None:
+            raise ArtifactError(f"no stored weights for layer {layer.name!r} (neither the run's nor the backbone's)")
+        try:
+            layer.set_weights(weights)
+        except ValueError as error:
+            raise ArtifactError(f"the stored weights of layer {layer.name!r} do not fit it: {error}") from None
+    return model
+
+
+def layers_hash(layers: LayerWeights, salt: str = "") -> str:
+    """A hash of ``salt`` and of every weight's layer, position, dtype, shape and bytes."""
+    digest = hashlib.blake2b(salt.encode(), digest_size=16)
+    for name in sorted(layers):
+        for i, value in enumerate(layers[name]):
+            value = np.ascontiguousarray(value)
+            digest.update(f"|{name}:{i}:{value.dtype}:{value.shape}|".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _save_layers(layers: LayerWeights, path: Path) -> None:
+    # Uncompressed: float32 weights hardly compress (zlib: 7 % of normal-distributed ones) and load faster so.
+    np.savez(path, **{f"{name}:{i}": value for name, values in layers.items() for i, value in enumerate(values)})
+
+
+def _load_layers(path: Path) -> LayerWeights:
+    layers: LayerWeights = {}
+    with np.load(path, allow_pickle=False) as stored:
+        keys = sorted(stored.files, key=lambda key: (key.rsplit(":", 1)[0], int(key.rsplit(":", 1)[1])))
+        for key in keys:
+            layers.setdefault(key.rsplit(":", 1)[0], []).append(stored[key])
+    return layers

@@ -1,0 +1,184 @@
+"""A run's model in the store, lean: the run keeps what only it has, the experiment keeps each
+backbone once.
+
+A run logs its architecture and trainable layers' weights under ``model/``
+(``fashionbench.model_parts``) and tags the fingerprint of the backbone it was built from.
+Backbones live in the experiment's *backbone store*: one run tagged ``backbone_store`` whose
+artifacts are ``backbones/<fingerprint>/<writer>.npz`` plus a ``<writer>.json`` marker. A run,
+rather than the experiment's artifact root, because MLflow's public client writes and reads a
+run's artifacts alike on a local store and through ``mlflow server`` (``mlflow-artifacts:``),
+and the store shows up, described, in the UI.
+
+Writes are idempotent and safe under parallel jobs: a writer skips a fingerprint that has a
+marker, and otherwise uploads its own copy under its own name, the weights first and the
+marker last, so no writer overwrites another's file and no reader takes a partial copy. Two
+jobs that race on a new fingerprint store it twice; nothing is ever corrupted.
+
+``load_run_model`` is the one way to load a run's model: promote's bundle, ``recommend --run``
+and a sweep's reuse of a source run all go through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from fashionbench.artifacts import (
+    BACKBONES,
+    MODEL,
+    TAG_BACKBONE,
+    TAG_BACKBONE_STORE,
+    TAG_BACKBONE_STORE_RUN,
+    TAG_MODEL_URI,
+    ArtifactError,
+)
+from fashionbench.model import Classifier
+from fashionbench.model_parts import Backbone, BackboneMismatchError, ModelParts, assemble, split_classifier
+from fashionbench.tracking.store import TrackingSettings
+
+log = logging.getLogger(__name__)
+
+STORE_RUN_NAME = "backbone store"
+STORE_NOTE = ("Frozen backbone weights shared by this experiment's runs, stored once per fingerprint "
+              "(backbones/<fingerprint>/). Each run's own weights are in its model/ folder. Do not delete "
+              "this run while runs that name it in their backbone_store_run tag are kept.")
+
+
+class BackboneUnavailableError(ArtifactError):
+    """A run's shared backbone is missing from the store or damaged; the message names both."""
+
+
+class BackboneStore:
+    """The backbones of one experiment, in its backbone store run."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    @classmethod
+    def of_experiment(cls, client: MlflowClient, experiment_id: str) -> BackboneStore:
+        """The experiment's backbone store, created on first use. When parallel jobs create one
+        each, all settle on the oldest and the others delete theirs (unless already used: a run
+        records the store it wrote to, so any store that holds a copy still serves it)."""
+        stores = _store_runs(client, experiment_id)
+        if not stores:
+            created = client.create_run(experiment_id, run_name=STORE_RUN_NAME,
+                                        tags={TAG_BACKBONE_STORE: "true", "mlflow.note.content": STORE_NOTE})
+            client.set_terminated(created.info.run_id, "FINISHED")
+            stores = _store_runs(client, experiment_id)
+            if stores[0] != created.info.run_id:
+                client.delete_run(created.info.run_id)
+        return cls(client, stores[0])
+
+    def put(self, backbone: Backbone, writer: str) -> None:
+        """Store ``backbone`` under its fingerprint unless a complete copy is there already."""
+        folder = f"{BACKBONES}/{backbone.fingerprint}"
+        if self._markers(folder):
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            weights, marker = Path(scratch) / f"{writer}.npz", Path(scratch) / f"{writer}.json"
+            backbone.save(weights, marker)
+            self.client.log_artifact(self.run_id, str(weights), folder)
+            self.client.log_artifact(self.run_id, str(marker), folder)  # last: the copy is complete
+        log.info("stored backbone %s in the backbone store (run %s)", backbone.fingerprint, self.run_id)
+
+    def get(self, fingerprint: str) -> Backbone:
+        """The backbone stored as ``fingerprint``, its weights checked against it. Raises
+        BackboneMismatchError when no complete copy is stored or none hashes right (each copy's
+        problem in the message)."""
+        folder = f"{BACKBONES}/{fingerprint}"
+        markers = self._markers(folder)
+        if not markers:
+            raise BackboneMismatchError(f"no copy in {folder}/ of the backbone store (run {self.run_id})")
+        problems = []
+        with tempfile.TemporaryDirectory() as scratch:
+            for marker in markers:
+                try:
+                    local_marker = self.client.download_artifacts(self.run_id, marker, scratch)
+                    local_weights = self.client.download_artifacts(self.run_id, marker[:-len(".json")] + ".npz",
+                                                                   scratch)
+                    return Backbone.load(Path(local_weights), Path(local_marker), fingerprint)
+                except BackboneMismatchError as error:
+                    problems.append(f"{marker}: {error}")
+                except Exception as error:  # noqa: BLE001 - MlflowException or OSError, by store
+                    problems.append(f"{marker}: cannot download ({type(error).__name__}: {error})")
+        raise BackboneMismatchError(f"no intact copy in the backbone store (run {self.run_id}): "
+                                    + "; ".join(problems))
+
+    def _markers(self, folder: str) -> list[str]:
+        try:
+            entries = self.client.list_artifacts(self.run_id, folder)
+        except Exception:  # noqa: BLE001 - some stores raise for a folder that does not exist
+            return []
+        return sorted(entry.path for entry in entries if entry.path.endswith(".json"))
+
+
+def _store_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """The experiment's backbone store runs, oldest first (ties by id: every job orders them alike)."""
+    runs = client.search_runs([experiment_id], f"tags.{TAG_BACKBONE_STORE} = 'true'", max_results=100)
+    return [run.info.run_id for run in sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))]
+
+
+def log_run_model(client: MlflowClient, run_id: str, experiment_id: str, classifier: Classifier) -> str:
+    """Log the classifier of run ``run_id`` lean: its own weights under ``model/``, its backbone
+    in the experiment's backbone store (once per fingerprint). Tag the run with the model's URI,
+    the backbone's fingerprint and its store; return the URI."""
+    parts, backbone = split_classifier(classifier)
+    tags = {}
+    if backbone is not None:
+        store = BackboneStore.of_experiment(client, experiment_id)
+        store.put(backbone, writer=run_id)
+        tags = {TAG_BACKBONE: backbone.fingerprint, TAG_BACKBONE_STORE_RUN: store.run_id}
+    with tempfile.TemporaryDirectory() as scratch:
+        parts.save(Path(scratch))
+        client.log_artifacts(run_id, scratch, MODEL)
+    uri = f"runs:/{run_id}/{MODEL}"
+    for key, value in {**tags, TAG_MODEL_URI: uri}.items():
+        client.set_tag(run_id, key, value)
+    return uri
+
+
+def load_run_model(settings: TrackingSettings, run_id: str) -> Any:
+    """The Keras classifier run ``run_id`` logged, rebuilt exactly from its own weights and its
+    shared backbone (uncompiled: for inference). Runs logged whole, before lean artifacts, load
+    as they were stored.
+
+    Raises ArtifactError, in one line naming the run, when it logged no model or its own files
+    are damaged; and
+    BackboneUnavailableError, naming the run and the fingerprint, when its backbone is missing
+    from the store or does not hash to that fingerprint: never a different model.
+    """
+    client = MlflowClient(settings.uri)
+    tags = client.get_run(run_id).data.tags
+    uri = tags.get(TAG_MODEL_URI)
+    if uri is None:
+        raise ArtifactError(f"run {run_id} logged no model (tracking.log_model=false)")
+    if uri.startswith("models:/"):  # a whole Keras model (MLflow LoggedModel), as runs logged it before
+        try:
+            return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
+        except Exception as error:  # noqa: BLE001 - MlflowException or OSError, by store
+            raise ArtifactError(f"run {run_id}: its model {uri} cannot be loaded ({type(error).__name__}: "
+                                f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})") from None
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            local = client.download_artifacts(run_id, MODEL, scratch)
+        except Exception as error:  # noqa: BLE001 - MlflowException or OSError, by store
+            raise ArtifactError(f"run {run_id} lacks its model's files ({MODEL}/: {type(error).__name__})") from None
+        try:
+            parts = ModelParts.load(Path(local))
+        except ArtifactError as error:
+            raise ArtifactError(f"run {run_id}: its {MODEL}/ files are damaged: {error}") from None
+    backbone = None
+    if parts.backbone_fingerprint is not None:
+        fingerprint, store_run = parts.backbone_fingerprint, tags.get(TAG_BACKBONE_STORE_RUN, "")
+        try:
+            backbone = BackboneStore(client, store_run).get(fingerprint)
+        except BackboneMismatchError as error:
+            raise BackboneUnavailableError(f"run {run_id}: its shared backbone {fingerprint} is missing or "
+                                           f"damaged ({error})") from None
+    return assemble(parts, backbone)

@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from fashionbench import gpu_pool  # noqa: E402
 from fashionbench.artifacts import (  # noqa: E402
     BALANCED_ACCURACY,
     EVAL_PAIRS,
@@ -112,7 +113,7 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
     catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items
     check_cutoffs(x.eval, shop)
     reap_orphaned_runs(settings)  # runs of this host whose process died (SIGKILL, a crash) are marked KILLED
-    with tracked_run(settings, run_name=x.run_name) as run:
+    with tracked_run(settings, run_name=x.run_name, tags=gpu_pool.run_tags()) as run:
         run.log_config(resolved_config(cfg))
         run.record(data)
         classifier = build_classifier(x.model, x.data.image_size)

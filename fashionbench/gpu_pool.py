@@ -108,7 +108,7 @@ def run_tags() -> dict[str, str]:
     return {TAG_GPU: gpu} if gpu is not None else {}
 
 
-def check_pool(gpus: Sequence[Any], launcher: Any) -> list[str]:
+def check_pool(gpus: Sequence[Any], launcher: DictConfig) -> list[str]:
     """The pool as CUDA_VISIBLE_DEVICES values, checked against the launcher; GpuPoolError otherwise.
 
     A joblib worker keeps its GPU for as long as it lives, so more workers than GPUs in the pool
@@ -117,7 +117,7 @@ def check_pool(gpus: Sequence[Any], launcher: Any) -> list[str]:
     if not pool or any(not gpu or "," in gpu for gpu in pool):
         raise GpuPoolError(f"hydra.callbacks.gpu_pool.gpus must list GPU indices or UUIDs (as CUDA_VISIBLE_DEVICES "
                            f"takes them), e.g. [0,1,2,3], got {list(gpus)}")
-    n_jobs = launcher.get("n_jobs") if hasattr(launcher, "get") else None
+    n_jobs = launcher.get("n_jobs")  # joblib's; submitit's launchers start a process per job
     if n_jobs is not None and not 1 <= n_jobs <= len(pool):
         raise GpuPoolError(f"hydra.launcher.n_jobs={n_jobs} with hydra.callbacks.gpu_pool.gpus={pool}: each "
                            f"parallel worker keeps one GPU of the pool while it lives, so n_jobs must be between 1 "

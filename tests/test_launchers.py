@@ -12,9 +12,11 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
-from fashionbench.artifacts import HEADLINE_METRIC, TAG_GPU, TAG_PID, TAG_SWEEP, TAG_SWEEP_ID
+from fashionbench.artifacts import HEADLINE_METRIC, TAG_ERROR, TAG_GPU, TAG_PID, TAG_SWEEP, TAG_SWEEP_ID
 from fashionbench.config import CONFIG_MODULE, CONFIG_NAME
 from fashionbench.gpu_pool import LOCK_DIR_ENV, POOL_ENV, GpuPoolError, lock_names
+from fashionbench.tracking.runs import tracked_run
+from fashionbench.tracking.store import tracking_settings
 from tests.conftest import TINY_RUN
 
 
@@ -125,3 +127,13 @@ def test_a_local_submitit_sweep_runs_each_job_in_its_own_process_with_its_own_gp
     assert len(pids) == 2 and parent.data.tags[TAG_PID] not in pids  # a process of its own for each job
     assert {j.data.tags[TAG_GPU] for j in jobs} == {"7", "9"}
     assert all(HEADLINE_METRIC in j.data.metrics for j in jobs)
+
+
+def test_a_run_whose_job_is_requeued_ends_killed_not_failed(store_uri):
+    # submitit requeues a preempted or timed-out job from its USR2 handler, then exits the process
+    # (sys.exit; 144 under submitit_local): the run did not fail, it was cut short.
+    settings = tracking_settings(store_uri, "requeue", None)
+    with pytest.raises(SystemExit), tracked_run(settings) as run:
+        sys.exit(144)
+    ended = MlflowClient(store_uri).get_run(run.run_id)
+    assert (ended.info.status, ended.data.tags[TAG_ERROR]) == ("KILLED", "SystemExit: 144")

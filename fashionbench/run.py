@@ -30,6 +30,8 @@ from fashionbench.artifacts import (  # noqa: E402
     HEADLINE_METRIC,
     MAJORITY_RATE,
     NORMALISED_HEADLINE,
+    TEST_ACCURACY,
+    TRAIN_SECONDS,
 )
 from fashionbench.config import (  # noqa: E402
     CONFIG_MODULE,
@@ -78,9 +80,9 @@ class RunSummary:
         m = self.metrics
         k = self.headline_k
         lines = [
-            f"test accuracy      {m['test_accuracy']:.3f}   (balanced {m[BALANCED_ACCURACY]:.3f}; always the most "
+            f"test accuracy      {m[TEST_ACCURACY]:.3f}   (balanced {m[BALANCED_ACCURACY]:.3f}; always the most "
             f"frequent category: {m[MAJORITY_RATE]:.3f})",
-            f"train seconds      {m['train_seconds']:.1f}",
+            f"train seconds      {m[TRAIN_SECONDS]:.1f}",
             f"precision@{k} by recommender, {int(m.get(EVAL_PAIRS, 0))} (user, category) pairs:",
         ]
         for recommender in LADDER:

@@ -17,6 +17,9 @@ GPU is held it waits for one.
 
 Without a pool (the default) nothing is claimed and nothing is set. On SLURM the scheduler gives
 each job its GPUs (``gpus_per_node``); Ray's launcher does with ``remote.num_gpus=1``.
+
+Every ``import fashionbench`` runs the claim, so this module stays light: the standard library
+and Hydra's callback class, no numpy or pandas.
 """
 
 from __future__ import annotations
@@ -32,8 +35,6 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-
-from fashionbench.artifacts import TAG_GPU
 
 POOL_ENV = "FASHIONBENCH_GPU_POOL"  # the pool's GPUs, comma-separated, for the sweep's workers
 LOCK_DIR_ENV = "FASHIONBENCH_GPU_POOL_DIR"  # where their lock files are
@@ -100,12 +101,6 @@ def claim_from_environment() -> None:
 def claimed_gpu() -> str | None:
     """The GPU of the pool this process holds, if any."""
     return _held[0] if _held else None
-
-
-def run_tags() -> dict[str, str]:
-    """The run's tag naming the pool's GPU it ran on; none outside a pool."""
-    gpu = claimed_gpu()
-    return {TAG_GPU: gpu} if gpu is not None else {}
 
 
 def check_pool(gpus: Sequence[Any], launcher: DictConfig) -> list[str]:

@@ -30,6 +30,7 @@ from fashionbench.artifacts import (  # noqa: E402
     HEADLINE_METRIC,
     MAJORITY_RATE,
     NORMALISED_HEADLINE,
+    TAG_GPU,
     TEST_ACCURACY,
     TRAIN_SECONDS,
 )
@@ -115,7 +116,8 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
     catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items
     check_cutoffs(x.eval, shop)
     reap_orphaned_runs(settings)  # runs of this host whose process died (SIGKILL, a crash) are marked KILLED
-    with tracked_run(settings, run_name=x.run_name, tags=gpu_pool.run_tags()) as run:
+    gpu = gpu_pool.claimed_gpu()  # in a parallel sweep with a GPU pool: the one this worker holds
+    with tracked_run(settings, run_name=x.run_name, tags={TAG_GPU: gpu} if gpu else None) as run:
         run.log_config(resolved_config(cfg))
         run.record(data)
         classifier = build_classifier(x.model, x.data.image_size)

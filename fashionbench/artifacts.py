@@ -56,6 +56,7 @@ TAG_ERROR = "error"  # why a run FAILED or was KILLED, in one line
 TAG_HOST = "host"  # where the run's process runs ...
 TAG_PID = "pid"  # ... its process id ...
 TAG_PID_START = "pid_start"  # ... and when that process started: a later process can tell it is gone
+TAG_GPU = "gpu"  # the GPU of the sweep's pool the job ran on (fashionbench.gpu_pool)
 TAG_SWEEP_ID = "sweep_id"  # on every job of a sweep: its parent run's id
 TAG_SWEEP = "sweep"  # "parent" on a sweep's parent run
 SWEEP_PARENT = "parent"

@@ -23,12 +23,14 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from fashionbench import gpu_pool  # noqa: E402
 from fashionbench.artifacts import (  # noqa: E402
     BALANCED_ACCURACY,
     EVAL_PAIRS,
     HEADLINE_METRIC,
     MAJORITY_RATE,
     NORMALISED_HEADLINE,
+    TAG_GPU,
     TEST_ACCURACY,
     TRAIN_SECONDS,
 )
@@ -114,7 +116,8 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
     catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items
     check_cutoffs(x.eval, shop)
     reap_orphaned_runs(settings)  # runs of this host whose process died (SIGKILL, a crash) are marked KILLED
-    with tracked_run(settings, run_name=x.run_name) as run:
+    gpu = gpu_pool.claimed_gpu()  # in a parallel sweep with a GPU pool: the one this worker holds
+    with tracked_run(settings, run_name=x.run_name, tags={TAG_GPU: gpu} if gpu else None) as run:
         run.log_config(config_node(cfg))
         run.record(data)
         classifier = build_classifier(x.model, x.data.image_size)
@@ -146,6 +149,31 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         return RunSummary(run.run_id, settings.uri, run.experiment_id, x.eval.k, metrics)
 
 
+class TrialFailed(RuntimeError):
+    """A sweep's job that failed, raised to a sweeper that counts failed trials itself (Optuna).
+    Only the message travels: the job's own exception might not survive the pickling back from a
+    joblib or submitit worker."""
+
+
+def sweeper_counts_failures() -> bool:
+    """Whether the multirun's sweeper takes a job's exception as one failed trial and goes on.
+
+    hydra-optuna-sweeper 1.3 tells Optuna a job that raised as FAIL and goes on while a batch's
+    failures stay within ``hydra.sweeper.max_failure_rate``; a job that returned None or NaN
+    instead is logged as "Return value must be float-castable", and NaN ends the study (it tells
+    FAIL with a value). Hydra's basic sweeper ends the multirun at the first job that raised."""
+    return "max_failure_rate" in HydraConfig.get().sweeper
+
+
+def failed_job(message: str) -> None:
+    """End a sweep's failed job so that the sweep goes on: logged, and raised as TrialFailed
+    where the sweeper counts failed trials (Optuna), returned as None otherwise."""
+    log.error("%s", message)
+    if sweeper_counts_failures():
+        raise TrialFailed(message) from None
+    return None
+
+
 def swept_overrides(job_overrides: list[str], command_line: list[str]) -> str:
     """The job's overrides of the keys the command line sweeps (``freeze=2,4,8`` -> "freeze=4")."""
     sweeps = ("range(", "choice(", "glob(")
@@ -167,8 +195,7 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:  # an invalid option, named in the message: no run was started
         message = f"invalid config: {type(error).__name__}: {error}"
         if multirun:  # the other jobs of the sweep may be valid
-            log.error("%s (no MLflow run started)", message)
-            return None
+            return failed_job(f"{message} (no MLflow run started)")
         sys.exit(f"fashionbench.run: {message}")
     try:
         summary = run_experiment(cfg)
@@ -176,12 +203,9 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(f"fashionbench.run: {interruption or 'interrupted'}; the MLflow run is marked KILLED"
                  if isinstance(interruption, Terminated) else 130)
     except Exception as error:
-        if multirun:
-            # The basic launcher stops a sweep at the first job that raises; a started run is
-            # already marked FAILED in MLflow, so report it and let the next job run.
-            log.error("job failed (its MLflow run, if one started, is marked FAILED): %s: %s",
-                      type(error).__name__, error)
-            return None
+        if multirun:  # a started run is already marked FAILED in MLflow; the next job runs
+            return failed_job(f"job failed (its MLflow run, if one started, is marked FAILED): "
+                              f"{type(error).__name__}: {error}")
         log.debug("run failed", exc_info=True)
         if disk_full(error):
             first_line = (str(error).strip().splitlines() or [""])[0][:120]

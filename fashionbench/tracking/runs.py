@@ -189,7 +189,7 @@ def reap_orphaned_runs(settings: TrackingSettings) -> list[str]:
 def tracked_run(settings: TrackingSettings, run_name: str | None = None,
                 tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
     """Start a run (under the sweep's parent run when one is active), tagged with this host and
-    process; end it FINISHED, KILLED when interrupted (Ctrl-C, SIGTERM) or FAILED on an error,
+    process; end it FINISHED, KILLED when interrupted (Ctrl-C, SIGTERM, an exit) or FAILED on an error,
     with the traceback logged as ``error.txt`` and the message as tag ``error``."""
     experiment_id = ensure_experiment(settings)
     parent = os.environ.get(SWEEP_RUN_ENV)
@@ -204,7 +204,9 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None,
             try:
                 yield TrackedRun(run.info.run_id, experiment_id)
             except BaseException as error:
-                interrupted = isinstance(error, (KeyboardInterrupt, Terminated))
+                # SystemExit: the process is told to exit from outside the pipeline; submitit does so
+                # in its signal handler after requeueing a preempted or timed-out job (SLURM's USR2).
+                interrupted = isinstance(error, (KeyboardInterrupt, Terminated, SystemExit))
                 if handles_sigterm:  # a second SIGTERM must not interrupt the bookkeeping
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 _end_with_error(error, "KILLED" if interrupted else "FAILED")

@@ -9,16 +9,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fashionbench.index.base import METRICS, CategoryIndex, ItemEmbeddings, check_metric
-from fashionbench.stage import StageResult
-
-if TYPE_CHECKING:  # the package imports this module
-    from fashionbench.index import ShopIndex
-
+from fashionbench.index.base import METRICS, CategoryIndex, IndexConfig, ItemEmbeddings
 
 
 def metric_distances(vectors: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
@@ -80,20 +74,14 @@ class ExactSearch:
 
 
 @dataclass
-class ExactIndexConfig:
-    """``index=exact``: brute-force search; exact, and as fast as Annoy below ~1,000 items per index."""
+class ExactIndexConfig(IndexConfig):
+    """``index=exact``: brute-force search; exact, and as fast as Annoy below ~1,000 items per index.
 
-    metric: str = "angular"  # angular | euclidean | manhattan | dot
-
-    def __post_init__(self) -> None:
-        check_metric(self.metric)
+    Measured against the reference like any backend: its recall is 1.0 unless its ranking and the
+    reference's disagree beyond ties, and its QPS is its own search's beside the reference's."""
 
     def build(self, embeddings: ItemEmbeddings) -> ExactCategoryIndex:
         return ExactCategoryIndex.build(embeddings, self.metric)
-
-    def measure(self, shop_index: ShopIndex, embeddings: ItemEmbeddings) -> StageResult:
-        """Nothing to measure: exact search is the reference itself."""
-        return StageResult()
 
 
 class ExactCategoryIndex(CategoryIndex):

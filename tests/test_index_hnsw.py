@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 
 import numpy as np
 import pytest
@@ -110,6 +111,15 @@ def test_index_hnsw_composes_and_follows_the_top_level_seed():
 def test_invalid_hnsw_options_name_the_option(option, message):
     with pytest.raises(IndexConfigError, match=message):
         experiment_config(compose_config(["index=hnsw", option]))
+
+
+def test_a_promoted_recommender_with_hnsw_graphs_requires_faiss_where_it_is_served(tmp_path):
+    from fashionbench.tracking.registry import serving_requirements
+
+    for name, config in (("annoy", AnnoyIndexConfig(n_trees=2)), ("hnsw", HnswIndexConfig())):
+        config.build(embeddings()).save(tmp_path / name / "indexes")
+    assert not [r for r in serving_requirements(tmp_path / "annoy") if r.startswith("faiss-cpu")]
+    assert f"faiss-cpu=={metadata.version('faiss-cpu')}" in serving_requirements(tmp_path / "hnsw")
 
 
 def without_faiss(code: str, *args: str, cwd=None) -> subprocess.CompletedProcess:

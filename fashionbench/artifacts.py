@@ -65,6 +65,7 @@ TAG_REPORT = "report"  # on a report's run
 TAG_EVAL_FINGERPRINT = "eval_fingerprint"  # who is evaluated on what: equal for runs comparable pair by pair
 TAG_ORACLE = "oracle_attributes"  # what the oracle recommender compared items by, or why it was skipped
 TAG_CLASSIFIER_WARNING = "classifier_warning"  # set when the classifier does not beat the majority class
+TAG_INDEX_BACKEND = "index_backend"  # annoy | exact | hnsw: which index the run's metrics describe
 
 # --- metric names ----------------------------------------------------------------------------
 # MLflow's chart view groups a run's metrics into sections by the key's part before its last "/"
@@ -82,7 +83,13 @@ DATA_SECTION = "pipeline/data/"
 CACHE_SECTION = "pipeline/cache/"
 USERS_SECTION = "pipeline/users/"
 INDEX_SECTION = "pipeline/index/"  # the index against exact search (fashionbench.index_quality)
-INDEX_RECALL = INDEX_SECTION + "recall_at_k"
+# The same names for every backend (the tag index_backend says which), the shop's totals:
+INDEX_RECALL = INDEX_SECTION + "recall_at_k"  # recall@index.quality_k as ann-benchmarks counts it
+INDEX_QPS = INDEX_SECTION + "qps"  # the index's queries per second, one query at a time
+INDEX_EXACT_QPS = INDEX_SECTION + "exact_qps"  # the reference's (brute force, NumPy) on the same queries
+INDEX_SPEEDUP = INDEX_SECTION + "speedup"  # INDEX_QPS / INDEX_EXACT_QPS: > 1 where the index pays
+INDEX_BUILD_SECONDS = INDEX_SECTION + "build_seconds"
+INDEX_BYTES = INDEX_SECTION + "bytes"  # on disk, as saved
 
 HEADLINE_METRIC = HEADLINE_SECTION + "precision_at_k"  # what "best" means unless told otherwise
 HEADLINE_RECALL = HEADLINE_SECTION + "recall_at_k"

@@ -6,7 +6,7 @@ what differs from the schema, so each default lives in one place: the dataclass 
 
 - The swappable parts are their own schemas: a data source (``fashionbench.data.*Source``), a
   users simulation (``fashionbench.users.TasteUsers``/``CourseUsers``) and an index backend
-  (``fashionbench.index.AnnoyIndexConfig``/``ExactIndexConfig``) are each a dataclass of their
+  (``fashionbench.index.AnnoyIndexConfig``/``ExactIndexConfig``/``HnswIndexConfig``) are each a dataclass of their
   options with the method that does the work (``load``, ``simulate``, ``build``).
 - The fixed stages' schemas are below: model, train, eval, tracking, data_store.
 
@@ -31,7 +31,7 @@ from fashionbench.data.deepfashion import DeepFashionSource
 from fashionbench.data.folders import FolderSource
 from fashionbench.data.image_csv import ImageCsvSource
 from fashionbench.data.synthetic import SyntheticSource
-from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig
+from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig, HnswIndexConfig
 from fashionbench.references import REFERENCES
 from fashionbench.users import CourseUsers, TasteUsers
 
@@ -199,7 +199,7 @@ class ExperimentConfig:
     data: Any = MISSING  # a data source: SyntheticSource, ImageCsvSource, DeepFashionSource, FolderSource
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    index: Any = MISSING  # an index backend: AnnoyIndexConfig, ExactIndexConfig
+    index: Any = MISSING  # an index backend: AnnoyIndexConfig, ExactIndexConfig, HnswIndexConfig
     users: Any = MISSING  # a users simulation: TasteUsers, CourseUsers
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -211,7 +211,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
              "folders": FolderSource},
     "model": {"resnet50": ModelConfig},
     "train": {"default": TrainConfig},
-    "index": {"annoy": AnnoyIndexConfig, "exact": ExactIndexConfig},
+    "index": {"annoy": AnnoyIndexConfig, "exact": ExactIndexConfig, "hnsw": HnswIndexConfig},
     "users": {"taste": TasteUsers, "course": CourseUsers},
     "eval": {"default": EvalConfig},
     "tracking": {"mlflow": TrackingConfig},

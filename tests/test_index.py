@@ -7,6 +7,7 @@ import pytest
 from fashionbench.data import Catalogue
 from fashionbench.embed import ItemEmbeddings
 from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig, IndexConfigError, build_shop_index, load_index
+from fashionbench.index.exact import metric_distances
 
 
 def embeddings(n: int = 30, dim: int = 8, seed: int = 0, category: str = "Dresses") -> ItemEmbeddings:
@@ -97,3 +98,20 @@ def test_every_documented_metric_builds(metric):
 def test_invalid_index_options_name_the_option(options, message):
     with pytest.raises(IndexConfigError, match=message):
         AnnoyIndexConfig(**options).build(embeddings())
+
+
+@pytest.mark.parametrize("metric", ["angular", "euclidean", "manhattan", "dot"])
+def test_the_exact_backend_ranks_by_every_items_distance_with_ties_by_position(metric):
+    # 750 of 1,000 items are copies of one vector, scattered: a tie far larger than the candidates
+    # the backend scores, where a partial sort alone returns arbitrary positions among the copies.
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(1000, 8)).astype(np.float32)
+    vectors[rng.permutation(1000)[:750]] = vectors[0]
+    items = ItemEmbeddings(np.arange(1000).astype(str), np.array(["Dresses"] * 1000), vectors, "pool")
+    index = ExactIndexConfig(metric).build(items)
+    for query in (vectors[0], rng.normal(size=8).astype(np.float32), -vectors[0]):
+        distances = metric_distances(vectors, query, metric)
+        expected = np.lexsort((np.arange(1000), distances))[:12]
+        positions, found = index.nearest(12, vector=query)
+        assert positions == expected.tolist()
+        np.testing.assert_allclose(found, distances[expected])

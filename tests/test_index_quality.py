@@ -1,9 +1,10 @@
-"""Annoy against exact search, counted as ann-benchmarks counts it: known answers first."""
+"""Indexes against exact search, counted as ann-benchmarks counts it: known answers first."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from fashionbench.artifacts import INDEX_BYTES, INDEX_EXACT_QPS, INDEX_QPS, INDEX_RECALL, INDEX_SPEEDUP
 from fashionbench.embed import ItemEmbeddings
 from fashionbench.index import AnnoyIndexConfig
 from fashionbench.index.exact import ExactSearch, exact_neighbours, metric_distances
@@ -83,11 +84,11 @@ def test_shop_metrics_report_each_category_and_the_saved_size(tmp_path):
     shop.write_artifacts(tmp_path / "run")
     per_category = pd.read_csv(tmp_path / "run" / "eval" / "index_quality.csv", index_col="category")
     assert per_category.loc["Dresses", "bytes"] == (tmp_path / "Dresses.ann").stat().st_size > 0
-    assert metrics["pipeline/index/bytes"] == per_category["bytes"].sum()
+    assert metrics[INDEX_BYTES] == per_category["bytes"].sum()
     assert qualities[1].k == 10  # 10 items: k=10 asks for all of them
     expected = (30 * qualities[0].recall + 10 * qualities[1].recall) / 40
-    assert metrics["pipeline/index/recall_at_k"] == pytest.approx(expected)
-    assert metrics["pipeline/index/speedup"] == pytest.approx(metrics["pipeline/index/qps"] / metrics["pipeline/index/exact_qps"])
+    assert metrics[INDEX_RECALL] == pytest.approx(expected)
+    assert metrics[INDEX_SPEEDUP] == pytest.approx(metrics[INDEX_QPS] / metrics[INDEX_EXACT_QPS])
     assert set(per_category["backend"]) == {"annoy"}
 
 

@@ -7,9 +7,19 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fashionbench.artifacts import (
+    INDEX_BUILD_SECONDS,
+    INDEX_BYTES,
+    INDEX_EXACT_QPS,
+    INDEX_QPS,
+    INDEX_QUALITY_TABLE,
+    INDEX_RECALL,
+    TAG_INDEX_BACKEND,
+)
 from fashionbench.config import ModelConfig
 from fashionbench.data import CATEGORIES
 from fashionbench.model import build_classifier
@@ -118,12 +128,22 @@ def test_cli_checks_every_option_before_any_run_starts(tmp_path, option, message
 
 
 def test_cli_single_run_uses_a_store_in_the_working_directory(tmp_path):
-    result = run_cli([*TINY_RUN, "tracking.log_model=false"], tmp_path)
+    # With index=hnsw: the run measures its HNSW graphs against exact search and stores them.
+    result = run_cli([*TINY_RUN, "tracking.log_model=false", "index=hnsw"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "precision@2 by recommender" in result.stdout and "mlflow ui --backend-store-uri sqlite:////" in result.stdout
     client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
     (run,) = client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])
     assert run.info.status == "FINISHED"
+    assert run.data.tags[TAG_INDEX_BACKEND] == "hnsw" and run.data.params["index.ef_search"] == "64"
+    metrics = run.data.metrics
+    assert 0 < metrics[INDEX_RECALL] <= 1
+    assert metrics[INDEX_QPS] > 0 and metrics[INDEX_EXACT_QPS] > 0 and metrics[INDEX_BUILD_SECONDS] > 0
+    per_category = pd.read_csv(client.download_artifacts(run.info.run_id, INDEX_QUALITY_TABLE, str(tmp_path)),
+                               index_col="category")
+    assert set(per_category["backend"]) == {"hnsw"} and per_category.loc["Skirts", "recall"] == 1.0  # 3 Skirts
+    assert metrics[INDEX_BYTES] == per_category["bytes"].sum() > 0
+    assert {f"indexes/{c}.faiss" for c in CATEGORIES} <= artifact_paths(client, run.info.run_id)
 
 
 def test_multirun_goes_on_after_a_failed_job_and_groups_runs_under_a_parent(tmp_path):

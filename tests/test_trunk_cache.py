@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fashionbench.artifacts import INDEX_BYTES, INDEX_EXACT_QPS, INDEX_RECALL, TAG_INDEX_BACKEND
 from fashionbench.config import ModelConfig, TrainConfig, TrunkCacheConfigError
 from fashionbench.model import build_classifier, predict_in_batches
 from fashionbench.run import run_experiment
@@ -148,8 +149,9 @@ def test_a_second_run_reads_the_whole_cache_and_logs_it(store_uri, tmp_path):
     assert runs[0].tags["trunk_cache"] == "boundary ['conv5_block3_2_relu', 'conv5_block2_out']"
     assert runs[1].metrics["model/test_accuracy"] == pytest.approx(runs[0].metrics["model/test_accuracy"])
     # The Annoy indexes are measured against exact search in every run.
-    assert 0 < runs[0].metrics["pipeline/index/recall_at_k"] <= 1 and runs[0].metrics["pipeline/index/exact_qps"] > 0
-    assert runs[0].metrics["pipeline/index/bytes"] > 0
+    assert runs[0].tags[TAG_INDEX_BACKEND] == "annoy"
+    assert 0 < runs[0].metrics[INDEX_RECALL] <= 1 and runs[0].metrics[INDEX_EXACT_QPS] > 0
+    assert runs[0].metrics[INDEX_BYTES] > 0
 
 
 def test_another_freeze_value_starts_from_a_stored_upstream_boundary(tiny_catalogue, tmp_path):

@@ -10,50 +10,31 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from annoy import AnnoyIndex
 
-from fashionbench.index.base import CategoryIndex, IndexConfigError, ItemEmbeddings, check_metric
-from fashionbench.index_quality import ShopIndexQuality, measure_shop_index
-
-if TYPE_CHECKING:  # the package imports this module
-    from fashionbench.index import ShopIndex
-
+from fashionbench.index.base import CategoryIndex, IndexConfig, IndexConfigError, ItemEmbeddings, check_integer
 
 
 @dataclass
-class AnnoyIndexConfig:
+class AnnoyIndexConfig(IndexConfig):
     """``index=annoy``: the options of an Annoy index, and ``build`` to make one."""
 
-    metric: str = "angular"  # angular | euclidean | manhattan | dot
     n_trees: int = 10
     search_k: int = -1  # -1: Annoy's default (n_trees * k)
     seed: int = 0  # Annoy builds are reproducible only seeded and single-threaded
-    # Annoy against exact brute force (fashionbench.index_quality), measured with every run:
-    quality_k: int = 10  # recall@k with ties at the k-th distance tolerated (ann-benchmarks)
-    quality_repeats: int = 3  # QPS = queries / best total search time over this many repeats
 
     def __post_init__(self) -> None:
         """IndexConfigError naming the option unless every option is usable."""
-        check_metric(self.metric)
-        if isinstance(self.n_trees, bool) or not isinstance(self.n_trees, int) or self.n_trees < 1:
-            raise IndexConfigError(f"index.n_trees must be an integer >= 1, got {self.n_trees!r}")
+        super().__post_init__()
+        check_integer("n_trees", self.n_trees, 1)
         if not isinstance(self.search_k, int) or (self.search_k < 1 and self.search_k != -1):
             raise IndexConfigError(f"index.search_k must be -1 (Annoy's default) or >= 1, got {self.search_k!r}")
-        if self.quality_k < 1:
-            raise IndexConfigError(f"index.quality_k must be >= 1, got {self.quality_k}")
-        if self.quality_repeats < 1:
-            raise IndexConfigError(f"index.quality_repeats must be >= 1, got {self.quality_repeats}")
 
     def build(self, embeddings: ItemEmbeddings) -> AnnoyCategoryIndex:
         """Index ``embeddings`` (all of one category); the same seed builds the same index."""
         return AnnoyCategoryIndex.build(embeddings, self)
-
-    def measure(self, shop_index: ShopIndex, embeddings: ItemEmbeddings) -> ShopIndexQuality:
-        """Each category's Annoy index against exact search over the same vectors (ann-benchmarks)."""
-        return measure_shop_index(shop_index, embeddings, self.quality_k, self.quality_repeats)
 
 
 class AnnoyCategoryIndex(CategoryIndex):

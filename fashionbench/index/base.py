@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -59,6 +59,40 @@ class IndexConfigError(ValueError):
 def check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise IndexConfigError(f"index.metric must be one of {list(METRICS)}, got {metric!r}")
+
+
+def check_integer(option: str, value: object, minimum: int) -> None:
+    """IndexConfigError naming ``index.<option>`` unless ``value`` is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise IndexConfigError(f"index.{option} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass
+class IndexConfig(ABC):
+    """What every backend's options share: the metric, and how each run measures the index it
+    builds against exact search (``fashionbench.index_quality``, as ann-benchmarks counts it).
+
+    A backend's config extends this with its own options and implements ``build``. The quality
+    options are keyword-only so that they come after each backend's own options.
+    """
+
+    metric: str = "angular"  # angular | euclidean | manhattan | dot
+    # recall@k with ties at the k-th distance tolerated (ann-benchmarks)
+    quality_k: int = field(default=10, kw_only=True)
+    # QPS = queries / best total search time over this many repeats
+    quality_repeats: int = field(default=3, kw_only=True)
+
+    def __post_init__(self) -> None:
+        """IndexConfigError naming the option unless the shared options are usable."""
+        check_metric(self.metric)
+        if self.quality_k < 1:
+            raise IndexConfigError(f"index.quality_k must be >= 1, got {self.quality_k}")
+        if self.quality_repeats < 1:
+            raise IndexConfigError(f"index.quality_repeats must be >= 1, got {self.quality_repeats}")
+
+    @abstractmethod
+    def build(self, embeddings: ItemEmbeddings) -> CategoryIndex:
+        """Index ``embeddings`` (all of one category)."""
 
 
 class CategoryIndex(ABC):

@@ -18,12 +18,22 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 import fashionbench
-from fashionbench.artifacts import BUNDLE_META, BUNDLE_SHOP_ITEMS
+from fashionbench.artifacts import BUNDLE_INDEXES, BUNDLE_META, BUNDLE_SHOP_ITEMS, load_indexes
+from fashionbench.index import hnsw
 from fashionbench.tracking.store import TrackingSettings, ensure_experiment
 
 # What the recommender imports where it is served (fashionbench itself travels as code).
 SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "keras", "annoy", "numpy", "pandas", "pillow", "hydra-core",
                         "omegaconf", "matplotlib", "tqdm")
+
+
+def serving_requirements(bundle: Path) -> list[str]:
+    """SERVING_REQUIREMENTS pinned to the versions installed here, and faiss-cpu where the
+    bundle's indexes are HNSW graphs (an optional dependency, which a fresh environment lacks)."""
+    names = list(SERVING_REQUIREMENTS)
+    if any(index.kind == hnsw.HnswCategoryIndex.kind for index in load_indexes(bundle / BUNDLE_INDEXES).values()):
+        names.append(hnsw.PACKAGE)
+    return [f"{name}=={metadata.version(name)}" for name in names]
 
 
 class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
@@ -94,7 +104,7 @@ def register_recommender(settings: TrackingSettings, model_name: str, bundle: Pa
         # The package travels with the model (MLflow puts it on sys.path where the model loads),
         # and every requirement is a pinned release an index has.
         code_paths=[str(Path(fashionbench.__file__).parent)],
-        pip_requirements=[f"{name}=={metadata.version(name)}" for name in SERVING_REQUIREMENTS],
+        pip_requirements=serving_requirements(bundle),
     )
     client = MlflowClient(settings.uri)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import Counter
 from typing import Any
 
@@ -22,7 +23,13 @@ from fashionbench.artifacts import (
 )
 from fashionbench.tracking.records import RunRecord
 from fashionbench.tracking.runs import SWEEP_RUN_ENV, git_commit, this_process
-from fashionbench.tracking.store import TrackingSettings, ensure_experiment, experiment_runs, tracking_settings
+from fashionbench.tracking.store import (
+    StoreNotFoundError,
+    TrackingSettings,
+    ensure_experiment,
+    experiment_runs,
+    tracking_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +44,12 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         settings = tracking_settings(config.tracking.uri, config.tracking.experiment_name,
                                      config.tracking.artifact_location)
-        experiment_id = ensure_experiment(settings)
+        try:
+            experiment_id = ensure_experiment(settings)
+        except StoreNotFoundError as error:  # a server that does not answer: no job could log anything
+            # Hydra turns a callback's exception into a warning and starts every job anyway; SystemExit
+            # stops the sweep with one line.
+            sys.exit(f"fashionbench.run: {error}")
         client = MlflowClient(settings.uri)
         overrides = " ".join(config.hydra.overrides.task)
         run = client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -77,8 +78,9 @@ class StoreLockTimeout(StoreNotFoundError):
 def check_server_answers(uri: str, seconds: float = SERVER_ANSWER_SECONDS) -> None:
     """For an http(s) tracking URI, raise StoreUnreachableError (one line naming the URI) unless a
     server answers there within ``seconds``: any HTTP answer counts (an authenticating proxy, a
-    server without ``/health``), since MLflow's own requests then say what is wrong. Other stores
-    are not checked here."""
+    server without ``/health``), and so does a TLS handshake this check cannot verify (MLflow has
+    its own certificate settings), since MLflow's own requests then say what is wrong. Other
+    stores are not checked here."""
     if not uri.startswith(SERVER_SCHEMES):
         return
     try:
@@ -88,6 +90,8 @@ def check_server_answers(uri: str, seconds: float = SERVER_ANSWER_SECONDS) -> No
         return
     except (OSError, http.client.HTTPException) as error:  # refused, unknown host, silent, not HTTP
         reason = getattr(error, "reason", None) or error or type(error).__name__
+        if isinstance(reason, ssl.SSLError):  # a server answered
+            return
         raise StoreUnreachableError(
             f"the MLflow tracking server {uri} does not answer ({reason}): start it "
             "(experiments/scale_out/README.md), or set tracking.uri / --tracking-uri / $MLFLOW_TRACKING_URI"

@@ -33,6 +33,10 @@ from fashionbench.tracking.store import (
 
 log = logging.getLogger(__name__)
 
+# A run name is at most 250 characters in MLflow's PostgreSQL and MySQL stores (SQLite does not
+# check): a longer one fails to create the sweep's parent run. The TAG_OVERRIDES tag keeps them all.
+RUN_NAME_LIMIT = 250
+
 
 class SweepCallback(Callback):
     """Hydra callback: before a multirun, create the store and experiment once (parallel jobs
@@ -52,7 +56,7 @@ class SweepCallback(Callback):
             sys.exit(f"fashionbench.run: {error}")
         client = MlflowClient(settings.uri)
         overrides = " ".join(config.hydra.overrides.task)
-        run = client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(),
+        run = client.create_run(experiment_id, run_name=_fitting(f"sweep {overrides}".strip(), RUN_NAME_LIMIT),
                                 tags={TAG_SWEEP: SWEEP_PARENT, TAG_OVERRIDES: overrides,
                                       TAG_GIT_COMMIT: git_commit(), **this_process()})
         os.environ[SWEEP_RUN_ENV] = run.info.run_id
@@ -74,6 +78,11 @@ class SweepCallback(Callback):
         client.set_terminated(run_id, "FINISHED")
         os.environ.pop(SWEEP_RUN_ENV, None)
         print(sweep_table(children, run_id))
+
+
+def _fitting(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters with a trailing "..." when it is longer."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def sweep_table(children: list[RunRecord], parent_id: str) -> str:

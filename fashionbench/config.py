@@ -32,6 +32,7 @@ from fashionbench.data.folders import FolderSource
 from fashionbench.data.image_csv import ImageCsvSource
 from fashionbench.data.synthetic import SyntheticSource
 from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig, HnswIndexConfig
+from fashionbench.paths import absolute_path
 from fashionbench.references import REFERENCES
 from fashionbench.users import CourseUsers, TasteUsers
 
@@ -88,11 +89,14 @@ class ModelConfig:
             raise ModelConfigError(f"model.dense_units must be two layer widths >= 1, got {list(self.dense_units)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ModelConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if self.weights not in (*NO_WEIGHTS, "imagenet", "auto") and not Path(self.weights).is_file():
-            raise ModelConfigError(
-                f"model.weights={self.weights!r}: expected 'imagenet', 'auto', null or the path of an "
-                f"existing weights file for ResNet50 without its top, and no file is at {Path(self.weights).resolve()}"
-            )
+        if self.weights not in (*NO_WEIGHTS, "imagenet", "auto"):
+            path = absolute_path(self.weights)  # relative to where the command was launched, in every job
+            if not path.is_file():
+                raise ModelConfigError(
+                    f"model.weights={self.weights!r}: expected 'imagenet', 'auto', null or the path of an "
+                    f"existing weights file for ResNet50 without its top, and no file is at {path}"
+                )
+            self.weights = str(path)
 
 
 @dataclass
@@ -108,7 +112,9 @@ class TrainConfig:
     # Frozen-trunk cache (fashionbench.trunk_cache): the activations crossing the freeze
     # boundary are computed once per (trunk weights, images, boundary); only the tail is fitted.
     cache: bool = True
-    cache_dir: str | None = None  # null: $FASHIONBENCH_CACHE_DIR, else .cache/trunk (relative to where you run)
+    # null: $FASHIONBENCH_CACHE_DIR, else .cache/trunk; relative to where the command is launched (every job
+    # of a sweep shares it, hydra.job.chdir=true too); an absolute path puts it on shared storage.
+    cache_dir: str | None = None
     cache_max_gb: float = 5.0  # least recently used entries are evicted past this
     cache_dtype: str = "float32"  # float16 halves the disk; probabilities move by ~1e-3
     augment: bool = False  # random horizontal flips; turns the cache off (logged reason)
@@ -124,7 +130,7 @@ class TrainConfig:
 
     @property
     def cache_directory(self) -> Path:
-        return Path(self.cache_dir or os.environ.get("FASHIONBENCH_CACHE_DIR") or ".cache/trunk").expanduser()
+        return absolute_path(self.cache_dir or os.environ.get("FASHIONBENCH_CACHE_DIR") or ".cache/trunk")
 
 
 def check_cache_options(max_gb: float, dtype: str) -> None:
@@ -168,9 +174,11 @@ class EvalConfig:
 class TrackingConfig:
     """Where runs are tracked (fashionbench.tracking)."""
 
-    uri: str | None = None  # null: $MLFLOW_TRACKING_URI if set, else sqlite:///<absolute cwd>/mlflow.db
+    # null: $MLFLOW_TRACKING_URI if set, else mlflow.db where the command is launched (a SQLite file);
+    # a server: http://host:5000 (configs/tracking/server.yaml, experiments/scale_out/README.md).
+    uri: str | None = None
     experiment_name: str = "fashionbench"
-    artifact_location: str | None = None  # null: mlartifacts/ beside a SQLite store
+    artifact_location: str | None = None  # null: mlartifacts/ beside a SQLite store; a server's artifact root
     log_model: bool = True  # log the run's model: its trainable layers; the frozen backbone once per experiment
 
 
@@ -181,11 +189,11 @@ class DataStoreConfig:
     Top level, not in data/: it applies to every source, and a source's options are its own."""
 
     enabled: bool = True
-    dir: str | None = None  # null: $FASHIONBENCH_DATA_STORE, else .cache/catalogues (relative to where you run)
+    dir: str | None = None  # null: $FASHIONBENCH_DATA_STORE, else .cache/catalogues (as train.cache_dir)
 
     @property
     def directory(self) -> Path:
-        return Path(self.dir or os.environ.get("FASHIONBENCH_DATA_STORE") or ".cache/catalogues").expanduser()
+        return absolute_path(self.dir or os.environ.get("FASHIONBENCH_DATA_STORE") or ".cache/catalogues")
 
 
 @dataclass

@@ -15,8 +15,10 @@ import sys
 from dataclasses import dataclass, field
 
 from fashionbench.console import quiet_tensorflow
+from fashionbench.paths import anchor_path_variables
 
 quiet_tensorflow()  # before anything imports TensorFlow: its start-up messages are set aside
+anchor_path_variables()  # before Keras reads $KERAS_HOME and before Hydra moves a job elsewhere
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -50,7 +52,7 @@ from fashionbench.model import build_classifier  # noqa: E402
 from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, UNTRAINED  # noqa: E402
 from fashionbench.tracking.runs import Terminated, disk_full, reap_orphaned_runs, tracked_run  # noqa: E402
-from fashionbench.tracking.store import tracking_settings  # noqa: E402
+from fashionbench.tracking.store import check_server_answers, tracking_settings  # noqa: E402
 from fashionbench.train import train_classifier  # noqa: E402
 from fashionbench.trunk_cache import TrunkCache  # noqa: E402
 from fashionbench.users import hold_out_favourites  # noqa: E402
@@ -112,6 +114,7 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
     """
     x = experiment_config(cfg)
     settings = tracking_settings(x.tracking.uri, x.tracking.experiment_name, x.tracking.artifact_location)
+    check_server_answers(settings.uri)  # an unreachable tracking server fails here, in seconds, before any data
     # The data before the run: an unusable data folder, or a k the shop cannot fill, starts no run.
     data = load_catalogue(x.data, x.data_store.directory, x.data_store.enabled)
     catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items

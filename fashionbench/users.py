@@ -24,6 +24,7 @@ import pandas as pd
 from fashionbench.artifacts import EVAL_PAIRS, USER_RATINGS, USERS_SECTION, save_ratings
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
+from fashionbench.paths import absolute_path
 from fashionbench.reviews import (
     DEFAULT_CLASS_MAP,
     RATING_SCALE,
@@ -122,6 +123,7 @@ class TasteUsers:
         _validate(self.n_users, self.items_per_user, self.rating_histogram, self.noise, self.favourite_threshold,
                   scale)
         if self.reviews is not None:
+            self.reviews = str(absolute_path(self.reviews))  # relative to where the command was launched
             check_reviews_file(self.reviews)
             check_class_map(self.class_map)
 
@@ -193,6 +195,7 @@ class CourseUsers:
         if not 1 <= self.favourite_threshold <= len(RATING_SCALE):
             raise UsersConfigError(f"users.favourite_threshold must be a rating in 1..{len(RATING_SCALE)}, "
                                    f"got {self.favourite_threshold}")
+        self.reviews = str(absolute_path(self.reviews))  # relative to where the command was launched
         check_reviews_file(self.reviews)
         check_class_map(self.class_map)
 

@@ -33,6 +33,7 @@ from fashionbench.data.catalogue import (
 from fashionbench.data.images import DEFAULT_MAX_PIXELS, UnusableImage, decode_image, resolve_inside
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.splitting import stratified_course_split
+from fashionbench.paths import absolute_path
 
 log = logging.getLogger("fashionbench.data")
 
@@ -75,7 +76,7 @@ class PhotoSourceOptions:
         """The root as a Path; CatalogueError when it is not set or not a folder."""
         if self.root is None or str(self.root) in ("", "???"):
             raise CatalogueError(f"data.root must name the {self.name} data folder")
-        path = Path(self.root)
+        path = absolute_path(self.root)  # relative to where the command was launched, in every job
         if not path.is_dir():
             raise CatalogueError(f"data.root={str(self.root)!r}: no such folder (the {self.name} data set's root)")
         return path

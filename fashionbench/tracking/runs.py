@@ -37,7 +37,7 @@ from fashionbench.artifacts import (
 )
 from fashionbench.processes import process_alive, process_start
 from fashionbench.stage import StageResult
-from fashionbench.tracking.store import TrackingSettings, ensure_experiment
+from fashionbench.tracking.store import TrackingSettings, ensure_experiment, writable_store
 
 log = logging.getLogger(__name__)
 stages = logging.getLogger("fashionbench.stages")  # one line per stage: what the console shows by default
@@ -163,7 +163,7 @@ def reap_orphaned_runs(settings: TrackingSettings) -> list[str]:
     """Mark KILLED the RUNNING runs of the experiment that were started on this host by a process
     that no longer exists (killed with SIGKILL, out of memory, a crash, a reboot), with the reason
     in the ``error`` tag; return their ids. Runs of other hosts cannot be checked and are left alone."""
-    client = MlflowClient(settings.uri)
+    client = writable_store(settings)  # the first touch of a fresh SQLite store: created under its lock
     experiment = client.get_experiment_by_name(settings.experiment_name)
     if experiment is None:
         return []

@@ -1,25 +1,49 @@
 """Where runs go and how they are read back: the tracking URI, experiments, run records, artifacts.
 
-The store defaults to a SQLite file addressed by an absolute path, so every Hydra job of a
-sweep (whatever its working directory) writes to the same one.
+The store defaults to a SQLite file addressed by an absolute path (relative to the directory the
+command was launched from), so every Hydra job of a sweep, whatever its working directory, writes
+to the same one. A tracking server (``http://host:port``) is checked to answer within seconds
+before anything else happens, and creates the experiments, so that their artifacts go to the
+server's artifact root rather than to each client's disk (experiments/scale_out/README.md).
 """
 
 from __future__ import annotations
 
+import http.client
+import logging
 import os
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock, Timeout
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import PAIRS, TAG_SWEEP_ID
 from fashionbench.comparison import RunPairs
 from fashionbench.pair_results import load_pairs
+from fashionbench.paths import absolute_path
 from fashionbench.tracking.records import LATEST, RunRecord, latest_sweep_id
 
+log = logging.getLogger(__name__)
+
 DEFAULT_STORE_FILE = "mlflow.db"
+SQLITE = "sqlite:///"
+SERVER_SCHEMES = ("http://", "https://")
+# A tracking server that has not answered in this many seconds is unreachable. MLflow's own client
+# would retry a refused connection for about four minutes (7 retries, backoff factor 2) before it
+# said anything; its retries stay as they are for the requests of a run, once the server answered.
+SERVER_ANSWER_SECONDS = 10
+# Creating a fresh SQLite store takes about 2 s; a process waits this long for another to finish.
+STORE_LOCK_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -43,12 +67,75 @@ class StoreNotFoundError(LookupError):
     """A command that only reads found no store (it never creates one); or the store cannot be read."""
 
 
+class StoreUnreachableError(StoreNotFoundError):
+    """No tracking server answers at the configured URI."""
+
+
+class StoreLockTimeout(StoreNotFoundError):
+    """Another process has held the lock on a SQLite store for longer than creating one takes."""
+
+
+def check_server_answers(uri: str, seconds: float = SERVER_ANSWER_SECONDS) -> None:
+    """For an http(s) tracking URI, raise StoreUnreachableError (one line naming the URI) unless a
+    server answers there within ``seconds``: any HTTP answer counts (an authenticating proxy, a
+    server without ``/health``), and so does a TLS handshake this check cannot verify (MLflow has
+    its own certificate settings), since MLflow's own requests then say what is wrong. Other
+    stores are not checked here."""
+    if not uri.startswith(SERVER_SCHEMES):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=seconds):
+            return
+    except urllib.error.HTTPError:  # an answer, whatever its status
+        return
+    except (OSError, http.client.HTTPException) as error:  # refused, unknown host, silent, not HTTP
+        reason = getattr(error, "reason", None) or error or type(error).__name__
+        if isinstance(reason, ssl.SSLError):  # a server answered
+            return
+        raise StoreUnreachableError(
+            f"the MLflow tracking server {uri} does not answer ({reason}): start it "
+            "(experiments/scale_out/README.md), or set tracking.uri / --tracking-uri / $MLFLOW_TRACKING_URI"
+        ) from None
+
+
+@contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """Held while a process opens a SQLite store: two processes that create the same fresh file at
+    once break it ("table latest_metrics already exists", a half-migrated alembic_version, and one
+    of them dies with no record). The lock file sits beside the database, so processes on every
+    host that shares the file see it. filelock rather than fcntl.flock: it bounds the wait with a
+    timeout, works on Windows, and falls back to a lock file where the filesystem has no flock."""
+    if not uri.startswith(SQLITE):
+        yield
+        return
+    lock_path = uri[len(SQLITE):] + ".lock"
+    try:
+        with FileLock(lock_path, timeout=STORE_LOCK_SECONDS):
+            yield
+    except Timeout:
+        raise StoreLockTimeout(f"another process has held {lock_path} for over {STORE_LOCK_SECONDS} s while "
+                               f"opening the MLflow store {uri}; if none is running, delete the lock file") from None
+
+
+def writable_store(settings: TrackingSettings) -> MlflowClient:
+    """A client of the store, which exists once this returns: a server must answer within seconds
+    (StoreUnreachableError), and a fresh SQLite file is created and migrated under a file lock."""
+    check_server_answers(settings.uri)
+    mlflow.set_tracking_uri(settings.uri)
+    with _creation_lock(settings.uri):
+        client = MlflowClient(settings.uri)  # opening a SQLite store creates and migrates it
+        client.search_experiments(max_results=1)
+    return client
+
+
 def require_store(settings: TrackingSettings) -> None:
     """For commands that read runs (promote, report, compare, recommend): raise StoreNotFoundError,
     in one line naming the file or URI, when the store does not exist (a SQLite file is never
-    created by reading it) or cannot be read (a damaged file, a server that does not answer)."""
-    if settings.uri.startswith("sqlite:///"):
-        database = Path(settings.uri[len("sqlite:///"):])
+    created by reading it) or cannot be read (a damaged file, a server that does not answer:
+    StoreUnreachableError, within seconds)."""
+    check_server_answers(settings.uri)
+    if settings.uri.startswith(SQLITE):
+        database = Path(settings.uri[len(SQLITE):])
         if not database.is_file():
             raise StoreNotFoundError(f"no MLflow store at {database} (--tracking-uri, $MLFLOW_TRACKING_URI or "
                                      f"./mlflow.db): run an experiment first, or point at an existing store")
@@ -62,15 +149,19 @@ def require_store(settings: TrackingSettings) -> None:
 def tracking_settings(uri: str | None = None, experiment_name: str = "fashionbench",
                       artifact_location: str | None = None) -> TrackingSettings:
     """Resolve the store: the configured ``uri`` wins over ``MLFLOW_TRACKING_URI``, which wins
-    over the default ``sqlite:///<absolute cwd>/mlflow.db``; a plain path is a SQLite file.
-    (Explicit config first also because ``mlflow.set_tracking_uri`` exports the variable to the
-    process.) A SQLite store keeps its artifacts beside it in ``mlartifacts/`` unless
-    ``artifact_location`` says otherwise."""
+    over the default ``mlflow.db``; a plain path is a SQLite file. A relative SQLite path is made
+    absolute against the directory the command was launched from (fashionbench.paths), the same
+    for every job of a sweep. (Explicit config first also because ``mlflow.set_tracking_uri``
+    exports the variable to the process.) A SQLite store keeps its artifacts beside it in
+    ``mlartifacts/`` unless ``artifact_location`` says otherwise; a server keeps them in its own
+    artifact root."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE_FILE
     if "://" not in uri and not uri.startswith(("databricks", "file:")):  # a plain path: a SQLite file
-        uri = "sqlite:///" + str(Path(uri).expanduser().resolve())
-    if artifact_location is None and uri.startswith("sqlite:///"):
-        database = Path(uri[len("sqlite:///"):])
+        uri = SQLITE + uri
+    if uri.startswith(SQLITE):  # sqlite:///relative/path or sqlite:////absolute/path
+        uri = SQLITE + str(absolute_path(uri[len(SQLITE):]).resolve())
+    if artifact_location is None and uri.startswith(SQLITE):
+        database = Path(uri[len(SQLITE):])
         artifact_location = (database.parent / "mlartifacts" / experiment_name).as_uri()
     return TrackingSettings(uri, experiment_name, artifact_location)
 
@@ -82,17 +173,32 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 def ensure_experiment(settings: TrackingSettings) -> str:
     """Create (and so migrate) the store and the experiment if needed, marked as model training
-    so that the MLflow UI opens on its runs; return the experiment id."""
-    mlflow.set_tracking_uri(settings.uri)
-    client = MlflowClient(settings.uri)
+    so that the MLflow UI opens on its runs; return the experiment id. Raises
+    StoreUnreachableError, naming the URI, when a tracking server does not answer."""
+    client = writable_store(settings)
     experiment = client.get_experiment_by_name(settings.experiment_name)
     if experiment is None:
-        return client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location,
-                                        tags=EXPERIMENT_KIND)
+        try:
+            return client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location,
+                                            tags=EXPERIMENT_KIND)
+        except MlflowException as error:  # another process created it since we looked
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            experiment = client.get_experiment_by_name(settings.experiment_name)
+    if settings.uri.startswith(SERVER_SCHEMES) and _on_client_disk(experiment.artifact_location):
+        log.warning("experiment %r on the server %s keeps its artifacts at %s, on each client's own disk (it was "
+                    "created outside the server); to keep them in the server's artifact root, use an experiment "
+                    "created through the server (another tracking.experiment_name)", settings.experiment_name,
+                    settings.uri, experiment.artifact_location)
     for key, value in EXPERIMENT_KIND.items():
         if experiment.tags.get(key) != value:  # created before the tag was set
             client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
+
+
+def _on_client_disk(artifact_location: str) -> bool:
+    """A file: URI or a plain path (no scheme): where each client writes on its own disk."""
+    return artifact_location.startswith("file:") or ":" not in artifact_location
 
 
 def experiment_runs(settings: TrackingSettings, sweep_id: str | None = None) -> list[RunRecord]:

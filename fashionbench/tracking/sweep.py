@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import Counter
 from typing import Any
 
@@ -22,9 +23,19 @@ from fashionbench.artifacts import (
 )
 from fashionbench.tracking.records import RunRecord
 from fashionbench.tracking.runs import SWEEP_RUN_ENV, git_commit, this_process
-from fashionbench.tracking.store import TrackingSettings, ensure_experiment, experiment_runs, tracking_settings
+from fashionbench.tracking.store import (
+    StoreNotFoundError,
+    TrackingSettings,
+    ensure_experiment,
+    experiment_runs,
+    tracking_settings,
+)
 
 log = logging.getLogger(__name__)
+
+# A run name is at most 250 characters in MLflow's PostgreSQL and MySQL stores (SQLite does not
+# check): a longer one fails to create the sweep's parent run. The TAG_OVERRIDES tag keeps them all.
+RUN_NAME_LIMIT = 250
 
 
 class SweepCallback(Callback):
@@ -37,10 +48,15 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         settings = tracking_settings(config.tracking.uri, config.tracking.experiment_name,
                                      config.tracking.artifact_location)
-        experiment_id = ensure_experiment(settings)
+        try:
+            experiment_id = ensure_experiment(settings)
+        except StoreNotFoundError as error:  # a server that does not answer: no job could log anything
+            # Hydra turns a callback's exception into a warning and starts every job anyway; SystemExit
+            # stops the sweep with one line.
+            sys.exit(f"fashionbench.run: {error}")
         client = MlflowClient(settings.uri)
         overrides = " ".join(config.hydra.overrides.task)
-        run = client.create_run(experiment_id, run_name=f"sweep {overrides}".strip(),
+        run = client.create_run(experiment_id, run_name=_fitting(f"sweep {overrides}".strip(), RUN_NAME_LIMIT),
                                 tags={TAG_SWEEP: SWEEP_PARENT, TAG_OVERRIDES: overrides,
                                       TAG_GIT_COMMIT: git_commit(), **this_process()})
         os.environ[SWEEP_RUN_ENV] = run.info.run_id
@@ -62,6 +78,11 @@ class SweepCallback(Callback):
         client.set_terminated(run_id, "FINISHED")
         os.environ.pop(SWEEP_RUN_ENV, None)
         print(sweep_table(children, run_id))
+
+
+def _fitting(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters with a trailing "..." when it is longer."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def sweep_table(children: list[RunRecord], parent_id: str) -> str:

@@ -1,0 +1,108 @@
+"""Sweeps as one parent run that always ends, resumed sweeps that skip finished jobs, and runs
+that reuse an earlier run's training: real `python -m fashionbench.run -m` processes, real
+signals, a real MLflow store."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fashionbench.fingerprint import job_fingerprint, training_fingerprint
+from fashionbench.run import run_experiment
+from fashionbench.tracking.store import experiment_runs, resolve_sweep, tracking_settings
+from tests.conftest import TINY_RUN, compose_config
+
+SWEEP = ["-m", "train.learning_rate=0.001,0.002", *TINY_RUN, "train.cache=false", "tracking.log_model=false"]
+
+
+def start_sweep(tmp_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fashionbench.run", *SWEEP], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+
+
+def runs_by_role(client: MlflowClient) -> tuple[list, list]:
+    """The experiment's sweep parents and their jobs, oldest first."""
+    experiment = client.get_experiment_by_name("fashionbench")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"]) if experiment else []
+    return ([r for r in runs if r.data.tags.get("sweep") == "parent"],
+            [r for r in runs if r.data.tags.get("sweep") != "parent"])
+
+
+def interrupt_during_second_job(tmp_path: Path, process: subprocess.Popen, client: MlflowClient) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if len(runs_by_role(client)[1]) == 2:
+            process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            return
+        time.sleep(0.3)
+    raise AssertionError("the sweep never reached its second job")
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_is_closed_killed_and_its_rerun_skips_the_finished_job(tmp_path):
+    client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
+    client.search_experiments()  # the store exists before the sweep: no two processes create it at once
+    process = start_sweep(tmp_path)
+    interrupt_during_second_job(tmp_path, process, client)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    (parent,), jobs = runs_by_role(client)
+    assert parent.info.status == "KILLED", stderr
+    assert parent.data.metrics == {"runs": 2.0, "runs_finished": 1.0, "runs_failed": 0.0, "runs_killed": 1.0,
+                                   "runs_unfinished": 0.0, "runs_skipped": 0.0}
+    assert [(j.info.run_name, j.info.status) for j in jobs] == [("train.learning_rate=0.001", "FINISHED"),
+                                                                ("train.learning_rate=0.002", "KILLED")]
+    # The parent's id reached each job through its config, not the environment.
+    assert {j.data.params["tracking.parent_run_id"] for j in jobs} == {parent.info.run_id}
+
+    rerun = subprocess.run([sys.executable, "-m", "fashionbench.run", *SWEEP], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"skipped train.learning_rate=0.001: run {jobs[0].info.run_id} FINISHED with this config" in rerun.stdout
+    assert "1 job(s) skipped" in rerun.stdout
+    (_, second), jobs_now = runs_by_role(client)
+    assert second.info.status == "FINISHED"
+    assert second.data.metrics["runs"] == 1 and second.data.metrics["runs_finished"] == 1
+    assert second.data.metrics["runs_skipped"] == 1
+    assert [j.info.run_name for j in jobs_now] == ["train.learning_rate=0.001", *["train.learning_rate=0.002"] * 2]
+    # report and promote --sweep latest see the resumed sweep and the run it reused as one sweep.
+    settings = tracking_settings(client.tracking_uri)
+    latest = experiment_runs(settings, resolve_sweep(settings, "latest"))
+    assert [r.run_id for r in latest] == [jobs[0].info.run_id, jobs_now[2].info.run_id]
+
+
+def test_fingerprints_ignore_where_runs_go_and_training_ignores_what_only_reads_the_model():
+    config = {"seed": 0, "run_name": "a", "tracking": {"uri": "x"}, "model": {"freeze": 4, "embedding_layer": "pool"},
+              "train": {"epochs": 3, "cache_dir": "/a"}, "index": {"n_trees": 10}}
+    elsewhere = {**config, "run_name": "b", "tracking": {"uri": "y"}}
+    assert job_fingerprint(config) == job_fingerprint(elsewhere)
+    assert job_fingerprint(config) != job_fingerprint({**config, "index": {"n_trees": 50}})
+    same_training = {**config, "index": {"n_trees": 50}, "model": {"freeze": 4, "embedding_layer": "dense_128"},
+                     "train": {"epochs": 3, "cache_dir": "/b"}}
+    assert training_fingerprint(config, "data") == training_fingerprint(same_training, "data")
+    assert training_fingerprint(config, "data") != training_fingerprint(config, "other data")
+    assert training_fingerprint(config, "data") != training_fingerprint({**config, "train": {"epochs": 4}}, "data")
+
+
+@pytest.mark.slow
+def test_a_run_that_only_changes_the_index_reuses_the_trained_weights(store_uri):
+    base = [*TINY_RUN, "train.cache=false", f"tracking.uri={store_uri}"]
+    trained = run_experiment(compose_config(base))
+    reused = run_experiment(compose_config([*base, "index.metric=euclidean", "index.n_trees=3"]))
+    retrained = run_experiment(compose_config([*base, "index.metric=euclidean", "tracking.reuse_training=false",
+                                               "tracking.log_model=false"]))
+    client = MlflowClient(store_uri)
+    first, second, third = (client.get_run(s.run_id) for s in (trained, reused, retrained))
+    assert second.data.tags["training_reused_from"] == first.info.run_id
+    assert second.data.metrics["train_seconds"] == first.data.metrics["train_seconds"]
+    assert second.data.tags["model_uri"] == first.data.tags["model_uri"]  # stored once
+    assert "epoch_loss" in first.data.metrics and "epoch_loss" not in second.data.metrics  # no training ran
+    assert second.data.metrics["test_accuracy"] == first.data.metrics["test_accuracy"]  # the same weights
+    assert second.data.params["index.metric"] == "euclidean"
+    assert "training_reused_from" not in third.data.tags and "epoch_loss" in third.data.metrics

@@ -6,6 +6,10 @@ category, simulate users, and measure precision@k of the recommendations against
 favourites, beside a random recommender's. Each stage is a function of ``fashionbench``
 that returns what it measured; ``run_experiment`` only composes them and hands each result
 to the run (``TrackedRun.record``).
+
+Work already done is not done again: a run whose training settings, data and code match a
+FINISHED run's reuses its trained weights (``tracking.reuse_training``), and a sweep job whose
+whole config has a FINISHED run is skipped (``tracking.resume``); see ``fashionbench.fingerprint``.
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ from fashionbench.config import (  # noqa: E402
     config_node,
     experiment_config,
 )
+from fashionbench.data import Catalogue  # noqa: E402
 from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
-from fashionbench.embed import embed_items  # noqa: E402
+from fashionbench.embed import ItemEmbeddings, embed_items  # noqa: E402
 from fashionbench.evaluate import evaluate_classifier  # noqa: E402
 from fashionbench.fingerprint import job_fingerprint, training_fingerprint  # noqa: E402
 from fashionbench.index import build_shop_index  # noqa: E402
@@ -133,15 +138,16 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         run.log_config(config_node(cfg))
         run.set_tags(fingerprint_tags(values, data.catalogue.fingerprint()))
         run.record(data)
-        classifier = build_classifier(x.model, x.data.image_size)
-        run.record(classifier)
-        untrained = embed_items(classifier, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
-        if weights_from is not None:  # the same data, model, training, seeds and code FINISHED before
-            classifier, training = reuse_training(settings, weights_from, classifier)
-        else:
+        if weights_from is None:
+            classifier = build_classifier(x.model, x.data.image_size)
+            run.record(classifier)
+            untrained = embed_items(classifier, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
             cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
             training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
                                         seed=x.model.seed, cache=cache)
+        else:  # the same data, model, training, seeds and code FINISHED before: its weights, no training
+            classifier, untrained, training = reuse_training(settings, weights_from, x, shop)
+            run.record(classifier)
         run.record(training)
         classification = evaluate_classifier(classifier.model, shop, x.eval.batch_size)
         run.record(classification)
@@ -162,7 +168,8 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         if x.tracking.log_model and weights_from is not None:  # the weights are stored once, by their source
             run.set_tags({TAG_MODEL_URI: weights_from.tags[TAG_MODEL_URI]})
         elif x.tracking.log_model:  # with a preprocessed shop image as its input example
-            run.log_keras_model(classifier.model, preprocess_images(shop.images[:1]))
+            model_uri = run.log_keras_model(classifier.model, preprocess_images(shop.images[:1]))
+            keep_for_reuse(model_uri, x, classifier, untrained)
         metrics = {**training.metrics(), **classification.metrics(), **recommendations.metrics()}
         return RunSummary(run.run_id, settings.uri, run.experiment_id, x.eval.k, metrics)
 
@@ -185,14 +192,34 @@ def trained_run(settings: TrackingSettings, values: dict, data_fingerprint: str)
                  if TAG_MODEL_URI in run.tags and TRAIN_SECONDS in run.metrics), None)
 
 
-def reuse_training(settings: TrackingSettings, source: RunRecord,
-                   untrained: Classifier) -> tuple[Classifier, ReusedTraining]:
+# The last trained (or reused) classifier and its untrained shop embeddings, by its logged
+# model, kept for the next job of a sweep in this process (the basic launcher): loading the
+# model and tracing its predict functions again would cost an index-only job more than its own work.
+_REUSED: dict[tuple[str, str, bool], tuple[Classifier, ItemEmbeddings | None]] = {}
+
+
+def keep_for_reuse(model_uri: str, x: ExperimentConfig, classifier: Classifier,
+                   untrained: ItemEmbeddings | None) -> None:
+    """Keep this process's classifier, logged at ``model_uri``, for ``reuse_training`` (one at a time)."""
+    _REUSED.clear()
+    _REUSED[(model_uri, x.model.embedding_layer, untrained is not None)] = classifier, untrained
+
+
+def reuse_training(settings: TrackingSettings, source: RunRecord, x: ExperimentConfig, shop: Catalogue
+                   ) -> tuple[Classifier, ItemEmbeddings | None, ReusedTraining]:
     """The classifier with ``source``'s trained weights (loaded as ``promote`` loads a run's
-    model), and the training stage's result: the run that trained them and its times."""
-    model = StoredRun(settings, source).keras_model()
+    model), the untrained classifier's shop embeddings (when the untrained reference is scored),
+    and the training stage's result: the run that trained the weights and its times."""
+    with_untrained = UNTRAINED in x.eval.references
+    key = (source.tags[TAG_MODEL_URI], x.model.embedding_layer, with_untrained)
+    if key not in _REUSED:
+        initial = build_classifier(x.model, x.data.image_size)  # what the source started from
+        untrained = embed_items(initial, shop, x.eval.batch_size) if with_untrained else None
+        keep_for_reuse(key[0], x, replace(initial, model=StoredRun(settings, source).keras_model()), untrained)
+    classifier, untrained = _REUSED[key]
     trained_by = source.tags.get(TAG_TRAINING_REUSED_FROM, source.run_id)  # the run that did train
-    return replace(untrained, model=model), ReusedTraining(trained_by, source.metrics[TRAIN_SECONDS],
-                                                           source.metrics.get(FIT_SECONDS, 0.0))
+    return classifier, untrained, ReusedTraining(trained_by, source.metrics[TRAIN_SECONDS],
+                                                 source.metrics.get(FIT_SECONDS, 0.0))
 
 
 def name_job(cfg: DictConfig, settings: TrackingSettings) -> str:

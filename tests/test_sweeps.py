@@ -4,6 +4,7 @@ signals, a real MLflow store."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,9 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench.fingerprint import job_fingerprint, training_fingerprint
 from fashionbench.run import run_experiment
-from fashionbench.tracking.store import experiment_runs, resolve_sweep, tracking_settings
+from fashionbench.tracking.runs import end_sweep, reap_orphaned_runs
+from fashionbench.tracking.store import ensure_experiment, experiment_runs, resolve_sweep, tracking_settings
+from fashionbench.tracking.sweep import job_name
 from tests.conftest import TINY_RUN, compose_config
 
 SWEEP = ["-m", "train.learning_rate=0.001,0.002", *TINY_RUN, "train.cache=false", "tracking.log_model=false"]
@@ -106,3 +109,50 @@ def test_a_run_that_only_changes_the_index_reuses_the_trained_weights(store_uri)
     assert second.data.metrics["test_accuracy"] == first.data.metrics["test_accuracy"]  # the same weights
     assert second.data.params["index.metric"] == "euclidean"
     assert "training_reused_from" not in third.data.tags and "epoch_loss" in third.data.metrics
+
+
+def test_job_names_are_the_swept_values_of_hydras_job_overrides():
+    command = ["freeze=2,4,8", "train.cache=false", "index.metric=choice(angular,euclidean)", "seed=range(0,2)"]
+    job = ["freeze=4", "train.cache=False", "index.metric=angular", "seed=1", "tracking.parent_run_id='abc'"]
+    assert job_name(job, command) == "freeze=4 index.metric=angular seed=1"
+    # An Optuna trial's values come from hydra.sweeper.params, not from the command line.
+    assert job_name(["train.learning_rate=0.01", "train.cache=False"], ["train.cache=false"]) == \
+        "train.learning_rate=0.01"
+
+
+def plant_sweep(store_uri: str, job_statuses: list[str], pid: int) -> tuple[MlflowClient, str]:
+    """A RUNNING sweep parent started by process ``pid`` on this host, with jobs ended as given."""
+    settings = tracking_settings(store_uri)
+    client = MlflowClient(store_uri)
+    experiment_id = ensure_experiment(settings)
+    process = {"host": socket.gethostname(), "pid": str(pid), "pid_start": ""}
+    parent = client.create_run(experiment_id, tags={"sweep": "parent", **process}).info.run_id
+    for status in job_statuses:
+        job = client.create_run(experiment_id, tags={"sweep_id": parent, "mlflow.parentRunId": parent,
+                                                     **process}).info.run_id
+        if status != "RUNNING":
+            client.set_terminated(job, status)
+    return client, parent
+
+
+def test_a_sweep_whose_process_died_is_closed_killed_with_its_counts_by_the_next_command(store_uri):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    client, parent = plant_sweep(store_uri, ["FINISHED", "FAILED", "RUNNING"], int(gone.stdout))
+    reap_orphaned_runs(tracking_settings(store_uri))
+    run = client.get_run(parent)
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("orphaned")
+    assert run.data.metrics == {"runs": 3.0, "runs_finished": 1.0, "runs_failed": 1.0, "runs_killed": 1.0,
+                                "runs_unfinished": 0.0, "runs_skipped": 0.0}  # its running job was reaped first
+
+
+@pytest.mark.parametrize("jobs, completed, interrupted, status", [
+    (["FAILED", "FAILED"], True, False, "FAILED"),  # every trial failed
+    (["FAILED", "FINISHED"], True, False, "FINISHED"),
+    (["FINISHED"], False, False, "FAILED"),  # the launcher raised
+    (["FINISHED", "KILLED"], False, False, "KILLED"),  # a job was killed
+    (["FINISHED"], False, True, "KILLED"),  # a signal between jobs
+])
+def test_a_sweep_ends_by_how_its_jobs_ended(store_uri, jobs, completed, interrupted, status):
+    client, parent = plant_sweep(store_uri, jobs, os.getpid())
+    assert end_sweep(tracking_settings(store_uri), parent, completed=completed, interrupted=interrupted) == status
+    assert client.get_run(parent).info.status == status

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fashionbench.artifacts import TEST_ACCURACY, TRAIN_SECONDS, TRAINING_SECTION
 from fashionbench.fingerprint import job_fingerprint, training_fingerprint
 from fashionbench.run import run_experiment
 from fashionbench.tracking.runs import end_sweep, reap_orphaned_runs
@@ -20,6 +21,7 @@ from fashionbench.tracking.store import ensure_experiment, experiment_runs, reso
 from fashionbench.tracking.sweep import job_name
 from tests.conftest import TINY_RUN, compose_config
 
+EPOCH_LOSS = TRAINING_SECTION + "epoch_loss"
 SWEEP = ["-m", "train.learning_rate=0.001,0.002", *TINY_RUN, "train.cache=false", "tracking.log_model=false"]
 
 
@@ -57,8 +59,8 @@ def test_an_interrupted_sweep_is_closed_killed_and_its_rerun_skips_the_finished_
     assert process.returncode != 0
     (parent,), jobs = runs_by_role(client)
     assert parent.info.status == "KILLED", stderr
-    assert parent.data.metrics == {"runs": 2.0, "runs_finished": 1.0, "runs_failed": 0.0, "runs_killed": 1.0,
-                                   "runs_unfinished": 0.0, "runs_skipped": 0.0}
+    assert parent.data.metrics == {"sweep/runs": 2.0, "sweep/runs_finished": 1.0, "sweep/runs_failed": 0.0,
+                                   "sweep/runs_killed": 1.0, "sweep/runs_unfinished": 0.0, "sweep/runs_skipped": 0.0}
     assert [(j.info.run_name, j.info.status) for j in jobs] == [("train.learning_rate=0.001", "FINISHED"),
                                                                 ("train.learning_rate=0.002", "KILLED")]
     # The parent's id reached each job through its config, not the environment.
@@ -71,8 +73,8 @@ def test_an_interrupted_sweep_is_closed_killed_and_its_rerun_skips_the_finished_
     assert "1 job(s) skipped" in rerun.stdout
     (_, second), jobs_now = runs_by_role(client)
     assert second.info.status == "FINISHED"
-    assert second.data.metrics["runs"] == 1 and second.data.metrics["runs_finished"] == 1
-    assert second.data.metrics["runs_skipped"] == 1
+    assert second.data.metrics["sweep/runs"] == 1 and second.data.metrics["sweep/runs_finished"] == 1
+    assert second.data.metrics["sweep/runs_skipped"] == 1
     assert [j.info.run_name for j in jobs_now] == ["train.learning_rate=0.001", *["train.learning_rate=0.002"] * 2]
     # report and promote --sweep latest see the resumed sweep and the run it reused as one sweep.
     settings = tracking_settings(client.tracking_uri)
@@ -103,12 +105,12 @@ def test_a_run_that_only_changes_the_index_reuses_the_trained_weights(store_uri)
     client = MlflowClient(store_uri)
     first, second, third = (client.get_run(s.run_id) for s in (trained, reused, retrained))
     assert second.data.tags["training_reused_from"] == first.info.run_id
-    assert second.data.metrics["train_seconds"] == first.data.metrics["train_seconds"]
+    assert second.data.metrics[TRAIN_SECONDS] == first.data.metrics[TRAIN_SECONDS]
     assert second.data.tags["model_uri"] == first.data.tags["model_uri"]  # stored once
-    assert "epoch_loss" in first.data.metrics and "epoch_loss" not in second.data.metrics  # no training ran
-    assert second.data.metrics["test_accuracy"] == first.data.metrics["test_accuracy"]  # the same weights
+    assert EPOCH_LOSS in first.data.metrics and EPOCH_LOSS not in second.data.metrics  # no training ran
+    assert second.data.metrics[TEST_ACCURACY] == first.data.metrics[TEST_ACCURACY]  # the same weights
     assert second.data.params["index.metric"] == "euclidean"
-    assert "training_reused_from" not in third.data.tags and "epoch_loss" in third.data.metrics
+    assert "training_reused_from" not in third.data.tags and EPOCH_LOSS in third.data.metrics
 
 
 def test_job_names_are_the_swept_values_of_hydras_job_overrides():
@@ -141,8 +143,9 @@ def test_a_sweep_whose_process_died_is_closed_killed_with_its_counts_by_the_next
     reap_orphaned_runs(tracking_settings(store_uri))
     run = client.get_run(parent)
     assert run.info.status == "KILLED" and run.data.tags["error"].startswith("orphaned")
-    assert run.data.metrics == {"runs": 3.0, "runs_finished": 1.0, "runs_failed": 1.0, "runs_killed": 1.0,
-                                "runs_unfinished": 0.0, "runs_skipped": 0.0}  # its running job was reaped first
+    assert run.data.metrics == {"sweep/runs": 3.0, "sweep/runs_finished": 1.0, "sweep/runs_failed": 1.0,
+                                "sweep/runs_killed": 1.0, "sweep/runs_unfinished": 0.0,
+                                "sweep/runs_skipped": 0.0}  # its running job was reaped first
 
 
 @pytest.mark.parametrize("jobs, completed, interrupted, status", [

@@ -137,7 +137,14 @@ def plant_sweep(store_uri: str, job_statuses: list[str], pid: int) -> tuple[Mlfl
     return client, parent
 
 
-def test_a_sweep_whose_process_died_is_closed_killed_with_its_counts_by_the_next_command(store_uri):
+@pytest.fixture(scope="module")
+def planted_store(tmp_path_factory) -> str:
+    """One store for the planted sweeps below (each plants its own parent): created once, ~5 s."""
+    return "sqlite:///" + str(tmp_path_factory.mktemp("planted") / "mlflow.db")
+
+
+def test_a_sweep_whose_process_died_is_closed_killed_with_its_counts_by_the_next_command(planted_store):
+    store_uri = planted_store
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     client, parent = plant_sweep(store_uri, ["FINISHED", "FAILED", "RUNNING"], int(gone.stdout))
     reap_orphaned_runs(tracking_settings(store_uri))
@@ -155,7 +162,7 @@ def test_a_sweep_whose_process_died_is_closed_killed_with_its_counts_by_the_next
     (["FINISHED", "KILLED"], False, False, "KILLED"),  # a job was killed
     (["FINISHED"], False, True, "KILLED"),  # a signal between jobs
 ])
-def test_a_sweep_ends_by_how_its_jobs_ended(store_uri, jobs, completed, interrupted, status):
-    client, parent = plant_sweep(store_uri, jobs, os.getpid())
-    assert end_sweep(tracking_settings(store_uri), parent, completed=completed, interrupted=interrupted) == status
+def test_a_sweep_ends_by_how_its_jobs_ended(planted_store, jobs, completed, interrupted, status):
+    client, parent = plant_sweep(planted_store, jobs, os.getpid())
+    assert end_sweep(tracking_settings(planted_store), parent, completed=completed, interrupted=interrupted) == status
     assert client.get_run(parent).info.status == status

@@ -26,8 +26,11 @@ SWEEP = ["-m", "train.learning_rate=0.001,0.002", *TINY_RUN, "train.cache=false"
 
 
 def start_sweep(tmp_path: Path) -> subprocess.Popen:
+    """The sweep as a terminal starts it: SIGINT (Ctrl-C) not ignored, even where this test runs in
+    the background (a background job of a non-interactive shell inherits SIGINT ignored)."""
     return subprocess.Popen([sys.executable, "-m", "fashionbench.run", *SWEEP], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def runs_by_role(client: MlflowClient) -> tuple[list, list]:

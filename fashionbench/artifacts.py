@@ -61,6 +61,12 @@ TAG_SWEEP_ID = "sweep_id"  # on every job of a sweep: its parent run's id
 TAG_SWEEP = "sweep"  # "parent" on a sweep's parent run
 SWEEP_PARENT = "parent"
 TAG_OVERRIDES = "overrides"  # on a sweep's parent: the command line's overrides
+# On a sweep's parent, one tag per earlier FINISHED run a resumed sweep skipped its job for:
+# "sweep_reused/<run id>" = the job's name. The sweep's runs are its children and these.
+TAG_SWEEP_REUSED_PREFIX = "sweep_reused/"
+TAG_CONFIG_FINGERPRINT = "config_fingerprint"  # the resolved config less tracking and naming (fingerprint.py)
+TAG_TRAINING_FINGERPRINT = "training_fingerprint"  # what decides the trained weights, data and code included
+TAG_TRAINING_REUSED_FROM = "training_reused_from"  # the run whose trained weights this run reused
 TAG_REPORT = "report"  # on a report's run
 TAG_EVAL_FINGERPRINT = "eval_fingerprint"  # who is evaluated on what: equal for runs comparable pair by pair
 TAG_ORACLE = "oracle_attributes"  # what the oracle recommender compared items by, or why it was skipped
@@ -114,6 +120,16 @@ def random_counterpart(metric: str) -> str:
 def ladder_metric(column: str, recommender: str, category: str | None = None) -> str:
     """A ladder metric's name: ``ladder/precision_at_5/model``, ``ladder/precision_at_5/model/Dresses``."""
     return f"{LADDER_SECTION}{column}/{recommender}" + (f"/{category}" if category else "")
+
+# On a sweep's parent: how its jobs ended (SWEEP_RUNS counts its own runs; skipped jobs reused
+# an earlier FINISHED run and are counted apart).
+SWEEP_SECTION = "sweep/"
+SWEEP_RUNS = SWEEP_SECTION + "runs"
+SWEEP_RUNS_FINISHED = SWEEP_SECTION + "runs_finished"
+SWEEP_RUNS_FAILED = SWEEP_SECTION + "runs_failed"
+SWEEP_RUNS_KILLED = SWEEP_SECTION + "runs_killed"
+SWEEP_RUNS_UNFINISHED = SWEEP_SECTION + "runs_unfinished"
+SWEEP_RUNS_SKIPPED = SWEEP_SECTION + "runs_skipped"
 
 
 # --- a recommender bundle (what promote registers) ---------------------------------------

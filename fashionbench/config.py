@@ -180,6 +180,15 @@ class TrackingConfig:
     experiment_name: str = "fashionbench"
     artifact_location: str | None = None  # null: mlartifacts/ beside a SQLite store; a server's artifact root
     log_model: bool = True  # log the run's model: its trainable layers; the frozen backbone once per experiment
+    # Set by the sweep callback on every job of a multirun (an override Hydra passes to each
+    # job's config, so it reaches workers under any launcher): the sweep's parent run.
+    parent_run_id: str | None = None
+    # A multirun skips a job whose config (tracking and naming aside) has a FINISHED run in the
+    # experiment, and returns that run's headline metric; false runs every job again.
+    resume: bool = True
+    # A run whose data, model, training and seed settings and code match a FINISHED run with a
+    # logged model reuses its trained weights instead of training (tag training_reused_from).
+    reuse_training: bool = True
 
 
 @dataclass

@@ -6,13 +6,17 @@ category, simulate users, and measure precision@k of the recommendations against
 favourites, beside a random recommender's. Each stage is a function of ``fashionbench``
 that returns what it measured; ``run_experiment`` only composes them and hands each result
 to the run (``TrackedRun.record``).
+
+Work already done is not done again: a run whose training settings, data and code match a
+FINISHED run's reuses its trained weights (``tracking.reuse_training``), and a sweep job whose
+whole config has a FINISHED run is skipped (``tracking.resume``); see ``fashionbench.fingerprint``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fashionbench.console import quiet_tensorflow
 from fashionbench.paths import anchor_path_variables
@@ -23,16 +27,21 @@ anchor_path_variables()  # before Keras reads $KERAS_HOME and before Hydra moves
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from fashionbench import gpu_pool  # noqa: E402
 from fashionbench.artifacts import (  # noqa: E402
     BALANCED_ACCURACY,
     EVAL_PAIRS,
+    FIT_SECONDS,
     HEADLINE_METRIC,
     MAJORITY_RATE,
     NORMALISED_HEADLINE,
+    TAG_CONFIG_FINGERPRINT,
     TAG_GPU,
+    TAG_MODEL_URI,
+    TAG_TRAINING_FINGERPRINT,
+    TAG_TRAINING_REUSED_FROM,
     TEST_ACCURACY,
     TRAIN_SECONDS,
 )
@@ -43,17 +52,32 @@ from fashionbench.config import (  # noqa: E402
     config_node,
     experiment_config,
 )
+from fashionbench.data import Catalogue  # noqa: E402
 from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
-from fashionbench.embed import embed_items  # noqa: E402
+from fashionbench.embed import ItemEmbeddings, embed_items  # noqa: E402
 from fashionbench.evaluate import evaluate_classifier  # noqa: E402
+from fashionbench.fingerprint import job_fingerprint, training_fingerprint  # noqa: E402
 from fashionbench.index import build_shop_index  # noqa: E402
 from fashionbench.index_quality import measure_shop_index  # noqa: E402
-from fashionbench.model import build_classifier  # noqa: E402
+from fashionbench.model import Classifier, build_classifier  # noqa: E402
 from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, UNTRAINED  # noqa: E402
+from fashionbench.tracking.records import RunRecord  # noqa: E402
 from fashionbench.tracking.runs import Terminated, disk_full, reap_orphaned_runs, tracked_run  # noqa: E402
-from fashionbench.tracking.store import check_server_answers, tracking_settings  # noqa: E402
-from fashionbench.train import train_classifier  # noqa: E402
+from fashionbench.tracking.store import (  # noqa: E402
+    StoredRun,
+    TrackingSettings,
+    check_server_answers,
+    finished_runs_with,
+    tracking_settings,
+)
+from fashionbench.tracking.sweep import (  # noqa: E402
+    earlier_finished_run,
+    job_name,
+    record_skipped_job,
+    sweep_command_overrides,
+)
+from fashionbench.train import ReusedTraining, train_classifier  # noqa: E402
 from fashionbench.trunk_cache import TrunkCache  # noqa: E402
 from fashionbench.users import hold_out_favourites  # noqa: E402
 
@@ -120,16 +144,25 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
     catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items
     check_cutoffs(x.eval, shop)
     reap_orphaned_runs(settings)  # runs of this host whose process died (SIGKILL, a crash) are marked KILLED
+    values = resolved_values(cfg)
+    fingerprints = fingerprint_tags(values, data.catalogue.fingerprint())
+    weights_from = trained_run(settings, fingerprints) if x.tracking.reuse_training else None
     gpu = gpu_pool.claimed_gpu()  # in a parallel sweep with a GPU pool: the one this worker holds
-    with tracked_run(settings, run_name=x.run_name, tags={TAG_GPU: gpu} if gpu else None) as run:
+    with tracked_run(settings, run_name=x.run_name, tags={TAG_GPU: gpu} if gpu else None,
+                     parent_run_id=x.tracking.parent_run_id) as run:
         run.log_config(config_node(cfg))
+        run.set_tags(fingerprints)
         run.record(data)
-        classifier = build_classifier(x.model, x.data.image_size)
-        run.record(classifier)
-        untrained = embed_items(classifier, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
-        cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
-        training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
-                                    seed=x.model.seed, cache=cache)
+        if weights_from is None:
+            classifier = build_classifier(x.model, x.data.image_size)
+            run.record(classifier)
+            untrained = embed_items(classifier, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
+            cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
+            training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
+                                        seed=x.model.seed, cache=cache)
+        else:  # the same data, model, training, seeds and code FINISHED before: its weights, no training
+            classifier, untrained, training = reuse_training(settings, weights_from, x, shop)
+            run.record(classifier)
         run.record(training)
         classification = evaluate_classifier(classifier.model, shop, x.eval.batch_size)
         run.record(classification)
@@ -148,8 +181,10 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         recommendations = evaluate_shop(shop_index, users, splits, untrained, x.index, x.eval)
         run.record(recommendations)  # the model and the reference ladder, pair by pair
 
-        if x.tracking.log_model:
+        if x.tracking.log_model:  # lean: the run's own layers; the backbone is stored once per experiment
             run.log_classifier(classifier)
+        if weights_from is None:
+            keep_for_reuse(fingerprints[TAG_TRAINING_FINGERPRINT], x, classifier, untrained)
         metrics = {**training.metrics(), **classification.metrics(), **recommendations.metrics()}
         return RunSummary(run.run_id, settings.uri, run.experiment_id, x.eval.k, metrics)
 
@@ -179,29 +214,97 @@ def failed_job(message: str) -> None:
     return None
 
 
-def swept_overrides(job_overrides: list[str], command_line: list[str]) -> str:
-    """The job's overrides of the keys the command line sweeps (``freeze=2,4,8`` -> "freeze=4")."""
-    sweeps = ("range(", "choice(", "glob(")
-    swept = {arg.split("=", 1)[0].lstrip("+~") for arg in command_line
-             if "=" in arg and ("," in arg.split("=", 1)[1] or arg.split("=", 1)[1].startswith(sweeps))}
-    return " ".join(o for o in job_overrides if o.split("=", 1)[0].lstrip("+~") in swept)
+def resolved_values(cfg: DictConfig | ExperimentConfig) -> dict:
+    """The config's values with every interpolation resolved, as plain containers (what fingerprints hash)."""
+    return OmegaConf.to_container(config_node(cfg), resolve=True)
+
+
+def fingerprint_tags(values: dict, data_fingerprint: str) -> dict[str, str]:
+    """The run's fingerprints, by which a later run finds it (fashionbench.fingerprint)."""
+    return {TAG_CONFIG_FINGERPRINT: job_fingerprint(values),
+            TAG_TRAINING_FINGERPRINT: training_fingerprint(values, data_fingerprint)}
+
+
+def trained_run(settings: TrackingSettings, fingerprints: dict[str, str]) -> RunRecord | None:
+    """The newest FINISHED run with a logged model that trained what this config would train."""
+    fingerprint = fingerprints[TAG_TRAINING_FINGERPRINT]
+    return next((run for run in finished_runs_with(settings, TAG_TRAINING_FINGERPRINT, fingerprint)
+                 if TAG_MODEL_URI in run.tags and TRAIN_SECONDS in run.metrics), None)
+
+
+# The last trained (or reused) classifier and its untrained shop embeddings, by its training
+# fingerprint (equal fingerprints, equal weights), kept for the next job of a sweep in this process
+# (the basic launcher): loading the model and tracing its predict functions again would cost an
+# index-only job more than its own work.
+_REUSED: dict[tuple[str, str, bool], tuple[Classifier, ItemEmbeddings | None]] = {}
+
+
+def keep_for_reuse(training_fingerprint: str, x: ExperimentConfig, classifier: Classifier,
+                   untrained: ItemEmbeddings | None) -> None:
+    """Keep this process's classifier, trained as ``training_fingerprint`` says, for ``reuse_training``
+    (one at a time)."""
+    _REUSED.clear()
+    _REUSED[(training_fingerprint, x.model.embedding_layer, untrained is not None)] = classifier, untrained
+
+
+def reuse_training(settings: TrackingSettings, source: RunRecord, x: ExperimentConfig, shop: Catalogue
+                   ) -> tuple[Classifier, ItemEmbeddings | None, ReusedTraining]:
+    """The classifier with ``source``'s trained weights (loaded as ``promote`` loads a run's
+    model), the untrained classifier's shop embeddings (when the untrained reference is scored),
+    and the training stage's result: the run that trained the weights and its times."""
+    with_untrained = UNTRAINED in x.eval.references
+    key = (source.tags[TAG_TRAINING_FINGERPRINT], x.model.embedding_layer, with_untrained)
+    if key not in _REUSED:
+        initial = build_classifier(x.model, x.data.image_size)  # what the source started from
+        untrained = embed_items(initial, shop, x.eval.batch_size) if with_untrained else None
+        keep_for_reuse(key[0], x, replace(initial, model=StoredRun(settings, source).keras_model()), untrained)
+    classifier, untrained = _REUSED[key]
+    trained_by = source.tags.get(TAG_TRAINING_REUSED_FROM, source.run_id)  # the run that did train
+    return classifier, untrained, ReusedTraining(trained_by, source.metrics[TRAIN_SECONDS],
+                                                 source.metrics.get(FIT_SECONDS, 0.0))
+
+
+def name_job(cfg: DictConfig, settings: TrackingSettings) -> str:
+    """A sweep job's run name: its swept values, from Hydra's job overrides and the sweep's
+    command line as its parent recorded it; "job <n>" when nothing is swept."""
+    job = HydraConfig.get().job
+    parent = cfg.tracking.parent_run_id
+    command = sweep_command_overrides(settings, parent) if parent else []
+    return job_name(list(HydraConfig.get().overrides.task), command) or f"job {job.num}"
+
+
+def skip_finished_job(cfg: DictConfig, settings: TrackingSettings) -> float | None:
+    """A multirun job's earlier FINISHED run of the same config (tracking.resume): say so, count it
+    among the sweep's runs, and return its headline metric (what a sweeper expects); else None."""
+    earlier = earlier_finished_run(settings, job_fingerprint(resolved_values(cfg)))
+    if earlier is None:
+        return None
+    if cfg.tracking.parent_run_id:
+        record_skipped_job(settings, cfg.tracking.parent_run_id, earlier, cfg.run_name)
+    value = earlier.metrics[HEADLINE_METRIC]
+    print(f"skipped {cfg.run_name}: run {earlier.run_id} FINISHED with this config ({HEADLINE_METRIC} {value:.3f}); "
+          "tracking.resume=false runs it again")
+    return value
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME)
 def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun and cfg.run_name is None:
-        # Name each job by its swept values: MLflow draws names from Python's `random`, which
-        # the previous job seeded, so generated names would repeat across a sweep.
-        cfg.run_name = swept_overrides(HydraConfig.get().overrides.task, sys.argv[1:]) or (
-            f"job {HydraConfig.get().job.num}")
     try:
-        experiment_config(cfg)  # run_experiment checks it too; here a config error gets its own message
+        x = experiment_config(cfg)  # run_experiment checks it too; here a config error gets its own message
     except Exception as error:  # an invalid option, named in the message: no run was started
         message = f"invalid config: {type(error).__name__}: {error}"
         if multirun:  # the other jobs of the sweep may be valid
             return failed_job(f"{message} (no MLflow run started)")
         sys.exit(f"fashionbench.run: {message}")
+    if multirun:
+        settings = tracking_settings(x.tracking.uri, x.tracking.experiment_name, x.tracking.artifact_location)
+        if cfg.run_name is None:
+            # Name each job by its swept values: MLflow draws names from Python's `random`, which
+            # the previous job seeded, so generated names would repeat across a sweep.
+            cfg.run_name = name_job(cfg, settings)
+        if x.tracking.resume and (earlier := skip_finished_job(cfg, settings)) is not None:
+            return earlier
     try:
         summary = run_experiment(cfg)
     except (Terminated, KeyboardInterrupt) as interruption:  # the run is marked KILLED; a sweep stops here

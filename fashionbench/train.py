@@ -18,6 +18,7 @@ import tensorflow as tf
 from fashionbench.artifacts import (
     CACHE_SECTION,
     FIT_SECONDS,
+    TAG_TRAINING_REUSED_FROM,
     TAG_TRUNK_CACHE,
     TRAIN_SECONDS,
     TRAINING_SECTION,
@@ -89,6 +90,30 @@ class TrainingResult(StageResult):
 
     def tags(self) -> dict[str, str]:
         return {TAG_TRUNK_CACHE: self.cache.reason}
+
+
+@dataclass(frozen=True)
+class ReusedTraining(StageResult):
+    """Training that did not run: the classifier has the trained weights of an earlier FINISHED
+    run whose data, model, training and seed settings and code were the same (tracking.reuse_training),
+    as an index-only sweep needs. Its times are the source run's, so that tables of training
+    time stay comparable."""
+
+    source_run_id: str
+    seconds: float  # the source run's train_seconds
+    fit_seconds: float
+
+    stage = "train"
+
+    def summary(self) -> str:
+        return (f"reused the trained weights of run {self.source_run_id} (its train_seconds {self.seconds:.1f}); "
+                "tracking.reuse_training=false trains again")
+
+    def metrics(self) -> dict[str, float]:
+        return {TRAIN_SECONDS: self.seconds, FIT_SECONDS: self.fit_seconds}
+
+    def tags(self) -> dict[str, str]:
+        return {TAG_TRAINING_REUSED_FROM: self.source_run_id}
 
 
 def classifier_dataset(catalogue: Catalogue, batch_size: int, shuffle_seed: int | None = None,

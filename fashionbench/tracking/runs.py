@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,29 +23,34 @@ from typing import Any
 
 import mlflow
 from mlflow.data.sources import CodeDatasetSource, LocalArtifactDatasetSource
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from fashionbench.artifacts import (
     CONFIG,
     ERROR,
+    SWEEP_PARENT,
+    SWEEP_RUNS,
+    SWEEP_RUNS_FAILED,
+    SWEEP_RUNS_FINISHED,
+    SWEEP_RUNS_KILLED,
+    SWEEP_RUNS_SKIPPED,
+    SWEEP_RUNS_UNFINISHED,
     TAG_ERROR,
     TAG_GIT_COMMIT,
     TAG_HOST,
     TAG_PID,
     TAG_PID_START,
+    TAG_SWEEP,
     TAG_SWEEP_ID,
 )
 from fashionbench.processes import process_alive, process_start
 from fashionbench.stage import StageResult
-from fashionbench.tracking.store import TrackingSettings, ensure_experiment, writable_store
+from fashionbench.tracking.store import TrackingSettings, ensure_experiment, sweep_runs, writable_store
 
 log = logging.getLogger(__name__)
 stages = logging.getLogger("fashionbench.stages")  # one line per stage: what the console shows by default
-
-# How a sweep's jobs learn their parent run (set by tracking.sweep.SweepCallback).
-SWEEP_RUN_ENV = "FASHIONBENCH_SWEEP_RUN_ID"
-
 
 _ALIAS = re.compile(r"^\$\{[A-Za-z_][\w.]*\}$")  # a value that is another key's value: ${freeze}
 
@@ -170,6 +176,8 @@ def reap_orphaned_runs(settings: TrackingSettings) -> list[str]:
     host = socket.gethostname()
     running = client.search_runs([experiment.experiment_id],
                                  f"attributes.status = 'RUNNING' and tags.{TAG_HOST} = '{host}'", max_results=1000)
+    # Sweep parents last, so that the counts they are closed with include their reaped jobs.
+    running = sorted(running, key=lambda run: run.data.tags.get(TAG_SWEEP) == SWEEP_PARENT)
     reaped = []
     for run in running:
         tags = run.data.tags
@@ -177,7 +185,10 @@ def reap_orphaned_runs(settings: TrackingSettings) -> list[str]:
             continue
         client.set_tag(run.info.run_id, TAG_ERROR, f"orphaned: its process {tags[TAG_PID]} on {host} is gone "
                                                     "(killed with SIGKILL, out of memory, a crash or a reboot)")
-        client.set_terminated(run.info.run_id, "KILLED")
+        if tags.get(TAG_SWEEP) == SWEEP_PARENT:
+            end_sweep(settings, run.info.run_id, completed=False, interrupted=True)
+        else:
+            client.set_terminated(run.info.run_id, "KILLED")
         reaped.append(run.info.run_id)
     if reaped:
         log.warning("marked %d orphaned run(s) KILLED (their process on this host is gone): %s",
@@ -185,21 +196,45 @@ def reap_orphaned_runs(settings: TrackingSettings) -> list[str]:
     return reaped
 
 
+def end_sweep(settings: TrackingSettings, parent_id: str, *, completed: bool, interrupted: bool = False) -> str:
+    """Close a sweep's parent run with how its jobs ended (``SWEEP_RUNS``...: finished, failed,
+    killed, unfinished, and skipped by a resume) and return the status it was given.
+
+    ``completed``: every job was launched and returned; the sweep is FINISHED unless none of
+    its jobs finished (every trial failed: FAILED). Otherwise the sweep was cut short: KILLED
+    when it was ``interrupted`` (a signal) or one of its jobs was killed, FAILED otherwise (an
+    error in the sweeper or launcher)."""
+    children, reused = sweep_runs(settings, parent_id)
+    counts = Counter(child.status for child in children)
+    if completed:
+        status = "FAILED" if children and not counts["FINISHED"] and not reused else "FINISHED"
+    else:
+        status = "KILLED" if interrupted or counts["KILLED"] else "FAILED"
+    ended = counts["FINISHED"] + counts["FAILED"] + counts["KILLED"]
+    metrics = {SWEEP_RUNS: len(children), SWEEP_RUNS_FINISHED: counts["FINISHED"], SWEEP_RUNS_FAILED: counts["FAILED"],
+               SWEEP_RUNS_KILLED: counts["KILLED"], SWEEP_RUNS_UNFINISHED: len(children) - ended,
+               SWEEP_RUNS_SKIPPED: len(reused)}
+    client = MlflowClient(settings.uri)
+    now = int(time.time() * 1000)
+    client.log_batch(parent_id, metrics=[Metric(name, float(value), now, 0) for name, value in metrics.items()])
+    client.set_terminated(parent_id, status)
+    return status
+
+
 @contextmanager
-def tracked_run(settings: TrackingSettings, run_name: str | None = None,
-                tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
-    """Start a run (under the sweep's parent run when one is active), tagged with this host and
+def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
+                parent_run_id: str | None = None) -> Iterator[TrackedRun]:
+    """Start a run (under a sweep's parent run, ``tracking.parent_run_id``), tagged with this host and
     process; end it FINISHED, KILLED when interrupted (Ctrl-C, SIGTERM, an exit) or FAILED on an error,
     with the traceback logged as ``error.txt`` and the message as tag ``error``."""
     experiment_id = ensure_experiment(settings)
-    parent = os.environ.get(SWEEP_RUN_ENV)
     all_tags = {TAG_GIT_COMMIT: git_commit(), **this_process(), **(tags or {})}
-    if parent:
-        all_tags[TAG_SWEEP_ID] = parent
+    if parent_run_id:
+        all_tags[TAG_SWEEP_ID] = parent_run_id
     handles_sigterm = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if handles_sigterm else None
     try:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent or None,
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
                               tags={k: str(v) for k, v in all_tags.items()}) as run:
             try:
                 yield TrackedRun(run.info.run_id, experiment_id)

@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from fashionbench.artifacts import PAIRS, TAG_SWEEP_ID
+from fashionbench.artifacts import PAIRS, TAG_SWEEP_ID, TAG_SWEEP_REUSED_PREFIX
 from fashionbench.comparison import RunPairs
 from fashionbench.pair_results import load_pairs
 from fashionbench.paths import absolute_path
@@ -203,7 +203,42 @@ def _on_client_disk(artifact_location: str) -> bool:
 
 def experiment_runs(settings: TrackingSettings, sweep_id: str | None = None) -> list[RunRecord]:
     """Every run of the experiment (only the runs of one sweep, by its parent's id, when
-    ``sweep_id`` is given), oldest first. Raises ExperimentNotFoundError naming the store."""
+    ``sweep_id`` is given: its children and the earlier runs it reused when resumed), oldest
+    first. Raises ExperimentNotFoundError naming the store."""
+    if sweep_id is None:
+        return _search_runs(settings, "")
+    children, reused = sweep_runs(settings, sweep_id)
+    return sorted(children + reused, key=lambda run: run.start_time)
+
+
+def sweep_runs(settings: TrackingSettings, parent_id: str) -> tuple[list[RunRecord], list[RunRecord]]:
+    """A sweep's own runs (tag ``sweep_id``), and the earlier FINISHED runs whose jobs it skipped
+    (the parent's ``sweep_reused/<run id>`` tags), each oldest first."""
+    children = _search_runs(settings, f"tags.{TAG_SWEEP_ID} = '{parent_id}'")
+    parent_tags = MlflowClient(settings.uri).get_run(parent_id).data.tags
+    own = {run.run_id for run in children}  # a job skipped for an earlier job of the same sweep
+    reused_ids = [key[len(TAG_SWEEP_REUSED_PREFIX):] for key in parent_tags
+                  if key.startswith(TAG_SWEEP_REUSED_PREFIX) and key[len(TAG_SWEEP_REUSED_PREFIX):] not in own]
+    reused = []
+    for start in range(0, len(reused_ids), 100):  # a bounded IN list per search
+        ids = ", ".join(f"'{run_id}'" for run_id in reused_ids[start:start + 100])
+        reused += _search_runs(settings, f"attributes.run_id IN ({ids})")
+    return children, sorted(reused, key=lambda run: run.start_time)
+
+
+def finished_runs_with(settings: TrackingSettings, tag: str, value: str) -> list[RunRecord]:
+    """The experiment's FINISHED runs whose tag ``tag`` is ``value``, newest first (none when the
+    experiment does not exist yet): how a sweep job finds its earlier run (tracking.resume) and
+    a run finds trained weights to reuse (tracking.reuse_training)."""
+    try:
+        runs = _search_runs(settings, f"attributes.status = 'FINISHED' and tags.{tag} = '{value}'")
+    except ExperimentNotFoundError:
+        return []
+    return runs[::-1]
+
+
+def _search_runs(settings: TrackingSettings, filter_string: str) -> list[RunRecord]:
+    """The experiment's runs that match ``filter_string``, oldest first, every page of them."""
     mlflow.set_tracking_uri(settings.uri)
     client = MlflowClient(settings.uri)
     experiment = client.get_experiment_by_name(settings.experiment_name)
@@ -213,7 +248,6 @@ def experiment_runs(settings: TrackingSettings, sweep_id: str | None = None) -> 
             f"no experiment {settings.experiment_name!r} in the MLflow store {settings.uri} "
             f"(it has {names or 'none'})"
         )
-    filter_string = f"tags.{TAG_SWEEP_ID} = '{sweep_id}'" if sweep_id else ""
     records, token = [], None
     while True:
         page = client.search_runs([experiment.experiment_id], filter_string, max_results=1000,

@@ -1,33 +1,45 @@
-"""The Hydra callback that groups a multirun's jobs under one MLflow parent run."""
+"""A multirun as one MLflow parent run: the Hydra callback that opens and always closes it, and
+what a job reads of its sweep (its name, an earlier run of its config).
+
+The parent's id reaches every job through the job's own config (``tracking.parent_run_id``,
+an override the callback adds to the sweep's overrides, which every sweeper and launcher
+composes into each job's config), not through the environment: it survives SLURM's
+``--export=NONE`` and remote Ray workers.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
-import os
+import signal
 import sys
-from collections import Counter
+import threading
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
 from fashionbench.artifacts import (
     HEADLINE_METRIC,
     SWEEP_PARENT,
+    TAG_CONFIG_FINGERPRINT,
     TAG_GIT_COMMIT,
     TAG_OVERRIDES,
     TAG_SWEEP,
+    TAG_SWEEP_REUSED_PREFIX,
     TEST_ACCURACY,
     random_counterpart,
 )
 from fashionbench.tracking.records import RunRecord
-from fashionbench.tracking.runs import SWEEP_RUN_ENV, git_commit, this_process
+from fashionbench.tracking.runs import Terminated, end_sweep, git_commit, reap_orphaned_runs, this_process
 from fashionbench.tracking.store import (
     StoreNotFoundError,
     TrackingSettings,
     ensure_experiment,
-    experiment_runs,
+    finished_runs_with,
+    sweep_runs,
     tracking_settings,
 )
 
@@ -36,14 +48,23 @@ log = logging.getLogger(__name__)
 # A run name is at most 250 characters in MLflow's PostgreSQL and MySQL stores (SQLite does not
 # check): a longer one fails to create the sweep's parent run. The TAG_OVERRIDES tag keeps them all.
 RUN_NAME_LIMIT = 250
+PARENT_RUN_KEY = "tracking.parent_run_id"  # the job's config key the callback fills
 
 
 class SweepCallback(Callback):
     """Hydra callback: before a multirun, create the store and experiment once (parallel jobs
-    on a fresh SQLite store corrupt it) and a parent run that groups the sweep's runs."""
+    on a fresh SQLite store corrupt it) and a parent run that groups the sweep's runs; after it,
+    close the parent with its jobs' counts.
+
+    Hydra calls ``on_multirun_end`` only when every job returned. When the sweep is cut short
+    (Ctrl-C, SIGTERM, an error in the sweeper or launcher, a killed worker) the process exits
+    instead, and an ``atexit`` hook closes the parent, KILLED or FAILED; a sweep process killed
+    with SIGKILL leaves it to the next command's orphan reaping (``reap_orphaned_runs``)."""
 
     def __init__(self) -> None:
-        self._parent: tuple[TrackingSettings, str] | None = None
+        self._open: tuple[TrackingSettings, str] | None = None
+        self._interrupted = False
+        self._previous_handlers: dict[int, Any] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         settings = tracking_settings(config.tracking.uri, config.tracking.experiment_name,
@@ -54,30 +75,54 @@ class SweepCallback(Callback):
             # Hydra turns a callback's exception into a warning and starts every job anyway; SystemExit
             # stops the sweep with one line.
             sys.exit(f"fashionbench.run: {error}")
-        client = MlflowClient(settings.uri)
-        overrides = " ".join(config.hydra.overrides.task)
-        run = client.create_run(experiment_id, run_name=_fitting(f"sweep {overrides}".strip(), RUN_NAME_LIMIT),
-                                tags={TAG_SWEEP: SWEEP_PARENT, TAG_OVERRIDES: overrides,
-                                      TAG_GIT_COMMIT: git_commit(), **this_process()})
-        os.environ[SWEEP_RUN_ENV] = run.info.run_id
-        self._parent = (settings, run.info.run_id)
+        reap_orphaned_runs(settings)  # an earlier sweep killed outright is closed, with its counts
+        overrides = [o for o in config.hydra.overrides.task if _key(o) != PARENT_RUN_KEY]
+        run = MlflowClient(settings.uri).create_run(
+            experiment_id, run_name=_fitting(f"sweep {' '.join(overrides)}".strip(), RUN_NAME_LIMIT),
+            tags={TAG_SWEEP: SWEEP_PARENT, TAG_OVERRIDES: " ".join(overrides), TAG_GIT_COMMIT: git_commit(),
+                  **this_process()})
+        with read_write(config.hydra), open_dict(config.hydra):
+            # The sweeper reads the sweep's overrides after this callback: each job gets this one.
+            config.hydra.overrides.task = [*overrides, f"{PARENT_RUN_KEY}='{run.info.run_id}'"]
+        self._open = (settings, run.info.run_id)
+        atexit.register(self._close_cut_short)
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous_handlers[signum] = signal.signal(signum, self._note_signal)
         log.info("sweep parent run %s in experiment %r", run.info.run_id, settings.experiment_name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self._parent is None:
+        self._close(completed=True)
+
+    def _note_signal(self, signum: int, frame: Any) -> None:
+        """Remember that the sweep was interrupted, then stop as the signal would have."""
+        previous = self._previous_handlers.get(signum)
+        if previous == signal.SIG_IGN:  # started ignoring it (nohup): go on ignoring it
             return
-        settings, run_id = self._parent
-        children = experiment_runs(settings, run_id)
-        statuses = Counter(child.status for child in children)
-        client = MlflowClient(settings.uri)
-        client.log_metric(run_id, "runs", len(children))
-        for status in ("FINISHED", "FAILED", "KILLED"):
-            client.log_metric(run_id, f"runs_{status.lower()}", statuses[status])
-        client.log_metric(run_id, "runs_unfinished", len(children) - sum(statuses[s] for s in ("FINISHED", "FAILED",
-                                                                                               "KILLED")))
-        client.set_terminated(run_id, "FINISHED")
-        os.environ.pop(SWEEP_RUN_ENV, None)
-        print(sweep_table(children, run_id))
+        self._interrupted = True
+        if callable(previous):
+            previous(signum, frame)  # SIGINT's default raises KeyboardInterrupt
+            return
+        raise Terminated(signal.Signals(signum).name)
+
+    def _close_cut_short(self) -> None:
+        try:
+            self._close(completed=False)
+        except Exception as error:  # noqa: BLE001 - at exit: the store may be gone; the next command reaps it
+            log.error("could not close the sweep's parent run: %s: %s", type(error).__name__, error)
+
+    def _close(self, completed: bool) -> None:
+        if self._open is None:
+            return
+        settings, run_id = self._open
+        self._open = None
+        atexit.unregister(self._close_cut_short)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        reap_orphaned_runs(settings)  # jobs whose worker died are KILLED before they are counted
+        status = end_sweep(settings, run_id, completed=completed, interrupted=self._interrupted)
+        children, reused = sweep_runs(settings, run_id)
+        print(sweep_table(children, reused, run_id, status))
 
 
 def _fitting(text: str, limit: int) -> str:
@@ -85,14 +130,49 @@ def _fitting(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def sweep_table(children: list[RunRecord], parent_id: str) -> str:
-    """The sweep's jobs, one line each: swept values, status, headline metrics."""
-    lines = [f"sweep {parent_id}: {len(children)} run(s)",
+def sweep_command_overrides(settings: TrackingSettings, parent_id: str) -> list[str]:
+    """The sweep's command-line overrides, as its parent run recorded them (a job's own
+    ``sys.argv`` is a worker's under submitit and Ray)."""
+    return MlflowClient(settings.uri).get_run(parent_id).data.tags.get(TAG_OVERRIDES, "").split()
+
+
+def job_name(job_overrides: list[str], command_overrides: list[str]) -> str:
+    """A job's swept values: its overrides of the keys the sweep's command line does not set to
+    one value (``freeze=4`` of ``freeze=2,4,8``; an Optuna trial's chosen values), the parent's id
+    aside. Parsed by Hydra's own parser: a sweeper rewrites the values (``false`` -> ``False``)."""
+    parsed = OverridesParser.create().parse_overrides(command_overrides)
+    fixed = {override.key_or_group for override in parsed if not override.is_sweep_override()} | {PARENT_RUN_KEY}
+    return " ".join(o for o in job_overrides if _key(o) not in fixed)
+
+
+def earlier_finished_run(settings: TrackingSettings, config_fingerprint: str) -> RunRecord | None:
+    """The newest FINISHED run of this config (tag ``config_fingerprint``) with a headline metric."""
+    return next((run for run in finished_runs_with(settings, TAG_CONFIG_FINGERPRINT, config_fingerprint)
+                 if HEADLINE_METRIC in run.metrics), None)
+
+
+def record_skipped_job(settings: TrackingSettings, parent_id: str, earlier: RunRecord, name: str) -> None:
+    """Count ``earlier`` among the sweep's runs (``report``, ``promote --sweep``): a tag per run
+    on the parent, so that parallel jobs never overwrite each other's."""
+    MlflowClient(settings.uri).set_tag(parent_id, TAG_SWEEP_REUSED_PREFIX + earlier.run_id, name or earlier.run_name)
+
+
+def sweep_table(children: list[RunRecord], reused: list[RunRecord], parent_id: str, status: str) -> str:
+    """The sweep's jobs, one line each: swept values, status, headline metrics; skipped jobs
+    (their earlier run reused) say so."""
+    lines = [f"sweep {parent_id} {status}: {len(children)} run(s)"
+             + (f", {len(reused)} job(s) skipped: an earlier run of their config FINISHED (tracking.resume=false "
+                "runs them again)" if reused else ""),
              f"  {'job':<36} {'status':<9} {'test_accuracy':>13} {'precision_at_k':>15} {'random':>7}"]
-    for child in children:
-        m = child.metrics
+    rows = [(run, run.status) for run in children] + [(run, "skipped") for run in reused]
+    for run, shown in sorted(rows, key=lambda row: row[0].start_time):
+        m = run.metrics
         cells = [f"{m[name]:.3f}" if name in m else "-" for name in (TEST_ACCURACY, HEADLINE_METRIC,
                                                                       random_counterpart(HEADLINE_METRIC))]
-        lines.append(f"  {(child.run_name or child.run_id)[:36]:<36} {child.status:<9} "
+        lines.append(f"  {(run.run_name or run.run_id)[:36]:<36} {shown:<9} "
                      f"{cells[0]:>13} {cells[1]:>15} {cells[2]:>7}")
     return "\n".join(lines)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")

@@ -1,0 +1,55 @@
+"""Index-only sweeps train once (issue 10.7): the wall time of a six-job sweep that varies only
+the index, against one run of the same config, each in a fresh MLflow store.
+
+    python experiments/index_only_sweep/measure.py            # the small config below
+    python experiments/index_only_sweep/measure.py train.epochs=6
+
+Prints both wall times, their ratio (goal: <= 1.3) and how many of the sweep's runs trained.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+# Small: 32 px, 3 % of the synthetic catalogue, a few epochs; the trunk cache off, so that
+# training is what it costs without this issue's other caches.
+SMALL = ["data.image_size=32", "data.scale=0.03", "train.epochs=3", "train.cache=false", "model.weights=null",
+         "users.n_users=20", "eval.k=2"]
+INDEX_SWEEP = ["index.n_trees=1,10,50", "index.metric=angular,euclidean"]
+
+
+def timed_run(args: list[str], directory: Path) -> float:
+    """Seconds ``python -m fashionbench.run <args>`` takes in ``directory`` (its own store and caches)."""
+    env = {**os.environ, "FASHIONBENCH_CACHE_DIR": str(directory / "trunk"),
+           "FASHIONBENCH_DATA_STORE": str(directory / "catalogues"), "HYDRA_FULL_ERROR": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "fashionbench.run", *args], cwd=directory, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main(extra: list[str]) -> None:
+    config = [*SMALL, *extra]
+    with tempfile.TemporaryDirectory() as single_dir, tempfile.TemporaryDirectory() as sweep_dir:
+        single = timed_run(config, Path(single_dir))
+        sweep = timed_run(["-m", *INDEX_SWEEP, *config], Path(sweep_dir))
+        client = MlflowClient("sqlite:///" + str(Path(sweep_dir) / "mlflow.db"))
+        runs = [r for r in client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])
+                if r.data.tags.get("sweep") != "parent"]
+        trained = sum("training_reused_from" not in r.data.tags for r in runs)
+    print(f"config: {' '.join(config)}   (load average {os.getloadavg()[0]:.1f})")
+    print(f"one run                      {single:7.1f} s")
+    print(f"six-run index-only sweep     {sweep:7.1f} s   {sweep / single:.2f}x one run; "
+          f"{trained} of {len(runs)} runs trained")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

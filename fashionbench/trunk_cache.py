@@ -371,8 +371,8 @@ class TrunkCache:
 
     def _run_rest(self, trunk: keras.Model, upstream: _Upstream) -> tuple[np.ndarray, ...]:
         rest = upstream.rest
-        inputs = upstream.arrays[0] if len(upstream.arrays) == 1 else upstream.arrays
-        outputs = rest.predict(inputs, batch_size=self.batch_size, verbose=0) if rest else []
+        inputs = upstream.arrays[0] if len(upstream.arrays) == 1 else tuple(upstream.arrays)
+        outputs = predict_in_batches(rest, inputs, self.batch_size, preprocess=False) if rest else []
         computed = iter([outputs] if rest is not None and len(rest.outputs) == 1 else outputs)
         arrays = []
         for tensor in trunk.outputs:

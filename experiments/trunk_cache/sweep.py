@@ -34,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from fashionbench.artifacts import CACHE_SECTION, TRUNK_CACHE_USED  # noqa: E402
 from fashionbench.config import ModelConfig, TrainConfig  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
 from fashionbench.model import build_classifier, predict_in_batches  # noqa: E402
@@ -128,8 +129,8 @@ def parallel(jobs: int) -> None:
         seconds = time.perf_counter() - start
         if result.returncode != 0:
             sys.exit(f"the sweep {name!r} failed:\n{result.stderr[-3000:]}")
-        runs = [run for run in experiment_runs(tracking_settings(uri)) if "trunk_cache_hits" in run.metrics]
-        hits, misses, derived = (int(sum(run.metrics[f"trunk_cache_{what}"] for run in runs))
+        runs = [run for run in experiment_runs(tracking_settings(uri)) if TRUNK_CACHE_USED in run.metrics]
+        hits, misses, derived = (int(sum(run.metrics[f"{CACHE_SECTION}trunk_cache_{what}"] for run in runs))
                                  for what in ("hits", "misses", "derived"))
         print(f"{name:<28} {hits:>5} {misses:>7} {derived:>8} {misses - derived:>15} {seconds:>7.1f}   "
               f"({len(runs)} runs; load average {os.getloadavg()[0]:.1f})", flush=True)

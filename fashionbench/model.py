@@ -84,23 +84,29 @@ def preprocess_images(images: np.ndarray | tf.Tensor) -> tf.Tensor:
     return keras.applications.resnet50.preprocess_input(tf.cast(images, tf.float32))
 
 
-def predict_in_batches(model: keras.Model, images: np.ndarray, batch_size: int = 128
-                       ) -> np.ndarray | list[np.ndarray]:
+def predict_in_batches(model: keras.Model, images: np.ndarray | tuple[np.ndarray, ...], batch_size: int = 128,
+                       preprocess: bool = True) -> np.ndarray | list[np.ndarray]:
     """``model`` outputs (one array, or one per output) for uint8 images, preprocessed and
-    batched through tf.data.
+    batched through tf.data; with ``preprocess=False``, for arrays already in the model's input
+    form (a tuple for several inputs, e.g. stored trunk activations), cast to float32.
 
     Each model runs through its own ``tf.function`` (``_compiled``) rather than
     ``Model.predict``: a run predicts with several models (the trunk, the classifier, the
     embedding model, before and after training), and TensorFlow counts the traces of every
     ``predict`` together (they share one code location), warning about "retracing" in every run.
     """
+    def as_float32(*arrays):
+        return tuple(tf.cast(a, tf.float32) for a in arrays) if len(arrays) > 1 else tf.cast(arrays[0], tf.float32)
+
+    prepare = preprocess_images if preprocess else as_float32
     dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
-    dataset = dataset.map(preprocess_images, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     forward = _compiled(model)
-    total = -(-len(images) // batch_size)
-    batches = [forward(batch, training=False) for batch in progress(dataset, f"predict ({model.name})", total)]
+    rows = len(images[0]) if isinstance(images, tuple) else len(images)
+    batches = [forward(batch, training=False)
+               for batch in progress(dataset, f"predict ({model.name})", -(-rows // batch_size))]
     if not batches:  # no images: the outputs' shapes from the model
-        return model.predict(preprocess_images(np.asarray(images)), verbose=0)
+        return model.predict(preprocess_images(np.asarray(images)) if preprocess else images, verbose=0)
     if isinstance(batches[0], (list, tuple)):
         return [np.concatenate([np.asarray(batch[i]) for batch in batches]) for i in range(len(batches[0]))]
     return np.concatenate([np.asarray(batch) for batch in batches])

@@ -207,8 +207,12 @@ def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batc
     train_data = features_dataset(parts[0].arrays, train.labels, batch_size, shuffle_seed=seed)
     val_data = features_dataset(parts[1].arrays, val.labels, batch_size) if len(val) else None
     fit_start = time.perf_counter()
-    history = split.tail.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose, shuffle=False,
-                             callbacks=callbacks)
+    try:
+        history = split.tail.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose, shuffle=False,
+                                 callbacks=callbacks)
+    finally:  # read entries may be evicted by other jobs again
+        for part in parts:
+            part.release()
     fit_seconds = time.perf_counter() - fit_start
     seconds = time.perf_counter() - start
     saved = sum((epochs if part.hit else epochs - 1) * part.compute_seconds for part in parts) \

@@ -15,6 +15,13 @@ classifier, so training the tail trains the classifier's own weights.
 images, their size and the boundary, so a run with another freeze value, other weights or
 other images never reads what it should not, and a second run of the same sweep reads all.
 
+Parallel jobs of a sweep share one cache: each entry has a lock (``EntryLock``, ``flock``), so
+that of several jobs needing the same entry one computes it and the others wait, then read;
+readers hold it shared, and eviction passes over entries and staging folders in use. A job that
+dies releases its lock with it. A miss without a stored upstream boundary first stores the
+block its boundary cuts (``TrunkCache.features``), so the freeze values of a sweep start from one
+another in any order, and parallel jobs with different freeze values run the images once.
+
 The cache may make a run faster, never wrong and never failed: every entry records a hash of
 each array's bytes (with its shape and dtype), checked on every read; an entry that is
 damaged (zeroed, truncated, garbage metadata), partial or orphaned is logged with its path,
@@ -25,6 +32,8 @@ without storing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -33,7 +42,8 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -45,10 +55,11 @@ from fashionbench.processes import process_alive
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump when what is stored, or how it is computed, changes (2: array hashes)
+FORMAT_VERSION = 3  # bump when what is stored, or how it is computed, changes (2: array hashes, 3: SHA-256)
 META = "meta.json"
 WRITER = "writer.json"  # in a staging folder: the host and process writing it
-STAGING_PREFIX = ".staging-"
+STAGING_PREFIX = ".staging-"  # then the entry's key
+LOCKS = ".locks"  # one lock file per entry (EntryLock)
 # A staging folder this old is abandoned even when its writer cannot be checked (another host).
 STALE_STAGING_SECONDS = 6 * 3600
 
@@ -106,36 +117,130 @@ def split_at_freeze(model: keras.Model) -> tuple[FreezeSplit | None, str]:
     return FreezeSplit(trunk, tail, tuple(producers)), f"boundary {list(producers)}"
 
 
-def weights_fingerprint(model: keras.Model) -> str:
-    """A hash of every weight of ``model`` (trainable or not: BatchNorm statistics count)."""
-    digest = hashlib.blake2b(digest_size=16)
+def weights_fingerprint(model: keras.Model, digests: dict[int, str] | None = None) -> str:
+    """A hash of every weight of ``model`` (trainable or not: BatchNorm statistics count).
+
+    ``digests`` memoises each variable's hash (by ``id``) for models that share layers, as a
+    trunk and the prefixes of it that a derivation checks do. SHA-256: about 2.5x faster than
+    BLAKE2b on CPUs with SHA extensions (0.20 s against 0.50 s for ResNet50's 94 MB here)."""
+    digests = {} if digests is None else digests
+    digest = hashlib.sha256()
     for variable in model.weights:
-        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
-        digest.update(f"{variable.path}:{value.dtype}:{value.shape}".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
+        if id(variable) not in digests:
+            value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+            digests[id(variable)] = f"{value.dtype}:{value.shape}:{_array_hash(value)}"
+        digest.update(f"{variable.path}:{digests[id(variable)]}".encode())
+    return digest.hexdigest()[:32]
 
 
 def images_fingerprint(images: np.ndarray) -> str:
     """A hash of an image array's bytes, dtype and shape (so of the image size too)."""
-    digest = hashlib.blake2b(f"{images.dtype}:{images.shape}".encode(), digest_size=16)
-    digest.update(np.ascontiguousarray(images).tobytes())
-    return digest.hexdigest()
+    return _array_hash(images, prefix=f"{images.dtype}:{images.shape}")
+
+
+class EntryLock:
+    """An advisory lock on one cache entry: ``flock`` on ``<cache>/.locks/<entry>.lock``.
+
+    Shared while a job reads the entry (and for as long as it uses what it read); exclusive
+    while a job computes, stores, repairs or evicts it. The kernel drops a lock when its holder
+    exits however it exits, SIGKILL included, so no job waits on a dead one. A lock file is
+    removed only by a holder of its exclusive lock, and a job that locked a file since removed
+    locks the new one (the classic flock pattern: compare the locked file with the path's).
+    Where locks cannot be taken (a file system without them, a read-only cache) the lock is
+    granted without being held, logged once: the cache then works as it did before locks.
+    """
+
+    _unlockable_logged = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._close: weakref.finalize | None = None  # closes the locked file, so releases the lock
+
+    def acquire(self, exclusive: bool, wait: bool) -> bool:
+        """Take the lock; False only when ``wait`` is off and another holder's mode conflicts."""
+        mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+        while True:
+            try:
+                self.path.parent.mkdir(exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as error:
+                return self._unlockable(error)
+            try:
+                fcntl.flock(fd, mode)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except OSError as error:
+                os.close(fd)
+                return self._unlockable(error)
+            if _same_file(fd, self.path):
+                self._close = weakref.finalize(self, os.close, fd)  # also when dropped without release()
+                return True
+            os.close(fd)  # removed (its entry evicted) while we waited for it: lock the new file
+
+    def release(self, remove: bool = False) -> None:
+        """Let go; ``remove`` (an exclusive holder whose entry is gone) deletes the lock file first."""
+        if self._close is None:
+            return
+        if remove:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self._close()
+        self._close = None
+
+    def _unlockable(self, error: OSError) -> bool:
+        if not EntryLock._unlockable_logged:
+            EntryLock._unlockable_logged = True
+            log.warning("trunk cache: cannot lock %s (%s); parallel jobs may compute the same entry twice",
+                        self.path, error)
+        return True
 
 
 @dataclass(frozen=True)
 class CachedFeatures:
-    """The boundary activations of one image set, and what getting them cost."""
+    """The boundary activations of one image set, and what getting them cost.
+
+    A hit keeps its entry's shared lock (``lease``) until ``release()``, so that no other job
+    evicts the files while they are read; a miss holds its arrays in memory and no lock."""
 
     arrays: tuple[np.ndarray, ...]  # one per boundary tensor, ``len(images)`` rows each
     hit: bool
     seconds: float  # spent here: computing (miss) or reading (hit)
     compute_seconds: float  # what computing them took when they were computed
     derived_from: list[str] | None = None  # a miss computed from this stored upstream boundary
+    lease: EntryLock | None = field(default=None, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Let other jobs evict the entry again."""
+        if self.lease is not None:
+            self.lease.release()
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """Where the activations of one (trunk, images) pair live."""
+
+    path: Path
+    boundary: tuple[str, ...]
+    weights: str  # the trunk's weights_fingerprint
+
+
+@dataclass(frozen=True)
+class _Upstream:
+    """Stored activations a trunk can start from: ``rest`` maps ``tensors`` to the trunk's outputs."""
+
+    tensors: list  # the trunk's tensors that ``arrays`` hold, in order
+    rest: keras.Model | None  # None when the stored tensors are all the trunk's outputs
+    arrays: tuple[np.ndarray, ...]
 
 
 class TrunkCache:
-    """A directory of boundary activations, least recently used entries evicted past a size limit."""
+    """A directory of boundary activations, least recently used entries evicted past a size limit.
+
+    Safe for parallel jobs on one cache (processes of one machine, or of several where the file
+    system has working ``flock``): a job computes an entry under its exclusive lock and the others
+    wait for it, then read; a job reads under a shared lock, and eviction skips locked entries.
+    """
 
     def __init__(self, directory: str | Path, max_gb: float = TrainConfig.cache_max_gb,
                  dtype: str = TrainConfig.cache_dtype, batch_size: int = EvalConfig.batch_size) -> None:
@@ -160,40 +265,120 @@ class TrunkCache:
 
     def key(self, split: FreezeSplit, images: np.ndarray) -> str:
         """What the activations depend on: trunk weights, images (and their size), boundary, dtype."""
-        return self._key(weights_fingerprint(split.trunk), images_fingerprint(images), split.boundary)
+        return self._entry(split.trunk, split.boundary, images_fingerprint(images), {}).path.name
 
-    def _key(self, weights: str, images: str, boundary: tuple[str, ...]) -> str:
+    def _entry(self, trunk: keras.Model, boundary: tuple[str, ...], images: str, digests: dict) -> _Entry:
+        weights = weights_fingerprint(trunk, digests)
         parts = [str(FORMAT_VERSION), weights, images, ",".join(boundary), self.dtype]
-        return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+        key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+        return _Entry(self.directory / key, boundary, weights)
+
+    def _lock(self, key: str) -> EntryLock:
+        return EntryLock(self.directory / LOCKS / f"{key}.lock")
 
     def features(self, split: FreezeSplit, images: np.ndarray) -> CachedFeatures:
         """The boundary activations of ``images``: read from disk, or computed and stored.
 
-        A miss starts from a stored boundary upstream of this one (another freeze value's,
-        same images, same weights up to there) when there is one, else from the images.
+        A miss starts from the nearest stored boundary upstream of this one (another freeze
+        value's, same images, same weights up to there). Without one, it first gets the
+        activations of the deepest layer that every boundary tensor depends on alone (in a
+        ResNet, the output of the block the boundary cuts), as an entry of its own, and runs
+        the rest from there: every freeze value cut inside that block then starts from it,
+        whichever order a sweep runs them in, and parallel jobs compute it once.
         """
+        return self._features(split.trunk, split.boundary, images, images_fingerprint(images), {})
+
+    def _features(self, trunk: keras.Model, boundary: tuple[str, ...], images: np.ndarray, images_key: str,
+                  digests: dict) -> CachedFeatures:
         start = time.perf_counter()
-        weights, images_key = weights_fingerprint(split.trunk), images_fingerprint(images)
-        entry = self.directory / self._key(weights, images_key, split.boundary)
-        if entry.exists():
+        entry = self._entry(trunk, boundary, images_key, digests)
+        found = self._read_shared(entry, start)
+        if found is not None:
+            return found
+        lock = self._lock_exclusively(entry)
+        try:
+            if (entry.path / META).exists():  # computed by the job we waited for
+                try:
+                    meta, arrays = self._read(entry.path, expected_arrays=len(boundary))
+                except DamagedEntry as error:
+                    self._discard(entry.path, str(error))
+                else:
+                    _touch(entry.path / META)
+                    return CachedFeatures(arrays, True, time.perf_counter() - start, meta["compute_seconds"])
+            self._reap_staging(entry)
+            computing = time.perf_counter()  # not counting the wait: what computing costs a sweep
+            arrays, derived_from = self._compute(trunk, boundary, images, images_key, digests)
+            compute_seconds = time.perf_counter() - computing
+            self._store(entry, arrays, {"boundary": list(boundary), "images": int(len(images)),
+                                        "images_fingerprint": images_key, "weights_fingerprint": entry.weights,
+                                        "image_shape": list(images.shape[1:]), "dtype": self.dtype,
+                                        "derived_from": derived_from, "compute_seconds": compute_seconds})
+            return CachedFeatures(arrays, False, time.perf_counter() - start, compute_seconds, derived_from)
+        finally:
+            lock.release(remove=not (entry.path / META).exists())
+
+    def _read_shared(self, entry: _Entry, start: float) -> CachedFeatures | None:
+        """A hit, read under the entry's shared lock (kept by the result); None when the entry is
+        missing, locked exclusively (being computed, repaired or evicted) or damaged."""
+        if not (entry.path / META).exists():
+            return None
+        lease = self._lock(entry.path.name)
+        if not lease.acquire(exclusive=False, wait=False):
+            return None
+        try:
+            meta, arrays = self._read(entry.path, expected_arrays=len(entry.boundary))
+        except DamagedEntry:  # repaired under the exclusive lock, which says so
+            lease.release()
+            return None
+        _touch(entry.path / META)  # recently used: evicted last
+        return CachedFeatures(arrays, True, time.perf_counter() - start, meta["compute_seconds"], lease=lease)
+
+    def _lock_exclusively(self, entry: _Entry) -> EntryLock:
+        """The entry's exclusive lock, waiting (and saying so) while another job holds it."""
+        lock = self._lock(entry.path.name)
+        if not lock.acquire(exclusive=True, wait=False):
+            log.info("trunk cache: waiting for entry %s (boundary %s), which another job is computing",
+                     entry.path.name, list(entry.boundary))
+            waited = time.perf_counter()
+            lock.acquire(exclusive=True, wait=True)
+            log.info("trunk cache: entry %s free after %.1f s", entry.path.name, time.perf_counter() - waited)
+        return lock
+
+    def _compute(self, trunk: keras.Model, boundary: tuple[str, ...], images: np.ndarray, images_key: str,
+                 digests: dict) -> tuple[tuple[np.ndarray, ...], list[str] | None]:
+        """The trunk's outputs from a stored upstream boundary, else from the block it cuts, else
+        from the images; and the stored boundary they started from (None: this job ran the images).
+        The block's output (the cut) is an entry of its own, computed under its own lock: locks are
+        taken from a boundary to its cut and never back, so jobs cannot wait on each other in a ring."""
+        upstream = self._stored_upstream(trunk, boundary, images_key, digests)
+        if upstream is not None:
+            stored, meta_boundary = upstream
+            return self._run_rest(trunk, stored), meta_boundary
+        cut = _dominating_tensor(trunk)
+        if cut is not None:
+            name = cut._keras_history.operation.name
+            found = self._features(keras.Model(trunk.inputs, cut), (name,), images, images_key, digests)
             try:
-                meta, arrays = self._read(entry, expected_arrays=len(split.boundary))
-            except DamagedEntry as error:
-                self._discard(entry, str(error))
-            else:
-                _touch(entry / META)  # recently used: evicted last
-                return CachedFeatures(arrays, True, time.perf_counter() - start, meta["compute_seconds"])
-        arrays, derived_from = self._derive(split, images_key)
-        if arrays is None:
-            outputs = predict_in_batches(split.trunk, images, self.batch_size)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            arrays = tuple(np.asarray(a, dtype=self.dtype) for a in outputs)
-        compute_seconds = time.perf_counter() - start
-        self._store(entry, arrays, {"boundary": list(split.boundary), "images": int(len(images)),
-                                    "images_fingerprint": images_key, "weights_fingerprint": weights,
-                                    "image_shape": list(images.shape[1:]), "dtype": self.dtype,
-                                    "derived_from": derived_from, "compute_seconds": compute_seconds})
-        return CachedFeatures(arrays, False, time.perf_counter() - start, compute_seconds, derived_from)
+                rest = [tensor for tensor in trunk.outputs if tensor is not cut]
+                arrays = self._run_rest(trunk, _Upstream([cut], keras.Model(cut, rest), found.arrays))
+            finally:
+                found.release()
+            return arrays, ([name] if found.hit else found.derived_from)
+        log.info("trunk cache: computing boundary %s from the images", list(boundary))
+        outputs = predict_in_batches(trunk, images, self.batch_size)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return tuple(np.asarray(a, dtype=self.dtype) for a in outputs), None
+
+    def _run_rest(self, trunk: keras.Model, upstream: _Upstream) -> tuple[np.ndarray, ...]:
+        rest = upstream.rest
+        inputs = upstream.arrays[0] if len(upstream.arrays) == 1 else tuple(upstream.arrays)
+        outputs = predict_in_batches(rest, inputs, self.batch_size, preprocess=False) if rest else []
+        computed = iter([outputs] if rest is not None and len(rest.outputs) == 1 else outputs)
+        arrays = []
+        for tensor in trunk.outputs:
+            passed = [i for i, u in enumerate(upstream.tensors) if u is tensor]
+            arrays.append(upstream.arrays[passed[0]] if passed else np.asarray(next(computed), dtype=self.dtype))
+        return tuple(arrays)
 
     def _read(self, entry: Path, expected_arrays: int | None = None) -> tuple[dict, tuple[np.ndarray, ...]]:
         """An entry's metadata and arrays, every array checked against the hash, shape and dtype
@@ -224,66 +409,86 @@ class TrunkCache:
         shutil.rmtree(entry, ignore_errors=True)
 
     def _clean_up(self) -> None:
-        """Remove staging folders whose writer is gone, and entries without metadata (orphans)."""
+        """Remove staging folders whose writer is gone, entries without metadata (orphans) and
+        lock files of entries that are gone; whatever another job holds locked is left alone."""
         try:
             children = list(self.directory.iterdir())
+            locks = list((self.directory / LOCKS).glob("*.lock"))
         except OSError:
             return
         for path in children:
             if path.name.startswith(STAGING_PREFIX):
-                if _abandoned(path):
-                    log.warning("trunk cache: removing %s, left by a process that is gone", path)
-                    shutil.rmtree(path, ignore_errors=True)
-            elif path.is_dir() and not (path / META).exists():
-                self._discard(path, f"no {META}: a partial or orphaned entry")
+                self._reap_if_abandoned(path)
+            elif not path.name.startswith(".") and path.is_dir() and not (path / META).exists():
+                lock = self._lock(path.name)
+                if lock.acquire(exclusive=True, wait=False):
+                    self._discard(path, f"no {META}: a partial or orphaned entry")
+                    lock.release(remove=True)
+        for path in locks:
+            lock = EntryLock(path)
+            if not (self.directory / path.stem).exists() and lock.acquire(exclusive=True, wait=False):
+                lock.release(remove=not (self.directory / path.stem).exists())
 
-    def _derive(self, split: FreezeSplit, images_key: str) -> tuple[tuple[np.ndarray, ...] | None, list | None]:
-        """This boundary's activations computed from a stored upstream boundary, or (None, None).
+    def _reap_staging(self, entry: _Entry) -> None:
+        """Staging folders of ``entry`` (whose exclusive lock the caller holds) left by a job that died."""
+        for path in self.directory.glob(f"{STAGING_PREFIX}{entry.path.name}-*"):
+            self._reap_if_abandoned(path, locked=True)
+
+    def _reap_if_abandoned(self, staging: Path, locked: bool = False) -> None:
+        """Remove a staging folder when nobody writes it: its writer's process is gone (or it is
+        old) and, for a folder named after its entry, nobody holds that entry's lock but ``locked``."""
+        key = staging.name[len(STAGING_PREFIX):].split("-")[0]
+        lock = self._lock(key)
+        if not _abandoned(staging) or not (locked or len(key) != 32 or lock.acquire(exclusive=True, wait=False)):
+            return
+        log.warning("trunk cache: removing %s, left by a process that is gone", staging)
+        shutil.rmtree(staging, ignore_errors=True)
+        lock.release(remove=not (self.directory / key).exists())
+
+    def _stored_upstream(self, trunk: keras.Model, boundary: tuple[str, ...], images_key: str,
+                         digests: dict) -> tuple[_Upstream, list[str]] | None:
+        """Stored activations this trunk can start from, and their boundary; None without any.
 
         An entry qualifies when it holds the same images, its boundary layers are frozen
         layers of this trunk, the weights up to them hash as they did, and this boundary is
         computable from them alone (Keras refuses a disconnected graph). The nearest such
-        entry (fewest layers left to run) is used.
+        entry (fewest layers left to run) that no other job holds exclusively is used.
         """
         candidates = []
-        for meta_path in self.directory.glob(f"*/{META}"):
+        for meta_path in self.directory.glob(f"[!.]*/{META}"):  # not staging folders
             try:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):  # evicted by another job, or damaged: read() removes it when asked
                 continue
-            if "boundary" not in meta:
-                continue
-            if meta.get("images_fingerprint") != images_key or meta.get("dtype") != self.dtype \
-                    or tuple(meta["boundary"]) == split.boundary:
+            if meta.get("format") != FORMAT_VERSION or meta.get("images_fingerprint") != images_key \
+                    or meta.get("dtype") != self.dtype or tuple(meta["boundary"]) == boundary:
                 continue
             try:
-                upstream = [split.trunk.get_layer(name).output for name in meta["boundary"]]
-                prefix = keras.Model(split.trunk.inputs, upstream)
-                remaining = [t for t in split.trunk.outputs if not any(t is u for u in upstream)]
+                upstream = [trunk.get_layer(name).output for name in meta["boundary"]]
+                prefix = keras.Model(trunk.inputs, upstream)
+                remaining = [t for t in trunk.outputs if not any(t is u for u in upstream)]
                 rest = keras.Model(upstream, remaining) if remaining else None
             except ValueError:  # not a layer of this trunk, or downstream of this boundary
                 continue
-            if weights_fingerprint(prefix) == meta["weights_fingerprint"]:
+            if weights_fingerprint(prefix, digests) == meta["weights_fingerprint"]:
                 candidates.append((len(rest.layers) if rest else 0, meta_path.parent, meta, upstream, rest))
-        if not candidates:
-            return None, None
-        _, entry, meta, upstream, rest = min(candidates, key=lambda c: c[0])
-        try:
-            _, stored = self._read(entry)
-        except DamagedEntry as error:
-            self._discard(entry, str(error))
-            return None, None
-        outputs = rest.predict(tuple(stored), batch_size=self.batch_size, verbose=0) if rest else []
-        computed = iter([outputs] if rest is not None and len(rest.outputs) == 1 else outputs)
-        arrays = []
-        for tensor in split.trunk.outputs:
-            passed = [i for i, u in enumerate(upstream) if u is tensor]
-            arrays.append(stored[passed[0]] if passed else np.asarray(next(computed), dtype=self.dtype))
-        return tuple(arrays), meta["boundary"]
+        for _, path, meta, tensors, rest in sorted(candidates, key=lambda c: c[0]):
+            lease = self._lock(path.name)
+            if not lease.acquire(exclusive=False, wait=False):
+                continue
+            try:
+                _, stored = self._read(path)
+            except DamagedEntry:  # repaired when its own job asks for it
+                continue
+            finally:
+                lease.release()
+            return _Upstream(tensors, rest, stored), meta["boundary"]
+        return None
 
-    def _store(self, entry: Path, arrays: tuple[np.ndarray, ...], meta: dict) -> None:
+    def _store(self, entry: _Entry, arrays: tuple[np.ndarray, ...], meta: dict) -> None:
         """Write an entry (hashes of its arrays in its metadata), atomically; on any I/O error
-        (full disk, permissions, a read-only folder) log it, leave nothing behind and go on."""
+        (full disk, permissions, a read-only folder) log it, leave nothing behind and go on.
+        The caller holds the entry's exclusive lock."""
         size = sum(a.nbytes for a in arrays)
         if size > self.max_bytes:
             log.warning("trunk cache: %.2f GB of activations exceed train.cache_max_gb (%.2f GB); not stored",
@@ -292,7 +497,7 @@ class TrunkCache:
         staging = None
         try:
             # Written to a temporary directory and renamed: a parallel job sees all or nothing.
-            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.directory))
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{entry.path.name}-", dir=self.directory))
             (staging / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
             for i, array in enumerate(arrays):
                 np.save(staging / f"boundary_{i}.npy", array, allow_pickle=False)
@@ -300,38 +505,87 @@ class TrunkCache:
                 {"shape": list(a.shape), "dtype": str(a.dtype), "hash": _array_hash(a)} for a in arrays]}
             (staging / META).write_text(json.dumps(meta))
             try:
-                staging.rename(entry)
+                staging.rename(entry.path)
             except OSError:
-                if not (entry / META).exists():
+                if not (entry.path / META).exists():
                     raise
-                # Another job stored the same entry first: same key, same activations; keep theirs.
-            _touch(entry / META)
-            self._evict(keep=entry)
+                # Stored by a job that could not lock (no locks here): same key, same activations; keep theirs.
+            _touch(entry.path / META)
+            self._evict(keep=entry.path)
         except OSError as error:
-            log.warning("trunk cache: could not store %s (%s); continuing without storing", entry, error)
+            log.warning("trunk cache: could not store %s (%s); continuing without storing", entry.path, error)
         finally:
             if staging is not None and staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
     def _evict(self, keep: Path) -> None:
-        entries = [p for p in self.directory.iterdir() if (p / META).is_file()]
+        """Least recently used entries first, until the cache fits its limit; an entry another job
+        reads or writes (its lock is taken) is skipped, as are staging folders."""
+        entries = [p for p in self.directory.iterdir() if not p.name.startswith(".") and (p / META).is_file()]
         sizes = {p: sum(f.stat().st_size for f in p.iterdir()) for p in entries}
         total = sum(sizes.values())
+        busy = 0
         for entry in sorted(entries, key=lambda p: (p / META).stat().st_mtime):
             if total <= self.max_bytes:
                 break
-            if entry != keep:
-                shutil.rmtree(entry, ignore_errors=True)
-                total -= sizes[entry]
-                log.info("trunk cache: evicted %s (%.1f MB) to stay under train.cache_max_gb", entry.name,
-                         sizes[entry] / 1e6)
+            lock = self._lock(entry.name)
+            if entry == keep or not lock.acquire(exclusive=True, wait=False):
+                busy += entry != keep
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            lock.release(remove=True)
+            total -= sizes[entry]
+            log.info("trunk cache: evicted %s (%.1f MB) to stay under train.cache_max_gb", entry.name,
+                     sizes[entry] / 1e6)
+        if total > self.max_bytes and busy:
+            log.info("trunk cache: %.2f GB stored, over train.cache_max_gb, while %d entr%s in use by other jobs",
+                     total / 1e9, busy, "y is" if busy == 1 else "ies are")
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.directory.rglob("*.npy"))
 
 
-def _array_hash(array: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
+def _dominating_tensor(trunk: keras.Model):
+    """The output of the deepest layer that every path from the images to the trunk's outputs
+    passes through (in a ResNet, the output of the residual block the boundary cuts); None when
+    the trunk has a single output (it is its own) or only the input dominates."""
+    if len(trunk.outputs) == 1:
+        return None
+    for layer in reversed(trunk.layers):
+        if isinstance(layer, keras.layers.InputLayer):
+            return None
+        if not _reaches_input(trunk.outputs, avoiding=layer.output):
+            return layer.output
+    return None
+
+
+def _reaches_input(tensors: list, avoiding) -> bool:
+    """Whether some path leads back from ``tensors`` to a model input without crossing ``avoiding``."""
+    seen, stack = set(), [t for t in tensors if t is not avoiding]
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        operation, node_index, _ = tensor._keras_history
+        if isinstance(operation, keras.layers.InputLayer):
+            return True
+        stack.extend(t for t in operation._inbound_nodes[node_index].input_tensors if t is not avoiding)
+    return False
+
+
+def _array_hash(array: np.ndarray, prefix: str = "") -> str:
+    digest = hashlib.sha256(prefix.encode())
+    digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return digest.hexdigest()[:32]
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        held, named = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 def _touch(path: Path) -> None:

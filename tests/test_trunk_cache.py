@@ -166,7 +166,8 @@ def test_another_freeze_value_starts_from_a_stored_upstream_boundary(tiny_catalo
     assert not derived.hit and derived.derived_from == list(freeze_8.boundary)
     for mine, expected in zip(derived.arrays, reference.arrays, strict=True):
         np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-5)
-    # Downstream to upstream is impossible, and other weights never qualify.
-    assert TrunkCache(tmp_path / "fresh").features(freeze_8, images).derived_from is None
+    # Downstream to upstream is impossible, but freeze=4 stored the block it cuts (conv5_block2's
+    # output), which freeze=8 starts from; other weights never qualify.
+    assert TrunkCache(tmp_path / "fresh").features(freeze_8, images).derived_from == ["conv5_block2_out"]
     other_weights = split_at_freeze(build_classifier(ModelConfig(weights=None, freeze=2, seed=1), 32).model)[0]
     assert cache.features(other_weights, images).derived_from is None

@@ -1,16 +1,22 @@
-"""A freeze=2,4,8 sweep with the frozen-trunk cache against the same sweep without it.
+"""A freeze sweep with the frozen-trunk cache against the same sweep without it, in both orders,
+and parallel cold jobs sharing one cache.
 
-    python experiments/trunk_cache/sweep.py                 # ~ 3-4 minutes on 2 cores
-    python experiments/trunk_cache/sweep.py --freeze 8 4 2   # later values start from earlier boundaries
-    python experiments/trunk_cache/sweep.py --image-size 32 --scale 0.02 --epochs 2
+    python experiments/trunk_cache/sweep.py                       # freeze=2,4,8 and 8,4,2; ~7 min on 2 cores
+    python experiments/trunk_cache/sweep.py --freeze 2 12 --image-size 32 --scale 0.02 --epochs 2
+    python experiments/trunk_cache/sweep.py --parallel 4 --no-sequential   # Hydra's joblib launcher; ~4 min
 
-For each freeze value: build the classifier (same seed) and train it, uncached, then cached
-with an empty cache (cold: the activations are computed), then again (warm: a second run of
-the sweep, everything read from disk). The seconds are what a sweep pays for training:
-building the model, getting the activations, and fit. Test-set probabilities and accuracy of
-the cached classifier are compared with the uncached one's (float rounding differences of
-~1e-6 at the boundary can grow over epochs when training from random weights is chaotic).
-Times are measured, never asserted.
+Sequential (in the order given, then reversed; each order from an empty cache): for each freeze
+value, build the classifier (same seed) and train it uncached, then cached (cold: the cache holds
+only what earlier values of this sweep stored), and after the sweep again (warm: a second run of
+the sweep, everything read from disk). The seconds are what a sweep pays for training: building
+the model, getting the activations, and fit. Test-set probabilities of the cached classifier are
+compared with the uncached one's (float rounding differences of ~1e-6 at the boundary can grow
+over epochs when training from random weights is chaotic).
+
+Parallel (``--parallel N``, needs hydra-joblib-launcher): two multiruns of ``fashionbench.run``
+with N jobs at once on an empty cache, one over N learning rates (every job needs the same
+entries) and one over N freeze values; prints the hits and misses the runs logged. Times are
+measured, never asserted.
 """
 
 from __future__ import annotations
@@ -18,18 +24,27 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from fashionbench.artifacts import CACHE_SECTION, TRUNK_CACHE_USED  # noqa: E402
 from fashionbench.config import ModelConfig, TrainConfig  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
 from fashionbench.model import build_classifier, predict_in_batches  # noqa: E402
+from fashionbench.tracking.store import experiment_runs, tracking_settings  # noqa: E402
 from fashionbench.train import train_classifier  # noqa: E402
 from fashionbench.trunk_cache import TrunkCache  # noqa: E402
+
+# What a parallel job runs: a small whole experiment (its trunk-cache figures are what is read).
+PARALLEL_RUN = ["data.image_size=64", "data.scale=0.05", "train.epochs=2", "model.weights=null", "users.n_users=20",
+                "tracking.log_model=false"]
 
 
 def main() -> None:
@@ -40,15 +55,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    parser.add_argument("--parallel", type=int, default=0, metavar="N", help="also run N cold jobs at once")
+    parser.add_argument("--no-sequential", action="store_true", help="only the parallel jobs")
     args = parser.parse_args()
+    if not args.no_sequential:
+        sequential(args)
+    if args.parallel:
+        parallel(args.parallel)
 
+
+def sequential(args: argparse.Namespace) -> None:
     catalogue = SyntheticSource(seed=0, image_size=args.image_size, scale=args.scale, min_per_split=2).load()
     train, val, test = (catalogue.split(s) for s in ("train", "val", "test"))
     print(f"machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU; {len(train)} train / {len(val)} "
           f"val / {len(test)} test images at {args.image_size} px, {args.epochs} epochs, batch {args.batch_size}, "
-          f"cache dtype {args.dtype}")
-    cache_dir = tempfile.mkdtemp(prefix="fashionbench-trunk-cache-bench-")
-    derived_in_cold_sweep = 0
+          f"cache dtype {args.dtype}; load average {os.getloadavg()[0]:.1f}")
 
     def attempt(freeze: int, cache: TrunkCache | None) -> tuple[float, np.ndarray, str]:
         start = time.perf_counter()
@@ -63,26 +84,56 @@ def main() -> None:
     # Start TensorFlow's runtime before timing, so that the first attempt does not pay for it.
     predict_in_batches(build_classifier(ModelConfig(weights=None), args.image_size).model, test.images[:2])
 
-    totals = {"uncached": 0.0, "cold": 0.0, "warm": 0.0}
-    print(f"{'freeze':>6} {'uncached s':>10} {'cold s':>8} {'warm s':>8} {'warm cache':>26} {'max |dp|':>9} "
-          f"{'test acc uncached / cached':>26}")
-    for freeze in args.freeze:
-        uncached, reference, _ = attempt(freeze, None)
-        cold, cold_probabilities, cold_hits = attempt(freeze, TrunkCache(cache_dir, dtype=args.dtype))
-        derived_in_cold_sweep += "(2 derived)" in cold_hits
-        warm, warm_probabilities, hits = attempt(freeze, TrunkCache(cache_dir, dtype=args.dtype))
-        difference = max(np.abs(cold_probabilities - reference).max(), np.abs(warm_probabilities - reference).max())
-        totals["uncached"] += uncached
-        totals["cold"] += cold
-        totals["warm"] += warm
-        accuracy = [float(np.mean(p.argmax(axis=1) == test.labels)) for p in (reference, warm_probabilities)]
-        print(f"{freeze:>6} {uncached:>10.1f} {cold:>8.1f} {warm:>8.1f} {hits:>26} {difference:>9.1e} "
-              f"{accuracy[0]:>17.3f} / {accuracy[1]:.3f}", flush=True)
-    print(f"{'total':>6} {totals['uncached']:>10.1f} {totals['cold']:>8.1f} {totals['warm']:>8.1f}")
-    print(f"first sweep: {derived_in_cold_sweep} freeze value(s) started from another's stored boundary "
-          f"(possible when a smaller freeze follows a larger one)")
-    print(f"ratio cached/uncached: first sweep (cold cache) {totals['cold'] / totals['uncached']:.2f}, "
-          f"second sweep (warm cache) {totals['warm'] / totals['uncached']:.2f}   (target <= 0.4)")
+    ratios = {}
+    for order in (args.freeze, args.freeze[::-1]):
+        cache_dir = tempfile.mkdtemp(prefix="fashionbench-trunk-cache-bench-")
+        totals = {"uncached": 0.0, "cold": 0.0, "warm": 0.0}
+        print(f"\nfreeze={','.join(map(str, order))}, each value uncached then cached (first sweep, empty cache)")
+        print(f"{'freeze':>6} {'uncached s':>10} {'cold s':>8} {'first-sweep cache':>28} {'max |dp|':>9}")
+        for freeze in order:
+            uncached, reference, _ = attempt(freeze, None)
+            cold, probabilities, hits = attempt(freeze, TrunkCache(cache_dir, dtype=args.dtype))
+            totals["uncached"] += uncached
+            totals["cold"] += cold
+            difference = np.abs(probabilities - reference).max()
+            print(f"{freeze:>6} {uncached:>10.1f} {cold:>8.1f} {hits:>28} {difference:>9.1e}", flush=True)
+        for freeze in order:  # a second run of the sweep
+            totals["warm"] += attempt(freeze, TrunkCache(cache_dir, dtype=args.dtype))[0]
+        ratios[tuple(order)] = (totals["cold"] / totals["uncached"], totals["warm"] / totals["uncached"])
+        print(f"{'total':>6} {totals['uncached']:>10.1f} {totals['cold']:>8.1f}   second sweep {totals['warm']:.1f} s")
+    print()
+    for order, (first, second) in ratios.items():
+        print(f"freeze={','.join(map(str, order))}: cached/uncached, first sweep {first:.2f}, second sweep "
+              f"{second:.2f}   (target: first sweep <= 0.35)")
+    print(f"load average {os.getloadavg()[0]:.1f}")
+
+
+def parallel(jobs: int) -> None:
+    """Two multiruns of N jobs at once through Hydra's joblib launcher, each on an empty cache."""
+    sweeps = {
+        f"{jobs} learning rates, freeze=4": ["freeze=4", "train.learning_rate=" + ",".join(
+            f"{3e-4 * (i + 1):.0e}" for i in range(jobs))],
+        f"{jobs} freeze values": ["freeze=" + ",".join(str(2 * (i + 1)) for i in range(jobs))],
+    }
+    print(f"\n{jobs} parallel cold jobs (hydra/launcher=joblib), {' '.join(PARALLEL_RUN)}")
+    print(f"{'sweep':<28} {'hits':>5} {'misses':>7} {'derived':>8} {'ran the images':>15} {'wall s':>7}")
+    for name, overrides in sweeps.items():
+        folder = Path(tempfile.mkdtemp(prefix="fashionbench-trunk-cache-parallel-"))
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        command = [sys.executable, "-m", "fashionbench.run", "-m", "hydra/launcher=joblib",
+                   f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={folder / 'multirun'}", f"tracking.uri={uri}",
+                   f"train.cache_dir={folder / 'trunk'}", f"data_store.dir={folder / 'store'}", *PARALLEL_RUN,
+                   *overrides]
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if result.returncode != 0:
+            sys.exit(f"the sweep {name!r} failed:\n{result.stderr[-3000:]}")
+        runs = [run for run in experiment_runs(tracking_settings(uri)) if TRUNK_CACHE_USED in run.metrics]
+        hits, misses, derived = (int(sum(run.metrics[f"{CACHE_SECTION}trunk_cache_{what}"] for run in runs))
+                                 for what in ("hits", "misses", "derived"))
+        print(f"{name:<28} {hits:>5} {misses:>7} {derived:>8} {misses - derived:>15} {seconds:>7.1f}   "
+              f"({len(runs)} runs; load average {os.getloadavg()[0]:.1f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def test_a_local_submitit_sweep_runs_each_job_in_its_own_process_with_its_own_gp
     assert result.returncode == 0, result.stdout + result.stderr
     parent, jobs = sweep_runs(tmp_path)
     assert [(j.data.params["freeze"], j.info.status) for j in jobs] == [("2", "FINISHED"), ("4", "FINISHED")]
-    assert parent.info.status == "FINISHED" and parent.data.metrics["runs_finished"] == 2
+    assert parent.info.status == "FINISHED" and parent.data.metrics["sweep/runs_finished"] == 2
     pids = {j.data.tags[TAG_PID] for j in jobs}
     assert len(pids) == 2 and parent.data.tags[TAG_PID] not in pids  # a process of its own for each job
     assert {j.data.tags[TAG_GPU] for j in jobs} == {"7", "9"}

@@ -39,4 +39,4 @@ def test_real_photos_preset_runs_end_to_end(store_uri, monkeypatch):
     assert split_table.sum(axis=1).to_dict() == {c: int(expected[c]) for c in CATEGORIES}
     assert 0 <= metrics["headline/precision_at_k"] <= 1 and 0 <= metrics["headline/random_precision_at_k"] <= 1
     assert metrics["pipeline/users/reviews_rows"] == 10678  # Dresses 6,319 + Blouses 3,097 + Skirts 945 + Shorts 317
-    assert metrics["users_attributes_measured"] == 1.0
+    assert metrics["pipeline/users/attributes_measured"] == 1.0

@@ -175,8 +175,10 @@ def test_runs_that_logged_the_whole_keras_model_still_load(tmp_path):
 
 def test_the_registered_model_holds_the_whole_network(tracked_store, champion, tmp_path):
     """promote's bundle is self-contained: its classifier file alone is the run's full model."""
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/{champion.version}",
-                                                     dst_path=str(tmp_path), tracking_uri=tracked_store.uri))
+    # The registry named explicitly: another test may have left a different one set in this process.
+    client = MlflowClient(tracking_uri=tracked_store.uri, registry_uri=tracked_store.uri)
+    source = client.get_model_version_download_uri(MODEL_NAME, champion.version)
+    local = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(tmp_path), tracking_uri=tracked_store.uri))
     (classifier_file,) = local.rglob(BUNDLE_CLASSIFIER)
     registered = keras.models.load_model(classifier_file, compile=False)
     rebuilt = load_run_model(tracked_store.settings, tracked_store.real_run_id)

@@ -93,11 +93,12 @@ def test_a_parallel_sweep_logs_into_a_tracking_server_and_its_jobs_share_the_cac
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("sweep_id") == parent.info.run_id]
     assert sorted((c.data.params["freeze"], c.info.status) for c in children) == [("2", "FINISHED"),
-                                                                                  ("4", "FINISHED")]
+                                                                                  ("4", "FINISHED")], \
+        [c.data.tags.get("error") for c in children]
     assert parent.info.status == "FINISHED"
     # PostgreSQL's run name column holds 250 characters; this command line is longer.
     assert len(parent.data.tags["overrides"]) > 250 and len(parent.info.run_name) <= 250
-    assert {k: parent.data.metrics[k] for k in ("runs", "runs_finished", "runs_failed")} == {
+    assert {k: parent.data.metrics[f"sweep/{k}"] for k in ("runs", "runs_finished", "runs_failed")} == {
         "runs": 2.0, "runs_finished": 2.0, "runs_failed": 0.0}
     # Artifacts went to the server's root; nothing was written beside the client.
     for child in children:

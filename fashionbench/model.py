@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from fashionbench.artifacts import MODEL_SECTION, TAG_WEIGHTS_USED
 from fashionbench.config import NO_WEIGHTS, ModelConfig, ModelConfigError
 from fashionbench.console import progress
 from fashionbench.data import CATEGORIES
+from fashionbench.data.rows import StoredRows, batched_rows
 from fashionbench.stage import StageResult
 
 log = logging.getLogger(__name__)
@@ -80,26 +82,41 @@ def preprocess_images(images: np.ndarray | tf.Tensor) -> tf.Tensor:
     return keras.applications.resnet50.preprocess_input(tf.cast(images, tf.float32))
 
 
-def predict_in_batches(model: keras.Model, images: np.ndarray, batch_size: int = 128
-                       ) -> np.ndarray | list[np.ndarray]:
-    """``model`` outputs (one array, or one per output) for uint8 images, preprocessed and
-    batched through tf.data.
+def image_batches(images: np.ndarray | StoredRows, batch_size: int, shuffle_seed: int | None = None
+                  ) -> tf.data.Dataset:
+    """Preprocessed batches of uint8 images (in memory or on disk), read and preprocessed in
+    parallel ahead of the model (prefetched), in order, shuffled as ``batched_rows`` says."""
+    dataset = batched_rows((images,), batch_size, shuffle_seed).map(  # a 1-tuple: map passes its one tensor
+        preprocess_images, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def predict_batches(model: keras.Model, images: np.ndarray | StoredRows, batch_size: int = 128
+                    ) -> Iterator[list[np.ndarray]]:
+    """``model``'s outputs (a list, one array per output) for each batch of uint8 images, one
+    batch in memory at a time.
 
     Each model runs through its own ``tf.function`` (``_compiled``) rather than
     ``Model.predict``: a run predicts with several models (the trunk, the classifier, the
     embedding model, before and after training), and TensorFlow counts the traces of every
     ``predict`` together (they share one code location), warning about "retracing" in every run.
     """
-    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
-    dataset = dataset.map(preprocess_images, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     forward = _compiled(model)
     total = -(-len(images) // batch_size)
-    batches = [forward(batch, training=False) for batch in progress(dataset, f"predict ({model.name})", total)]
+    for batch in progress(image_batches(images, batch_size), f"predict ({model.name})", total):
+        outputs = forward(batch, training=False)
+        yield [np.asarray(output) for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+
+
+def predict_in_batches(model: keras.Model, images: np.ndarray | StoredRows, batch_size: int = 128
+                       ) -> np.ndarray | list[np.ndarray]:
+    """``model`` outputs (one array, or one per output) for uint8 images, predicted a batch at a
+    time (``predict_batches``); for outputs small per item (probabilities, embeddings)."""
+    batches = list(predict_batches(model, images, batch_size))
     if not batches:  # no images: the outputs' shapes from the model
-        return model.predict(preprocess_images(np.asarray(images)), verbose=0)
-    if isinstance(batches[0], (list, tuple)):
-        return [np.concatenate([np.asarray(batch[i]) for batch in batches]) for i in range(len(batches[0]))]
-    return np.concatenate([np.asarray(batch) for batch in batches])
+        return model.predict(preprocess_images(np.zeros((0, *images.shape[1:]), np.uint8)), verbose=0)
+    outputs = [np.concatenate([batch[i] for batch in batches]) for i in range(len(batches[0]))]
+    return outputs if len(model.outputs) > 1 else outputs[0]
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -133,7 +150,9 @@ def build_classifier(options: ModelConfig, image_size: int) -> Classifier:
     x = keras.layers.Dense(first, activation="relu", name="dense_512")(x)
     x = keras.layers.Dropout(options.dropout, name="dropout")(x)
     x = keras.layers.Dense(second, activation="relu", name="dense_128")(x)
-    outputs = keras.layers.Dense(len(CATEGORIES), activation="softmax", name="softmax")(x)
+    # float32 whatever the global dtype policy: under mixed_float16 a float16 softmax loses
+    # precision and can overflow (the Keras mixed-precision guide); under float32 it changes nothing.
+    outputs = keras.layers.Dense(len(CATEGORIES), activation="softmax", name="softmax", dtype="float32")(x)
     model = keras.Model(backbone.input, outputs, name="fashion_classifier")
 
     valid_layers = [layer.name for layer in model.layers]

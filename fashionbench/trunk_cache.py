@@ -21,6 +21,11 @@ damaged (zeroed, truncated, garbage metadata), partial or orphaned is logged wit
 removed and recomputed; staging folders left by a process that died are removed; and any I/O
 error while storing (full disk, permissions, read-only folder) is logged and the run goes on
 without storing.
+
+Activations are written to the entry a batch at a time as they are computed, and read back a
+batch at a time (``StoredRows``) while the tail is fitted: a run never holds them all in memory.
+Only when they cannot be stored (larger than ``train.cache_max_gb``, or an I/O error) are they
+computed in memory; ``train`` checks the size first and trains without the cache instead.
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from fashionbench.config import EvalConfig, TrainConfig, check_cache_options
-from fashionbench.model import predict_in_batches
+from fashionbench.data.rows import StoredRows, batched_rows, update_digest
+from fashionbench.model import predict_batches
 from fashionbench.processes import process_alive
 
 log = logging.getLogger(__name__)
@@ -107,8 +114,9 @@ def split_at_freeze(model: keras.Model) -> tuple[FreezeSplit | None, str]:
 
 
 def weights_fingerprint(model: keras.Model) -> str:
-    """A hash of every weight of ``model`` (trainable or not: BatchNorm statistics count)."""
-    digest = hashlib.blake2b(digest_size=16)
+    """A hash of every weight of ``model`` (trainable or not: BatchNorm statistics count) and of
+    the dtype it computes in (mixed_float16 activations are not float32 ones)."""
+    digest = hashlib.blake2b(model.dtype_policy.name.encode(), digest_size=16)
     for variable in model.weights:
         value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
         digest.update(f"{variable.path}:{value.dtype}:{value.shape}".encode())
@@ -116,10 +124,11 @@ def weights_fingerprint(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-def images_fingerprint(images: np.ndarray) -> str:
-    """A hash of an image array's bytes, dtype and shape (so of the image size too)."""
+def images_fingerprint(images: np.ndarray | StoredRows) -> str:
+    """A hash of an image array's bytes, dtype and shape (so of the image size too), read a
+    chunk at a time."""
     digest = hashlib.blake2b(f"{images.dtype}:{images.shape}".encode(), digest_size=16)
-    digest.update(np.ascontiguousarray(images).tobytes())
+    update_digest(digest, images)
     return digest.hexdigest()
 
 
@@ -127,7 +136,9 @@ def images_fingerprint(images: np.ndarray) -> str:
 class CachedFeatures:
     """The boundary activations of one image set, and what getting them cost."""
 
-    arrays: tuple[np.ndarray, ...]  # one per boundary tensor, ``len(images)`` rows each
+    # One per boundary tensor, ``len(images)`` rows each: the entry's files, read when used (in
+    # memory only when they could not be stored).
+    arrays: tuple[StoredRows | np.ndarray, ...]
     hit: bool
     seconds: float  # spent here: computing (miss) or reading (hit)
     compute_seconds: float  # what computing them took when they were computed
@@ -166,7 +177,12 @@ class TrunkCache:
         parts = [str(FORMAT_VERSION), weights, images, ",".join(boundary), self.dtype]
         return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
 
-    def features(self, split: FreezeSplit, images: np.ndarray) -> CachedFeatures:
+    def activation_bytes(self, split: FreezeSplit, rows: int) -> int:
+        """What the boundary activations of ``rows`` images take, stored in the cache's dtype."""
+        per_row = sum(int(np.prod(tensor.shape[1:])) for tensor in split.trunk.outputs)
+        return rows * per_row * np.dtype(self.dtype).itemsize
+
+    def features(self, split: FreezeSplit, images: np.ndarray | StoredRows) -> CachedFeatures:
         """The boundary activations of ``images``: read from disk, or computed and stored.
 
         A miss starts from a stored boundary upstream of this one (another freeze value's,
@@ -183,21 +199,73 @@ class TrunkCache:
             else:
                 _touch(entry / META)  # recently used: evicted last
                 return CachedFeatures(arrays, True, time.perf_counter() - start, meta["compute_seconds"])
-        arrays, derived_from = self._derive(split, images_key)
-        if arrays is None:
-            outputs = predict_in_batches(split.trunk, images, self.batch_size)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            arrays = tuple(np.asarray(a, dtype=self.dtype) for a in outputs)
-        compute_seconds = time.perf_counter() - start
-        self._store(entry, arrays, {"boundary": list(split.boundary), "images": int(len(images)),
-                                    "images_fingerprint": images_key, "weights_fingerprint": weights,
-                                    "image_shape": list(images.shape[1:]), "dtype": self.dtype,
-                                    "derived_from": derived_from, "compute_seconds": compute_seconds})
-        return CachedFeatures(arrays, False, time.perf_counter() - start, compute_seconds, derived_from)
+        meta = {"boundary": list(split.boundary), "images": int(len(images)), "images_fingerprint": images_key,
+                "weights_fingerprint": weights, "image_shape": list(images.shape[1:]), "dtype": self.dtype}
+        size = self.activation_bytes(split, len(images))
+        if size > self.max_bytes:
+            log.warning("trunk cache: %.2f GB of activations exceed train.cache_max_gb (%.2f GB); not stored, "
+                        "computed in memory", size / 1e9, self.max_bytes / 1e9)
+        else:
+            try:
+                arrays, derived_from = self._compute_into(entry, split, images, images_key, meta, start)
+            except OSError as error:
+                log.warning("trunk cache: could not store %s (%s); continuing without storing, the activations "
+                            "computed in memory", entry, error)
+            else:
+                seconds = time.perf_counter() - start
+                return CachedFeatures(arrays, False, seconds, seconds, derived_from)
+        batches, derived_from = self._batches(split, images, images_key)
+        arrays = tuple(np.concatenate(parts) for parts in zip(*batches, strict=True)) if len(images) else tuple(
+            np.zeros((0, *tensor.shape[1:]), self.dtype) for tensor in split.trunk.outputs)
+        seconds = time.perf_counter() - start
+        return CachedFeatures(arrays, False, seconds, seconds, derived_from)
 
-    def _read(self, entry: Path, expected_arrays: int | None = None) -> tuple[dict, tuple[np.ndarray, ...]]:
-        """An entry's metadata and arrays, every array checked against the hash, shape and dtype
-        recorded when it was stored. Raises DamagedEntry saying what does not match."""
+    def _batches(self, split: FreezeSplit, images: np.ndarray | StoredRows, images_key: str):
+        """(batches of the boundary activations, each a list of arrays in the cache's dtype; the
+        stored upstream boundary they start from, or None when they start from the images)."""
+        upstream = self._upstream(split, images_key)
+        if upstream is None:
+            batches, derived_from = predict_batches(split.trunk, images, self.batch_size), None
+        else:
+            batches, derived_from = _continued(split, *upstream[1:], self.batch_size), upstream[0]
+        return ([np.asarray(array, dtype=self.dtype) for array in batch] for batch in batches), derived_from
+
+    def _compute_into(self, entry: Path, split: FreezeSplit, images: np.ndarray | StoredRows, images_key: str,
+                      meta: dict, start: float) -> tuple[tuple[StoredRows, ...], list[str] | None]:
+        """Compute the activations into a staging folder a batch at a time (hashing them as they
+        are written), rename it into place as ``entry``; the entry's arrays and the upstream
+        boundary they were derived from. Raises OSError when they cannot be written, leaving
+        nothing behind."""
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.directory))
+        try:
+            (staging / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            files = [_RowsFile(staging / f"boundary_{i}.npy", (len(images), *tensor.shape[1:]), self.dtype)
+                     for i, tensor in enumerate(split.trunk.outputs)]
+            batches, derived_from = self._batches(split, images, images_key)
+            for batch in batches:
+                for file, array in zip(files, batch, strict=True):
+                    file.write(array)
+            recorded = [file.close() for file in files]
+            meta = {**meta, "derived_from": derived_from, "compute_seconds": time.perf_counter() - start,
+                    "format": FORMAT_VERSION, "arrays": recorded}
+            (staging / META).write_text(json.dumps(meta))
+            try:
+                staging.rename(entry)
+            except OSError:
+                if not (entry / META).exists():
+                    raise
+                # Another job stored the same entry first: same key, same activations; keep theirs.
+            _touch(entry / META)
+            self._evict(keep=entry)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return tuple(StoredRows(entry / f"boundary_{i}.npy") for i in range(len(recorded))), derived_from
+
+    def _read(self, entry: Path, expected_arrays: int | None = None) -> tuple[dict, tuple[StoredRows, ...]]:
+        """An entry's metadata and arrays (read from disk when used), every array's bytes checked
+        (a chunk at a time) against the hash, shape and dtype recorded when it was stored.
+        Raises DamagedEntry saying what does not match."""
         try:
             meta = json.loads((entry / META).read_text())
             recorded = meta["arrays"]
@@ -207,8 +275,10 @@ class TrunkCache:
                                    f"{FORMAT_VERSION} with {expected_arrays}")
             arrays = []
             for i, expected in enumerate(recorded):
-                array = np.load(entry / f"boundary_{i}.npy", allow_pickle=False)
-                if [list(array.shape), str(array.dtype), _array_hash(array)] != \
+                array = StoredRows(entry / f"boundary_{i}.npy")
+                digest = hashlib.blake2b(digest_size=16)
+                update_digest(digest, array)
+                if [list(array.shape), str(array.dtype), digest.hexdigest()] != \
                         [expected["shape"], expected["dtype"], expected["hash"]]:
                     raise DamagedEntry(f"boundary_{i}.npy does not hold the array recorded in {META} "
                                        f"(shape {list(array.shape)}, dtype {array.dtype}, bytes hash differs)")
@@ -237,8 +307,10 @@ class TrunkCache:
             elif path.is_dir() and not (path / META).exists():
                 self._discard(path, f"no {META}: a partial or orphaned entry")
 
-    def _derive(self, split: FreezeSplit, images_key: str) -> tuple[tuple[np.ndarray, ...] | None, list | None]:
-        """This boundary's activations computed from a stored upstream boundary, or (None, None).
+    def _upstream(self, split: FreezeSplit, images_key: str) -> tuple | None:
+        """A stored upstream boundary this one can be computed from: (its boundary, its arrays,
+        the upstream tensors in this trunk, the model from them to this boundary or None when
+        every boundary tensor is stored), or None.
 
         An entry qualifies when it holds the same images, its boundary layers are frozen
         layers of this trunk, the weights up to them hash as they did, and this boundary is
@@ -266,52 +338,14 @@ class TrunkCache:
             if weights_fingerprint(prefix) == meta["weights_fingerprint"]:
                 candidates.append((len(rest.layers) if rest else 0, meta_path.parent, meta, upstream, rest))
         if not candidates:
-            return None, None
+            return None
         _, entry, meta, upstream, rest = min(candidates, key=lambda c: c[0])
         try:
             _, stored = self._read(entry)
         except DamagedEntry as error:
             self._discard(entry, str(error))
-            return None, None
-        outputs = rest.predict(tuple(stored), batch_size=self.batch_size, verbose=0) if rest else []
-        computed = iter([outputs] if rest is not None and len(rest.outputs) == 1 else outputs)
-        arrays = []
-        for tensor in split.trunk.outputs:
-            passed = [i for i, u in enumerate(upstream) if u is tensor]
-            arrays.append(stored[passed[0]] if passed else np.asarray(next(computed), dtype=self.dtype))
-        return tuple(arrays), meta["boundary"]
-
-    def _store(self, entry: Path, arrays: tuple[np.ndarray, ...], meta: dict) -> None:
-        """Write an entry (hashes of its arrays in its metadata), atomically; on any I/O error
-        (full disk, permissions, a read-only folder) log it, leave nothing behind and go on."""
-        size = sum(a.nbytes for a in arrays)
-        if size > self.max_bytes:
-            log.warning("trunk cache: %.2f GB of activations exceed train.cache_max_gb (%.2f GB); not stored",
-                        size / 1e9, self.max_bytes / 1e9)
-            return
-        staging = None
-        try:
-            # Written to a temporary directory and renamed: a parallel job sees all or nothing.
-            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.directory))
-            (staging / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-            for i, array in enumerate(arrays):
-                np.save(staging / f"boundary_{i}.npy", array, allow_pickle=False)
-            meta = {**meta, "format": FORMAT_VERSION, "arrays": [
-                {"shape": list(a.shape), "dtype": str(a.dtype), "hash": _array_hash(a)} for a in arrays]}
-            (staging / META).write_text(json.dumps(meta))
-            try:
-                staging.rename(entry)
-            except OSError:
-                if not (entry / META).exists():
-                    raise
-                # Another job stored the same entry first: same key, same activations; keep theirs.
-            _touch(entry / META)
-            self._evict(keep=entry)
-        except OSError as error:
-            log.warning("trunk cache: could not store %s (%s); continuing without storing", entry, error)
-        finally:
-            if staging is not None and staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+            return None
+        return meta["boundary"], stored, upstream, rest
 
     def _evict(self, keep: Path) -> None:
         entries = [p for p in self.directory.iterdir() if (p / META).is_file()]
@@ -330,8 +364,45 @@ class TrunkCache:
         return sum(f.stat().st_size for f in self.directory.rglob("*.npy"))
 
 
-def _array_hash(array: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
+def _continued(split: FreezeSplit, stored: tuple[StoredRows, ...], upstream: list, rest: keras.Model | None,
+               batch_size: int):
+    """Batches of ``split``'s boundary activations computed from stored upstream ones, a batch at
+    a time: the tensors both boundaries share are passed through, ``rest`` computes the others."""
+    forward = tf.function(rest, reduce_retracing=True) if rest is not None else None
+    for batch in batched_rows(stored, batch_size):
+        outputs = forward(list(batch), training=False) if forward is not None else []
+        computed = iter(outputs if isinstance(outputs, (list, tuple)) else [outputs])
+        arrays = []
+        for tensor in split.trunk.outputs:
+            passed = [i for i, u in enumerate(upstream) if u is tensor]
+            arrays.append(np.asarray(batch[passed[0]] if passed else next(computed)))
+        yield arrays
+
+
+class _RowsFile:
+    """A ``.npy`` file written a batch of rows at a time, its bytes hashed as they are written
+    (the hash of the whole array's bytes, as ``_read`` checks it)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: str) -> None:
+        self.path, self.shape, self.dtype = path, tuple(int(n) for n in shape), np.dtype(dtype)
+        self.rows = 0
+        self.digest = hashlib.blake2b(digest_size=16)
+        self.file = open(path, "wb")  # closed by close(), after the last batch
+        np.lib.format.write_array_header_1_0(self.file, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
+
+    def write(self, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
+        self.digest.update(data)
+        self.file.write(data)
+        self.rows += len(rows)
+
+    def close(self) -> dict:
+        """Close the file; its record in the entry's metadata (shape, dtype, hash)."""
+        self.file.close()
+        if self.rows != self.shape[0]:
+            raise OSError(f"{self.path}: {self.rows} rows written, {self.shape[0]} expected")
+        return {"shape": list(self.shape), "dtype": str(self.dtype), "hash": self.digest.hexdigest()}
 
 
 def _touch(path: Path) -> None:

@@ -40,6 +40,7 @@ from fashionbench.config import (  # noqa: E402
     experiment_config,
 )
 from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
+from fashionbench.device import configure_device  # noqa: E402
 from fashionbench.embed import embed_items  # noqa: E402
 from fashionbench.evaluate import evaluate_classifier  # noqa: E402
 from fashionbench.index import build_shop_index  # noqa: E402
@@ -117,12 +118,13 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
     with tracked_run(settings, run_name=x.run_name) as run:
         run.log_config(config_node(cfg))
         run.record(data)
+        configure_device(x.device)  # before the model is built: its dtype policy and the GPU's memory
         classifier = build_classifier(x.model, x.data.image_size)
         run.record(classifier)
         untrained = embed_items(classifier, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
         cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
         training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
-                                    seed=x.model.seed, cache=cache)
+                                    seed=x.model.seed, cache=cache, jit_compile=x.device.jit_compile)
         run.record(training)
         classification = evaluate_classifier(classifier.model, shop, x.eval.batch_size)
         run.record(classification)

@@ -124,6 +124,7 @@ def train_classifier(
     *,
     seed: int,
     cache: TrunkCache | None = None,
+    jit_compile: bool | None = None,
     verbose: int = 0,
 ) -> TrainingResult:
     """Compile ``model`` with Adam at ``options.learning_rate`` and fit it on ``train`` for
@@ -133,6 +134,9 @@ def train_classifier(
     ``cache``: fit the trainable tail on the frozen trunk's cached activations (same
     result within float tolerance). It is not used, with the reason in the report, when
     ``options.augment`` is on or nothing is frozen.
+
+    ``jit_compile`` (``device.jit_compile``): XLA-compile the training step; None is Keras'
+    "auto" (on a GPU only).
     """
     callbacks = [EpochProgress(options.epochs)]
     model.compile(
@@ -140,6 +144,7 @@ def train_classifier(
         optimizer=keras.optimizers.Adam(learning_rate=float(options.learning_rate)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile="auto" if jit_compile is None else jit_compile,
     )
     epochs, batch_size, augment = options.epochs, options.batch_size, options.augment
     if cache is not None:

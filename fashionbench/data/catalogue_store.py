@@ -242,8 +242,8 @@ def write_entry(entry: Path, catalogue: Catalogue) -> None:
 
 def read_entry(entry: Path) -> Catalogue:
     """The catalogue stored as ``entry``, its images read from disk when a stage needs them.
-    Raises (OSError, ValueError, pickle and Catalogue errors...) if any file is missing or damaged, or the data no longer has the fingerprint
-    recorded when it was stored."""
+    Raises (OSError, ValueError, pickle and Catalogue errors...) if any file is missing or
+    damaged, or the data no longer has the fingerprint recorded when it was stored."""
     manifest = json.loads((entry / "manifest.json").read_text())
     if manifest.get("format") != STORE_FORMAT:
         raise ValueError(f"store format {manifest.get('format')!r}, expected {STORE_FORMAT}")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Rows read per positional read when a whole array is hashed or iterated.
-CHUNK_ROWS = 256
+# About this many bytes per read when a whole array is hashed or iterated (at least one row).
+CHUNK_BYTES = 8 * 2**20
 
 
 class _OpenFile:
@@ -88,8 +88,8 @@ class StoredRows:
         return self._read(self.positions[key])
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        for start in range(0, len(self), CHUNK_ROWS):
-            yield from self[start:start + CHUNK_ROWS]
+        for block in row_chunks(self):
+            yield from block
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         rows = self[:]
@@ -122,8 +122,10 @@ def select_rows(rows: np.ndarray | StoredRows, selector) -> np.ndarray | StoredR
     return rows.subset(selector) if isinstance(rows, StoredRows) else rows[selector]
 
 
-def row_chunks(rows: np.ndarray | StoredRows, chunk: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
-    """Consecutive blocks of at most ``chunk`` rows, C-contiguous, in memory one at a time."""
+def row_chunks(rows: np.ndarray | StoredRows) -> Iterator[np.ndarray]:
+    """Consecutive blocks of rows (about CHUNK_BYTES each), C-contiguous, in memory one at a time."""
+    row_bytes = max(1, rows.nbytes // max(1, len(rows)))
+    chunk = max(1, CHUNK_BYTES // row_bytes)
     for start in range(0, len(rows), chunk):
         yield np.ascontiguousarray(rows[start:start + chunk])
 
@@ -132,7 +134,7 @@ def update_digest(digest, rows: np.ndarray | StoredRows) -> None:
     """Feed the rows' bytes to a hashlib digest, a chunk at a time: the same digest as
     ``digest.update(np.ascontiguousarray(rows).tobytes())`` without the whole copy."""
     for block in row_chunks(rows):
-        digest.update(block.tobytes())
+        digest.update(block)  # a C-contiguous array is a buffer: hashed without a copy
 
 
 def batched_rows(arrays: tuple[np.ndarray | StoredRows, ...], batch_size: int, shuffle_seed: int | None = None):

@@ -82,11 +82,10 @@ def preprocess_images(images: np.ndarray | tf.Tensor) -> tf.Tensor:
     return keras.applications.resnet50.preprocess_input(tf.cast(images, tf.float32))
 
 
-def image_batches(images: np.ndarray | StoredRows, batch_size: int, shuffle_seed: int | None = None
-                  ) -> tf.data.Dataset:
-    """Preprocessed batches of uint8 images (in memory or on disk), read and preprocessed in
-    parallel ahead of the model (prefetched), in order, shuffled as ``batched_rows`` says."""
-    dataset = batched_rows((images,), batch_size, shuffle_seed).map(  # a 1-tuple: map passes its one tensor
+def image_batches(images: np.ndarray | StoredRows, batch_size: int) -> tf.data.Dataset:
+    """Preprocessed batches of uint8 images (in memory or on disk), in order, read and
+    preprocessed in parallel ahead of the model (prefetched)."""
+    dataset = batched_rows((images,), batch_size).map(  # a 1-tuple: map passes its one tensor
         preprocess_images, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 

@@ -133,7 +133,8 @@ def train_classifier(
 
     ``cache``: fit the trainable tail on the frozen trunk's cached activations (same
     result within float tolerance). It is not used, with the reason in the report, when
-    ``options.augment`` is on or nothing is frozen.
+    ``options.augment`` is on, nothing is frozen, or the activations would exceed
+    ``train.cache_max_gb`` (the images are streamed instead).
 
     ``jit_compile`` (``device.jit_compile``): XLA-compile the training step; None is Keras'
     "auto" (on a GPU only).

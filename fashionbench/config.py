@@ -8,7 +8,7 @@ what differs from the schema, so each default lives in one place: the dataclass 
   users simulation (``fashionbench.users.TasteUsers``/``CourseUsers``) and an index backend
   (``fashionbench.index.AnnoyIndexConfig``/``ExactIndexConfig``/``HnswIndexConfig``) are each a dataclass of their
   options with the method that does the work (``load``, ``simulate``, ``build``).
-- The fixed stages' schemas are below: model, train, eval, tracking, data_store.
+- The fixed stages' schemas are below: model, train, eval, tracking, data_store, device.
 
 Composition checks types and names the key (``train.epochs=abc`` fails there; an integer is
 accepted where a float is expected). Ranges are checked when the composed config becomes typed
@@ -206,6 +206,22 @@ class DataStoreConfig:
 
 
 @dataclass
+class DeviceConfig:
+    """How TensorFlow uses the machine (fashionbench.device), set at the start of a run.
+
+    Top level, not a config group: every default suits a CPU and a GPU alike."""
+
+    # Keras' mixed_float16: float16 compute with float32 weights and a float32 softmax, loss
+    # scaling on. About 2x on GPUs with tensor cores; runs (slowly) on a CPU. Probabilities move.
+    mixed_precision: bool = False
+    # XLA-compile the training step (model.fit) and, when true, let XLA cluster the prediction
+    # functions. null: Keras' "auto" (XLA on a GPU, off on a CPU-only machine).
+    jit_compile: bool | None = None
+    # Take GPU memory as needed instead of all of it at start, so parallel jobs can share a GPU.
+    memory_growth: bool = True
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: data -> model -> train -> evaluate -> index -> users -> recommend -> track."""
 
@@ -221,6 +237,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     data_store: DataStoreConfig = field(default_factory=DataStoreConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from fashionbench.artifacts import MODEL_SECTION, TAG_WEIGHTS_USED
 from fashionbench.config import NO_WEIGHTS, ModelConfig, ModelConfigError
 from fashionbench.console import progress
 from fashionbench.data import CATEGORIES
+from fashionbench.data.rows import StoredRows, batched_rows
 from fashionbench.stage import StageResult
 
 log = logging.getLogger(__name__)
@@ -84,32 +86,57 @@ def preprocess_images(images: np.ndarray | tf.Tensor) -> tf.Tensor:
     return keras.applications.resnet50.preprocess_input(tf.cast(images, tf.float32))
 
 
-def predict_in_batches(model: keras.Model, images: np.ndarray | tuple[np.ndarray, ...], batch_size: int = 128,
-                       preprocess: bool = True) -> np.ndarray | list[np.ndarray]:
-    """``model`` outputs (one array, or one per output) for uint8 images, preprocessed and
-    batched through tf.data; with ``preprocess=False``, for arrays already in the model's input
-    form (a tuple for several inputs, e.g. stored trunk activations), cast to float32.
+def image_batches(images: np.ndarray | StoredRows, batch_size: int) -> tf.data.Dataset:
+    """Preprocessed batches of uint8 images (in memory or on disk), in order, read and
+    preprocessed in parallel ahead of the model (prefetched)."""
+    return _model_input_batches((images,), batch_size, preprocess_images)
+
+
+def _as_float32(*arrays):
+    """A batch of activations in the model's input form: one tensor, or a tuple for several inputs."""
+    return tuple(tf.cast(a, tf.float32) for a in arrays) if len(arrays) > 1 else tf.cast(arrays[0], tf.float32)
+
+
+def _model_input_batches(arrays: tuple[np.ndarray | StoredRows, ...], batch_size: int, prepare) -> tf.data.Dataset:
+    dataset = batched_rows(arrays, batch_size).map(  # map passes each array's batch as an argument
+        prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def predict_batches(model: keras.Model, images: np.ndarray | StoredRows | tuple[np.ndarray | StoredRows, ...],
+                    batch_size: int = 128, preprocess: bool = True) -> Iterator[list[np.ndarray]]:
+    """``model``'s outputs (a list, one array per output) for each batch of uint8 images, one
+    batch in memory at a time; with ``preprocess=False``, for arrays already in the model's
+    input form (a tuple for several inputs, e.g. stored trunk activations), cast to float32.
 
     Each model runs through its own ``tf.function`` (``_compiled``) rather than
     ``Model.predict``: a run predicts with several models (the trunk, the classifier, the
     embedding model, before and after training), and TensorFlow counts the traces of every
     ``predict`` together (they share one code location), warning about "retracing" in every run.
     """
-    def as_float32(*arrays):
-        return tuple(tf.cast(a, tf.float32) for a in arrays) if len(arrays) > 1 else tf.cast(arrays[0], tf.float32)
-
-    prepare = preprocess_images if preprocess else as_float32
-    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    arrays = images if isinstance(images, tuple) else (images,)
+    dataset = (image_batches(images, batch_size) if preprocess
+               else _model_input_batches(arrays, batch_size, _as_float32))
     forward = _compiled(model)
-    rows = len(images[0]) if isinstance(images, tuple) else len(images)
-    batches = [forward(batch, training=False)
-               for batch in progress(dataset, f"predict ({model.name})", -(-rows // batch_size))]
+    total = -(-len(arrays[0]) // batch_size)
+    for batch in progress(dataset, f"predict ({model.name})", total):
+        outputs = forward(batch, training=False)
+        yield [np.asarray(output) for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+
+
+def predict_in_batches(model: keras.Model, images: np.ndarray | StoredRows | tuple[np.ndarray | StoredRows, ...],
+                       batch_size: int = 128, preprocess: bool = True) -> np.ndarray | list[np.ndarray]:
+    """``model`` outputs (one array, or one per output) for uint8 images, predicted a batch at a
+    time (``predict_batches``, ``preprocess`` as there); for outputs small per item
+    (probabilities, embeddings)."""
+    batches = list(predict_batches(model, images, batch_size, preprocess))
     if not batches:  # no images: the outputs' shapes from the model
-        return model.predict(preprocess_images(np.asarray(images)) if preprocess else images, verbose=0)
-    if isinstance(batches[0], (list, tuple)):
-        return [np.concatenate([np.asarray(batch[i]) for batch in batches]) for i in range(len(batches[0]))]
-    return np.concatenate([np.asarray(batch) for batch in batches])
+        arrays = images if isinstance(images, tuple) else (images,)
+        empty = tuple(np.zeros((0, *array.shape[1:]), np.float32) for array in arrays)
+        inputs = preprocess_images(empty[0]) if preprocess else (empty if len(empty) > 1 else empty[0])
+        return model.predict(inputs, verbose=0)
+    outputs = [np.concatenate([batch[i] for batch in batches]) for i in range(len(batches[0]))]
+    return outputs if len(model.outputs) > 1 else outputs[0]
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -144,7 +171,9 @@ def build_classifier(options: ModelConfig, image_size: int) -> Classifier:
     x = keras.layers.Dense(first, activation="relu", name="dense_512")(x)
     x = keras.layers.Dropout(options.dropout, name="dropout")(x)
     x = keras.layers.Dense(second, activation="relu", name="dense_128")(x)
-    outputs = keras.layers.Dense(len(CATEGORIES), activation="softmax", name="softmax")(x)
+    # float32 whatever the global dtype policy: under mixed_float16 a float16 softmax loses
+    # precision and can overflow (the Keras mixed-precision guide); under float32 it changes nothing.
+    outputs = keras.layers.Dense(len(CATEGORIES), activation="softmax", name="softmax", dtype="float32")(x)
     model = keras.Model(backbone.input, outputs, name="fashion_classifier")
 
     valid_layers = [layer.name for layer in model.layers]

@@ -54,6 +54,7 @@ from fashionbench.config import (  # noqa: E402
 )
 from fashionbench.data import Catalogue  # noqa: E402
 from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
+from fashionbench.device import configure_device  # noqa: E402
 from fashionbench.embed import ItemEmbeddings, embed_items  # noqa: E402
 from fashionbench.evaluate import evaluate_classifier  # noqa: E402
 from fashionbench.fingerprint import job_fingerprint, training_fingerprint  # noqa: E402
@@ -153,13 +154,14 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         run.log_config(config_node(cfg))
         run.set_tags(fingerprints)
         run.record(data)
+        configure_device(x.device)  # before the model is built: its dtype policy and the GPU's memory
         if weights_from is None:
             classifier = build_classifier(x.model, x.data.image_size)
             run.record(classifier)
             untrained = embed_items(classifier, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
             cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
             training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
-                                        seed=x.model.seed, cache=cache)
+                                        seed=x.model.seed, cache=cache, jit_compile=x.device.jit_compile)
         else:  # the same data, model, training, seeds and code FINISHED before: its weights, no training
             classifier, untrained, training = reuse_training(settings, weights_from, x, shop)
             run.record(classifier)

@@ -27,6 +27,7 @@ from fashionbench.artifacts import (
 from fashionbench.config import TrainConfig
 from fashionbench.console import progress
 from fashionbench.data import Catalogue
+from fashionbench.data.rows import StoredRows, batched_rows
 from fashionbench.model import preprocess_images
 from fashionbench.stage import StageResult
 from fashionbench.trunk_cache import TrunkCache, split_at_freeze
@@ -118,11 +119,9 @@ class ReusedTraining(StageResult):
 
 def classifier_dataset(catalogue: Catalogue, batch_size: int, shuffle_seed: int | None = None,
                        augment: bool = False) -> tf.data.Dataset:
-    """(preprocessed image, category index) batches, prefetched; ``augment`` flips images at random."""
-    dataset = tf.data.Dataset.from_tensor_slices((catalogue.images, catalogue.labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(catalogue), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+    """(preprocessed image, category index) batches, read from the catalogue a batch at a time
+    and prefetched; ``augment`` flips images at random."""
+    dataset = batched_rows((catalogue.images, catalogue.labels), batch_size, shuffle_seed)
     if augment:
         dataset = dataset.map(lambda images, labels: (tf.image.random_flip_left_right(images, seed=shuffle_seed),
                                                       labels))
@@ -132,18 +131,14 @@ def classifier_dataset(catalogue: Catalogue, batch_size: int, shuffle_seed: int 
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def features_dataset(features: tuple[np.ndarray, ...], labels: np.ndarray, batch_size: int,
+def features_dataset(features: tuple[np.ndarray | StoredRows, ...], labels: np.ndarray, batch_size: int,
                      shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """(boundary activations, category index) batches, shuffled exactly as ``classifier_dataset``.
-
-    tf.data's shuffle order depends only on the seed and the number of elements, so the same
-    seed visits the items in the same order as uncached training does.
-    """
-    dataset = tf.data.Dataset.from_tensor_slices((tuple(features), labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
-    to_float32 = lambda inputs, y: (tuple(tf.cast(x, tf.float32) for x in inputs), y)  # noqa: E731
-    return dataset.batch(batch_size).map(to_float32).prefetch(tf.data.AUTOTUNE)
+    """(boundary activations, category index) batches, read from the trunk cache's files a batch
+    at a time and shuffled exactly as ``classifier_dataset`` (``batched_rows``): the same seed
+    visits the items in the same order as uncached training does."""
+    dataset = batched_rows((*features, labels), batch_size, shuffle_seed)
+    to_float32 = lambda *batch: (tuple(tf.cast(x, tf.float32) for x in batch[:-1]), batch[-1])  # noqa: E731
+    return dataset.map(to_float32, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def train_classifier(
@@ -154,6 +149,7 @@ def train_classifier(
     *,
     seed: int,
     cache: TrunkCache | None = None,
+    jit_compile: bool | None = None,
     verbose: int = 0,
 ) -> TrainingResult:
     """Compile ``model`` with Adam at ``options.learning_rate`` and fit it on ``train`` for
@@ -162,7 +158,11 @@ def train_classifier(
 
     ``cache``: fit the trainable tail on the frozen trunk's cached activations (same
     result within float tolerance). It is not used, with the reason in the report, when
-    ``options.augment`` is on or nothing is frozen.
+    ``options.augment`` is on, nothing is frozen, or the activations would exceed
+    ``train.cache_max_gb`` (the images are streamed instead).
+
+    ``jit_compile`` (``device.jit_compile``): XLA-compile the training step; None is Keras'
+    "auto" (on a GPU only).
     """
     callbacks = [EpochProgress(options.epochs)]
     model.compile(
@@ -170,6 +170,7 @@ def train_classifier(
         optimizer=keras.optimizers.Adam(learning_rate=float(options.learning_rate)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile="auto" if jit_compile is None else jit_compile,
     )
     epochs, batch_size, augment = options.epochs, options.batch_size, options.augment
     if cache is not None:
@@ -177,7 +178,11 @@ def train_classifier(
             reason = "train.augment=true: augmented images differ every epoch, so trunk activations cannot be reused"
         else:
             split, reason = split_at_freeze(model)
-            if split is not None:
+            needed = cache.activation_bytes(split, len(train) + len(val)) if split is not None else 0
+            if needed > cache.max_bytes:  # the images are streamed instead: never held whole in memory
+                reason = (f"the trunk activations ({needed / 1e9:.2f} GB) exceed train.cache_max_gb "
+                          f"({cache.max_bytes / 1e9:.2f} GB)")
+            elif split is not None:
                 return _train_tail_on_cache(model, split, reason, cache, train, val, epochs, batch_size, seed, verbose,
                                             callbacks)
         log.info("trunk cache not used: %s", reason)

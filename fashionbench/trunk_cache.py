@@ -28,6 +28,13 @@ damaged (zeroed, truncated, garbage metadata), partial or orphaned is logged wit
 removed and recomputed; staging folders left by a process that died are removed; and any I/O
 error while storing (full disk, permissions, read-only folder) is logged and the run goes on
 without storing.
+
+Activations are written to the entry's staging folder a batch at a time as they are computed
+(hashed as they are written), and read back a batch at a time (``StoredRows``) while the tail is
+fitted: a run never holds them all in memory. Only when they cannot be stored (larger than
+``train.cache_max_gb``, or an I/O error) are they computed in memory; ``train`` checks the size
+first and trains without the cache instead. A ``StoredRows`` keeps its file open, so rows read
+after the entry is evicted are still the stored ones.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import socket
 import tempfile
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,12 +58,15 @@ import keras
 import numpy as np
 
 from fashionbench.config import EvalConfig, TrainConfig, check_cache_options
-from fashionbench.model import predict_in_batches
+from fashionbench.data.rows import StoredRows, update_digest
+from fashionbench.model import predict_batches
 from fashionbench.processes import process_alive
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # bump when what is stored, or how it is computed, changes (2: array hashes, 3: SHA-256)
+# Bump when what is stored, or how it is computed, changes (2: array hashes, 3: SHA-256, 4: the
+# weights fingerprint names the dtype policy).
+FORMAT_VERSION = 4
 META = "meta.json"
 WRITER = "writer.json"  # in a staging folder: the host and process writing it
 STAGING_PREFIX = ".staging-"  # then the entry's key
@@ -118,13 +129,14 @@ def split_at_freeze(model: keras.Model) -> tuple[FreezeSplit | None, str]:
 
 
 def weights_fingerprint(model: keras.Model, digests: dict[int, str] | None = None) -> str:
-    """A hash of every weight of ``model`` (trainable or not: BatchNorm statistics count).
+    """A hash of every weight of ``model`` (trainable or not: BatchNorm statistics count) and of
+    the dtype policy it computes in (mixed_float16 activations are not float32 ones).
 
     ``digests`` memoises each variable's hash (by ``id``) for models that share layers, as a
     trunk and the prefixes of it that a derivation checks do. SHA-256: about 2.5x faster than
     BLAKE2b on CPUs with SHA extensions (0.20 s against 0.50 s for ResNet50's 94 MB here)."""
     digests = {} if digests is None else digests
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"{model.dtype_policy.name}|".encode())
     for variable in model.weights:
         if id(variable) not in digests:
             value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
@@ -133,8 +145,9 @@ def weights_fingerprint(model: keras.Model, digests: dict[int, str] | None = Non
     return digest.hexdigest()[:32]
 
 
-def images_fingerprint(images: np.ndarray) -> str:
-    """A hash of an image array's bytes, dtype and shape (so of the image size too)."""
+def images_fingerprint(images: np.ndarray | StoredRows) -> str:
+    """A hash of an image array's bytes, dtype and shape (so of the image size too), read a
+    chunk at a time."""
     return _array_hash(images, prefix=f"{images.dtype}:{images.shape}")
 
 
@@ -201,9 +214,12 @@ class CachedFeatures:
     """The boundary activations of one image set, and what getting them cost.
 
     A hit keeps its entry's shared lock (``lease``) until ``release()``, so that no other job
-    evicts the files while they are read; a miss holds its arrays in memory and no lock."""
+    evicts the files while they are read. A miss holds no lock: its ``StoredRows`` keep the
+    files they read open, so an eviction cannot take them away."""
 
-    arrays: tuple[np.ndarray, ...]  # one per boundary tensor, ``len(images)`` rows each
+    # One per boundary tensor, ``len(images)`` rows each: the entry's files, read when used (in
+    # memory only when they could not be stored).
+    arrays: tuple[StoredRows | np.ndarray, ...]
     hit: bool
     seconds: float  # spent here: computing (miss) or reading (hit)
     compute_seconds: float  # what computing them took when they were computed
@@ -231,7 +247,7 @@ class _Upstream:
 
     tensors: list  # the trunk's tensors that ``arrays`` hold, in order
     rest: keras.Model | None  # None when the stored tensors are all the trunk's outputs
-    arrays: tuple[np.ndarray, ...]
+    arrays: tuple[StoredRows | np.ndarray, ...]
 
 
 class TrunkCache:
@@ -263,7 +279,7 @@ class TrunkCache:
         """The cache ``train.cache_*`` configures, predicting in batches of ``batch_size``."""
         return cls(train.cache_directory, train.cache_max_gb, train.cache_dtype, batch_size)
 
-    def key(self, split: FreezeSplit, images: np.ndarray) -> str:
+    def key(self, split: FreezeSplit, images: np.ndarray | StoredRows) -> str:
         """What the activations depend on: trunk weights, images (and their size), boundary, dtype."""
         return self._entry(split.trunk, split.boundary, images_fingerprint(images), {}).path.name
 
@@ -276,7 +292,11 @@ class TrunkCache:
     def _lock(self, key: str) -> EntryLock:
         return EntryLock(self.directory / LOCKS / f"{key}.lock")
 
-    def features(self, split: FreezeSplit, images: np.ndarray) -> CachedFeatures:
+    def activation_bytes(self, split: FreezeSplit, rows: int) -> int:
+        """What the boundary activations of ``rows`` images take, stored in the cache's dtype."""
+        return _activation_bytes(split.trunk, rows, self.dtype)
+
+    def features(self, split: FreezeSplit, images: np.ndarray | StoredRows) -> CachedFeatures:
         """The boundary activations of ``images``: read from disk, or computed and stored.
 
         A miss starts from the nearest stored boundary upstream of this one (another freeze
@@ -288,13 +308,18 @@ class TrunkCache:
         """
         return self._features(split.trunk, split.boundary, images, images_fingerprint(images), {})
 
-    def _features(self, trunk: keras.Model, boundary: tuple[str, ...], images: np.ndarray, images_key: str,
-                  digests: dict) -> CachedFeatures:
+    def _features(self, trunk: keras.Model, boundary: tuple[str, ...], images: np.ndarray | StoredRows,
+                  images_key: str, digests: dict) -> CachedFeatures:
         start = time.perf_counter()
         entry = self._entry(trunk, boundary, images_key, digests)
         found = self._read_shared(entry, start)
         if found is not None:
             return found
+        size = _activation_bytes(trunk, len(images), self.dtype)
+        if size > self.max_bytes:  # never stored, so nothing to lock
+            log.warning("trunk cache: %.2f GB of activations exceed train.cache_max_gb (%.2f GB); not stored, "
+                        "computed in memory", size / 1e9, self.max_bytes / 1e9)
+            return self._in_memory(trunk, boundary, images, images_key, digests, start)
         lock = self._lock_exclusively(entry)
         try:
             if (entry.path / META).exists():  # computed by the job we waited for
@@ -306,14 +331,16 @@ class TrunkCache:
                     _touch(entry.path / META)
                     return CachedFeatures(arrays, True, time.perf_counter() - start, meta["compute_seconds"])
             self._reap_staging(entry)
-            computing = time.perf_counter()  # not counting the wait: what computing costs a sweep
-            arrays, derived_from = self._compute(trunk, boundary, images, images_key, digests)
-            compute_seconds = time.perf_counter() - computing
-            self._store(entry, arrays, {"boundary": list(boundary), "images": int(len(images)),
-                                        "images_fingerprint": images_key, "weights_fingerprint": entry.weights,
-                                        "image_shape": list(images.shape[1:]), "dtype": self.dtype,
-                                        "derived_from": derived_from, "compute_seconds": compute_seconds})
-            return CachedFeatures(arrays, False, time.perf_counter() - start, compute_seconds, derived_from)
+            meta = {"boundary": list(boundary), "images": int(len(images)), "images_fingerprint": images_key,
+                    "weights_fingerprint": entry.weights, "image_shape": list(images.shape[1:]), "dtype": self.dtype}
+            try:
+                arrays, meta = self._compute_into(entry, trunk, images, digests, meta)
+            except OSError as error:
+                log.warning("trunk cache: could not store %s (%s); continuing without storing, the activations "
+                            "computed in memory", entry.path, error)
+                return self._in_memory(trunk, boundary, images, images_key, digests, start)
+            return CachedFeatures(arrays, False, time.perf_counter() - start, meta["compute_seconds"],
+                                  meta["derived_from"])
         finally:
             lock.release(remove=not (entry.path / META).exists())
 
@@ -344,10 +371,11 @@ class TrunkCache:
             log.info("trunk cache: entry %s free after %.1f s", entry.path.name, time.perf_counter() - waited)
         return lock
 
-    def _compute(self, trunk: keras.Model, boundary: tuple[str, ...], images: np.ndarray, images_key: str,
-                 digests: dict) -> tuple[tuple[np.ndarray, ...], list[str] | None]:
-        """The trunk's outputs from a stored upstream boundary, else from the block it cuts, else
-        from the images; and the stored boundary they started from (None: this job ran the images).
+    def _compute(self, trunk: keras.Model, boundary: tuple[str, ...], images: np.ndarray | StoredRows,
+                 images_key: str, digests: dict) -> tuple[Iterator[list[np.ndarray]], list[str] | None]:
+        """Batches of the trunk's outputs (a list of arrays in the cache's dtype each, computed as
+        they are asked for) from a stored upstream boundary, else from the block it cuts, else from
+        the images; and the stored boundary they start from (None: this job runs the images).
         The block's output (the cut) is an entry of its own, computed under its own lock: locks are
         taken from a boundary to its cut and never back, so jobs cannot wait on each other in a ring."""
         upstream = self._stored_upstream(trunk, boundary, images_key, digests)
@@ -357,32 +385,91 @@ class TrunkCache:
         cut = _dominating_tensor(trunk)
         if cut is not None:
             name = cut._keras_history.operation.name
+            rest = keras.Model(cut, [tensor for tensor in trunk.outputs if tensor is not cut])
             found = self._features(keras.Model(trunk.inputs, cut), (name,), images, images_key, digests)
-            try:
-                rest = [tensor for tensor in trunk.outputs if tensor is not cut]
-                arrays = self._run_rest(trunk, _Upstream([cut], keras.Model(cut, rest), found.arrays))
-            finally:
-                found.release()
-            return arrays, ([name] if found.hit else found.derived_from)
+            batches = _released_after(self._run_rest(trunk, _Upstream([cut], rest, found.arrays)), found)
+            return batches, ([name] if found.hit else found.derived_from)
         log.info("trunk cache: computing boundary %s from the images", list(boundary))
-        outputs = predict_in_batches(trunk, images, self.batch_size)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return tuple(np.asarray(a, dtype=self.dtype) for a in outputs), None
+        batches = predict_batches(trunk, images, self.batch_size)
+        return ([np.asarray(array, dtype=self.dtype) for array in batch] for batch in batches), None
 
-    def _run_rest(self, trunk: keras.Model, upstream: _Upstream) -> tuple[np.ndarray, ...]:
+    def _run_rest(self, trunk: keras.Model, upstream: _Upstream) -> Iterator[list[np.ndarray]]:
+        """Batches of the trunk's outputs from stored upstream activations, read a batch at a time:
+        the tensors both hold are passed through, ``upstream.rest`` computes the others."""
+        stored = tuple(upstream.arrays)
         rest = upstream.rest
-        inputs = upstream.arrays[0] if len(upstream.arrays) == 1 else tuple(upstream.arrays)
-        outputs = predict_in_batches(rest, inputs, self.batch_size, preprocess=False) if rest else []
-        computed = iter([outputs] if rest is not None and len(rest.outputs) == 1 else outputs)
-        arrays = []
-        for tensor in trunk.outputs:
-            passed = [i for i, u in enumerate(upstream.tensors) if u is tensor]
-            arrays.append(upstream.arrays[passed[0]] if passed else np.asarray(next(computed), dtype=self.dtype))
-        return tuple(arrays)
+        computed = predict_batches(rest, stored, self.batch_size, preprocess=False) if rest else None
+        for start in range(0, len(stored[0]), self.batch_size):
+            outputs = iter(next(computed) if computed is not None else ())
+            batch = []
+            for tensor in trunk.outputs:
+                passed = [i for i, u in enumerate(upstream.tensors) if u is tensor]
+                array = stored[passed[0]][start:start + self.batch_size] if passed else next(outputs)
+                batch.append(np.asarray(array, dtype=self.dtype))
+            yield batch
 
-    def _read(self, entry: Path, expected_arrays: int | None = None) -> tuple[dict, tuple[np.ndarray, ...]]:
-        """An entry's metadata and arrays, every array checked against the hash, shape and dtype
-        recorded when it was stored. Raises DamagedEntry saying what does not match."""
+    def _in_memory(self, trunk: keras.Model, boundary: tuple[str, ...], images: np.ndarray | StoredRows,
+                   images_key: str, digests: dict, start: float) -> CachedFeatures:
+        """A miss that is not stored (too large for the cache, or it could not be written): the
+        activations computed into memory."""
+        computing = time.perf_counter()
+        batches, derived_from = self._compute(trunk, boundary, images, images_key, digests)
+        parts: list[list[np.ndarray]] = [[] for _ in trunk.outputs]
+        for batch in batches:
+            for collected, array in zip(parts, batch, strict=True):
+                collected.append(array)
+        arrays = tuple(np.concatenate(collected) if collected else np.zeros((0, *tensor.shape[1:]), self.dtype)
+                       for collected, tensor in zip(parts, trunk.outputs, strict=True))
+        now = time.perf_counter()
+        return CachedFeatures(arrays, False, now - start, now - computing, derived_from)
+
+    def _compute_into(self, entry: _Entry, trunk: keras.Model, images: np.ndarray | StoredRows, digests: dict,
+                      meta: dict) -> tuple[tuple[StoredRows, ...], dict]:
+        """Compute the activations into the entry's staging folder a batch at a time (hashed as
+        they are written) and rename it into place, atomically: a parallel job sees all or
+        nothing. The entry's arrays (on disk) and its metadata. Raises OSError when they cannot be
+        written (full disk, permissions, a read-only folder), leaving nothing behind. The caller
+        holds the entry's exclusive lock."""
+        computing = time.perf_counter()  # not counting the wait: what computing costs a sweep
+        staging = None
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{entry.path.name}-", dir=self.directory))
+            (staging / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            files = [_RowsFile(staging / f"boundary_{i}.npy", (len(images), *tensor.shape[1:]), self.dtype)
+                     for i, tensor in enumerate(trunk.outputs)]
+            try:
+                batches, derived_from = self._compute(trunk, entry.boundary, images, meta["images_fingerprint"],
+                                                      digests)
+                try:
+                    for batch in batches:
+                        for file, array in zip(files, batch, strict=True):
+                            file.write(array)
+                finally:
+                    batches.close()  # lets go of an upstream entry's lease now, also after an error
+            finally:
+                for file in files:
+                    file.file.close()
+            recorded = [file.record() for file in files]
+            meta = {**meta, "derived_from": derived_from, "compute_seconds": time.perf_counter() - computing,
+                    "format": FORMAT_VERSION, "arrays": recorded}
+            (staging / META).write_text(json.dumps(meta))
+            try:
+                staging.rename(entry.path)
+            except OSError:
+                if not (entry.path / META).exists():
+                    raise
+                # Stored by a job that could not lock (no locks here): same key, same activations; keep theirs.
+            _touch(entry.path / META)
+            self._evict(keep=entry.path)
+        finally:
+            if staging is not None and staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return tuple(StoredRows(entry.path / f"boundary_{i}.npy") for i in range(len(recorded))), meta
+
+    def _read(self, entry: Path, expected_arrays: int | None = None) -> tuple[dict, tuple[StoredRows, ...]]:
+        """An entry's metadata and arrays (on disk, read when used), every array's bytes checked (a
+        chunk at a time) against the hash, shape and dtype recorded when it was stored. Raises
+        DamagedEntry saying what does not match."""
         try:
             meta = json.loads((entry / META).read_text())
             recorded = meta["arrays"]
@@ -392,7 +479,7 @@ class TrunkCache:
                                    f"{FORMAT_VERSION} with {expected_arrays}")
             arrays = []
             for i, expected in enumerate(recorded):
-                array = np.load(entry / f"boundary_{i}.npy", allow_pickle=False)
+                array = StoredRows(entry / f"boundary_{i}.npy")
                 if [list(array.shape), str(array.dtype), _array_hash(array)] != \
                         [expected["shape"], expected["dtype"], expected["hash"]]:
                     raise DamagedEntry(f"boundary_{i}.npy does not hold the array recorded in {META} "
@@ -481,42 +568,9 @@ class TrunkCache:
             except DamagedEntry:  # repaired when its own job asks for it
                 continue
             finally:
-                lease.release()
+                lease.release()  # the StoredRows keep their files open: an eviction cannot take them away
             return _Upstream(tensors, rest, stored), meta["boundary"]
         return None
-
-    def _store(self, entry: _Entry, arrays: tuple[np.ndarray, ...], meta: dict) -> None:
-        """Write an entry (hashes of its arrays in its metadata), atomically; on any I/O error
-        (full disk, permissions, a read-only folder) log it, leave nothing behind and go on.
-        The caller holds the entry's exclusive lock."""
-        size = sum(a.nbytes for a in arrays)
-        if size > self.max_bytes:
-            log.warning("trunk cache: %.2f GB of activations exceed train.cache_max_gb (%.2f GB); not stored",
-                        size / 1e9, self.max_bytes / 1e9)
-            return
-        staging = None
-        try:
-            # Written to a temporary directory and renamed: a parallel job sees all or nothing.
-            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{entry.path.name}-", dir=self.directory))
-            (staging / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-            for i, array in enumerate(arrays):
-                np.save(staging / f"boundary_{i}.npy", array, allow_pickle=False)
-            meta = {**meta, "format": FORMAT_VERSION, "arrays": [
-                {"shape": list(a.shape), "dtype": str(a.dtype), "hash": _array_hash(a)} for a in arrays]}
-            (staging / META).write_text(json.dumps(meta))
-            try:
-                staging.rename(entry.path)
-            except OSError:
-                if not (entry.path / META).exists():
-                    raise
-                # Stored by a job that could not lock (no locks here): same key, same activations; keep theirs.
-            _touch(entry.path / META)
-            self._evict(keep=entry.path)
-        except OSError as error:
-            log.warning("trunk cache: could not store %s (%s); continuing without storing", entry.path, error)
-        finally:
-            if staging is not None and staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
 
     def _evict(self, keep: Path) -> None:
         """Least recently used entries first, until the cache fits its limit; an entry another job
@@ -574,9 +628,52 @@ def _reaches_input(tensors: list, avoiding) -> bool:
     return False
 
 
-def _array_hash(array: np.ndarray, prefix: str = "") -> str:
+def _activation_bytes(trunk: keras.Model, rows: int, dtype: str) -> int:
+    """What ``trunk``'s outputs for ``rows`` images take in ``dtype``."""
+    per_row = sum(int(np.prod(tensor.shape[1:])) for tensor in trunk.outputs)
+    return rows * per_row * np.dtype(dtype).itemsize
+
+
+def _released_after(batches: Iterator[list[np.ndarray]], found: CachedFeatures) -> Iterator[list[np.ndarray]]:
+    """``batches``, then (or when closed early) ``found``'s lease released."""
+    try:
+        yield from batches
+    finally:
+        found.release()
+
+
+class _RowsFile:
+    """A ``.npy`` file written a batch of rows at a time, its bytes hashed as they are written
+    (the hash ``_read`` checks: ``_array_hash`` of the whole array)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: str) -> None:
+        self.path, self.shape, self.dtype = path, tuple(int(n) for n in shape), np.dtype(dtype)
+        self.rows = 0
+        self.digest = hashlib.sha256()
+        self.file = open(path, "wb")  # closed by the writer, after the last batch or an error
+        np.lib.format.write_array_header_1_0(self.file, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
+
+    def write(self, rows: np.ndarray) -> None:
+        block = np.ascontiguousarray(rows, dtype=self.dtype).reshape(-1).view(np.uint8)
+        self.digest.update(block)
+        self.file.write(block)
+        self.rows += len(rows)
+
+    def record(self) -> dict:
+        """The written file's record in the entry's metadata (shape, dtype, hash). Raises OSError
+        when fewer or more rows were written than the shape says."""
+        if self.rows != self.shape[0]:
+            raise OSError(f"{self.path}: {self.rows} rows written, {self.shape[0]} expected")
+        return {"shape": list(self.shape), "dtype": str(self.dtype), "hash": self.digest.hexdigest()[:32]}
+
+
+def _array_hash(array: np.ndarray | StoredRows, prefix: str = "") -> str:
     digest = hashlib.sha256(prefix.encode())
-    digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    if isinstance(array, StoredRows):
+        update_digest(digest, array)  # a chunk at a time
+    else:
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
     return digest.hexdigest()[:32]
 
 

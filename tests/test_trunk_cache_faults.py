@@ -28,7 +28,8 @@ def stored(tiny_catalogue, tmp_path):
     images = tiny_catalogue.images[:10]
     fresh = TrunkCache(tmp_path / "cache").features(split, images)
     (entry,) = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
-    return tmp_path / "cache", split, images, fresh.arrays[0], entry
+    # A copy: the entry's file is read when used, and the tests damage it.
+    return tmp_path / "cache", split, images, np.array(fresh.arrays[0]), entry
 
 
 def zero_bytes(path: Path) -> None:

@@ -38,14 +38,14 @@ JOB = textwrap.dedent("""
     model = build_classifier(ModelConfig(weights=None, freeze=args.freeze), 32).model if args.freeze else toy_classifier()
     split, _ = trunk_cache.split_at_freeze(model)
     images = np.random.default_rng(0).integers(0, 255, (12, 32, 32, 3), dtype=np.uint8)
-    compute = trunk_cache.predict_in_batches
+    compute = trunk_cache.predict_batches
     def paused(*arguments, **options):
         print("COMPUTING", flush=True)
         while not os.path.exists(args.pause_until):
             time.sleep(0.05)
         return compute(*arguments, **options)
     if args.pause_until:
-        trunk_cache.predict_in_batches = paused
+        trunk_cache.predict_batches = paused
     print("READY", flush=True)
     features = trunk_cache.TrunkCache(args.cache).features(split, images)
     print("HIT", features.hit, "DERIVED", features.derived_from, flush=True)

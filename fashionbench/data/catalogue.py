@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from fashionbench.data.rows import StoredRows, select_rows, update_digest
 from fashionbench.data.skips import empty_skipped_items
 
 CATEGORIES: tuple[str, ...] = ("Skirts", "Dresses", "Shorts", "Blouses")
@@ -39,14 +40,15 @@ class Catalogue:
     ``items`` has the columns ``item_id`` (unique str), ``category`` (one of
     CATEGORIES), ``split`` (one of SPLITS), ``source`` (file path or generator name)
     and any number of ground-truth attribute columns named ``attr_<name>``.
-    ``images`` is uint8 RGB, shape (n, height, width, 3). ``skipped`` counts items the
+    ``images`` is uint8 RGB, shape (n, height, width, 3): an array in memory, or ``StoredRows``
+    of the catalogue store's file, read a batch at a time by every stage. ``skipped`` counts items the
     source could not use, by reason; ``skipped_items`` lists the problem ones (columns
     ``item``, ``reason``, ``detail``; items a filter or an unmapped label left out are only
     counted). ``converted`` counts items used after a conversion (colour mode, encoding).
     """
 
     items: pd.DataFrame
-    images: np.ndarray
+    images: np.ndarray | StoredRows
     skipped: Mapping[str, int] = field(default_factory=dict)
     skipped_items: pd.DataFrame = field(default_factory=empty_skipped_items)
     converted: Mapping[str, int] = field(default_factory=dict)
@@ -92,7 +94,7 @@ class Catalogue:
 
     def subset(self, mask: np.ndarray | pd.Series) -> Catalogue:
         mask = np.asarray(mask, dtype=bool)
-        return Catalogue(self.items[mask].reset_index(drop=True), self.images[mask], self.skipped,
+        return Catalogue(self.items[mask].reset_index(drop=True), select_rows(self.images, mask), self.skipped,
                          self.skipped_items, self.converted)
 
     def split(self, name: str) -> Catalogue:
@@ -112,7 +114,7 @@ class Catalogue:
         if "_fingerprint" not in self.__dict__:  # frozen dataclass: memoise in __dict__
             digest = hashlib.sha256()
             digest.update(self.items.to_csv(index=False).encode())
-            digest.update(np.ascontiguousarray(self.images).tobytes())
+            update_digest(digest, self.images)
             self.__dict__["_fingerprint"] = digest.hexdigest()[:16]
         return self.__dict__["_fingerprint"]
 

@@ -12,7 +12,8 @@ whenever ``load()`` could return something else:
 - the source code of ``fashionbench.data`` (a change in decoding is a miss) and the store
   format, NumPy and pandas versions.
 
-An entry is a folder ``<store>/<key>/`` holding ``images.npy``, ``tables.pkl`` (items and
+An entry is a folder ``<store>/<key>/`` holding ``images.npy`` (uint8, one row per item, read
+a batch at a time through ``StoredRows``: a run holds no catalogue in memory), ``tables.pkl`` (items and
 skipped_items as pickled data frames, which keep dtypes exactly) and ``manifest.json``
 (counts and the catalogue's fingerprint). Entries are written to a temporary folder and
 renamed into place, so readers see a whole entry or none; an entry that cannot be read or
@@ -48,6 +49,7 @@ from fashionbench.artifacts import (
     save_split_table,
 )
 from fashionbench.data.catalogue import Catalogue
+from fashionbench.data.rows import StoredRows
 from fashionbench.stage import Dataset, StageResult
 
 log = logging.getLogger("fashionbench.data")
@@ -133,6 +135,8 @@ def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool
     catalogue = source.load()
     try:
         write_entry(entry, catalogue)
+        # What later runs read: the stored rows, so the loaded images can be freed now.
+        catalogue = read_entry(entry)
     except OSError as error:
         log.warning("catalogue store: could not write %s (%s); continuing without storing", entry, error)
     seconds = time.perf_counter() - start
@@ -237,13 +241,13 @@ def write_entry(entry: Path, catalogue: Catalogue) -> None:
 
 
 def read_entry(entry: Path) -> Catalogue:
-    """The catalogue stored as ``entry``. Raises (OSError, ValueError, pickle and Catalogue
-    errors...) if any file is missing or damaged, or the data no longer has the fingerprint
-    recorded when it was stored."""
+    """The catalogue stored as ``entry``, its images read from disk when a stage needs them.
+    Raises (OSError, ValueError, pickle and Catalogue errors...) if any file is missing or
+    damaged, or the data no longer has the fingerprint recorded when it was stored."""
     manifest = json.loads((entry / "manifest.json").read_text())
     if manifest.get("format") != STORE_FORMAT:
         raise ValueError(f"store format {manifest.get('format')!r}, expected {STORE_FORMAT}")
-    images = np.load(entry / "images.npy", allow_pickle=False)
+    images = StoredRows(entry / "images.npy")
     tables = pd.read_pickle(entry / "tables.pkl")
     catalogue = Catalogue(tables["items"], images, dict(manifest["skipped"]), tables["skipped_items"],
                           dict(manifest["converted"]))

@@ -1,0 +1,38 @@
+"""The machine's accelerator, set up once at the start of a run: GPU memory growth, mixed
+precision and XLA (``device.*``; every default suits a CPU).
+
+TensorFlow and Keras keep these settings per process, so each run sets all of them, whatever
+an earlier run in the same process (a notebook, a test session) chose.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import tensorflow as tf
+
+from fashionbench.config import DeviceConfig
+
+log = logging.getLogger(__name__)
+
+MIXED_PRECISION_POLICY = "mixed_float16"
+
+
+def configure_device(options: DeviceConfig) -> list[str]:
+    """Apply ``options`` to this process; the names of the GPUs TensorFlow sees (none on a CPU)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, options.memory_growth)
+        except RuntimeError:  # the GPU is in use already in this process: the first run's choice stands
+            log.info("device.memory_growth: %s is initialised already; its memory growth is unchanged", gpu.name)
+    keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICY if options.mixed_precision else "float32")
+    # Prediction runs through plain tf.functions (fashionbench.model): XLA's auto-clustering
+    # compiles them on a GPU when asked; model.fit gets jit_compile from train_classifier.
+    tf.config.optimizer.set_jit("autoclustering" if options.jit_compile else False)
+    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+    log.info("device: %s, %s, jit_compile %s", ", ".join(names) or "CPU only",
+             MIXED_PRECISION_POLICY if options.mixed_precision else "float32",
+             "auto" if options.jit_compile is None else options.jit_compile)
+    return names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -75,3 +76,10 @@ def champion(tracked_store):
     from tests.tracked_store import promote_champion
 
     return promote_champion(tracked_store)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a server a test starts (mlflow server, mlflow models serve)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

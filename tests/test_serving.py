@@ -5,7 +5,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,11 @@ from PIL import Image
 
 from fashionbench.artifacts import load_shop
 from fashionbench.tracking.store import download_run_artifacts
+from tests.conftest import free_port
 from tests.tracked_store import MODEL_NAME
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,10 @@ from fashionbench.tracking.store import (
     ensure_experiment,
     tracking_settings,
 )
-from tests.conftest import TINY_RUN
+from tests.conftest import TINY_RUN, free_port
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

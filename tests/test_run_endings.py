@@ -13,6 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench import compare, promote, recommend, report
 from fashionbench.artifacts import TAG_BACKBONE_STORE
+from fashionbench.tracking.runs import Terminated, tracked_run
+from fashionbench.tracking.store import tracking_settings
 from tests.conftest import TINY_RUN
 
 pytestmark = pytest.mark.slow
@@ -53,6 +55,25 @@ def test_sigterm_ends_the_run_killed_with_the_reason(tmp_path):
     assert run.data.tags["error"] == "Terminated: terminated by SIGTERM"
     assert "the MLflow run is marked KILLED" in stderr and "Traceback" not in stderr
     assert run.data.tags["pid"] == str(process.pid) and run.data.tags["host"] == os.uname().nodename
+
+
+def test_a_sigterm_that_native_code_turns_into_another_error_still_ends_the_run_killed(tmp_path):
+    """SIGTERM raises Terminated in whatever Python frame runs; unwinding through TensorFlow's C++ it
+    can come out as a SystemError. Sent here to this very process, and replaced as TensorFlow does."""
+    settings = tracking_settings("sqlite:///" + str(tmp_path / "mlflow.db"), "sigterm")
+    with pytest.raises(Terminated, match="terminated by SIGTERM"):
+        with tracked_run(settings) as run:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises Terminated here, at once
+            except Terminated as terminated:
+                raise SystemError("Objects/listobject.c:338: bad argument to internal function") from terminated
+    ended = MlflowClient(settings.uri).get_run(run.run_id)
+    assert ended.info.status == "KILLED" and ended.data.tags["error"] == "Terminated: terminated by SIGTERM"
+    with pytest.raises(ValueError):  # the next run's errors are its own: FAILED
+        with tracked_run(settings) as failing:
+            raise ValueError("an error of the run itself")
+    assert MlflowClient(settings.uri).get_run(failing.run_id).info.status == "FAILED"
 
 
 def test_a_run_whose_process_was_killed_is_found_and_marked_killed(tmp_path, caplog):

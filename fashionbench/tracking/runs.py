@@ -156,8 +156,15 @@ class Terminated(BaseException):
         self.signal_name = signal_name
 
 
+# The signal tracked_run's handler turned into Terminated, until the run ends: native code (TensorFlow)
+# that the exception unwinds through can replace it with an error of its own (SystemError), which
+# must still end the run KILLED, not FAILED.
+_received: dict[str, str] = {}
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(signal.Signals(signum).name)
+    _received["signal"] = signal.Signals(signum).name
+    raise Terminated(_received["signal"])
 
 
 def this_process() -> dict[str, str]:
@@ -236,14 +243,20 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: M
     try:
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
                               tags={k: str(v) for k, v in all_tags.items()}) as run:
+            _received.clear()
             try:
                 yield TrackedRun(run.info.run_id, experiment_id)
             except BaseException as error:
+                if handles_sigterm:  # a second SIGTERM must not interrupt the bookkeeping
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                if "signal" in _received and not isinstance(error, Terminated):
+                    # Our Terminated, replaced on its way out of native code: the run was still terminated.
+                    terminated = Terminated(_received.pop("signal"))
+                    _end_with_error(terminated, "KILLED")
+                    raise terminated from error
                 # SystemExit: the process is told to exit from outside the pipeline; submitit does so
                 # in its signal handler after requeueing a preempted or timed-out job (SLURM's USR2).
                 interrupted = isinstance(error, (KeyboardInterrupt, Terminated, SystemExit))
-                if handles_sigterm:  # a second SIGTERM must not interrupt the bookkeeping
-                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 _end_with_error(error, "KILLED" if interrupted else "FAILED")
                 raise
     finally:

@@ -33,7 +33,7 @@ def config_fingerprint(config: Mapping[str, Any], keys: Sequence[str] | None = N
                        excludes: Sequence[str] = (), extra: Sequence[str] = ()) -> str:
     """16 hex digits that change when any value under ``keys`` (dotted prefixes; every key when
     None), other than those under ``excludes``, changes, or when one of ``extra`` does."""
-    selected = {name: value for name, value in _flatten(config).items()
+    selected = {name: value for name, value in flatten(config).items()
                 if (keys is None or _under(name, keys)) and not _under(name, excludes)}
     digest = hashlib.sha256(json.dumps([selected, list(extra)], sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
@@ -62,11 +62,13 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"model.freeze": 4, ...}: what fingerprints select from, and (as strings)
+    the params a run logs."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

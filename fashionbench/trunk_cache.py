@@ -670,10 +670,7 @@ class _RowsFile:
 
 def _array_hash(array: np.ndarray | StoredRows, prefix: str = "") -> str:
     digest = hashlib.sha256(prefix.encode())
-    if isinstance(array, StoredRows):
-        update_digest(digest, array)  # a chunk at a time
-    else:
-        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    update_digest(digest, array)  # a chunk at a time, in memory or on disk
     return digest.hexdigest()[:32]
 
 

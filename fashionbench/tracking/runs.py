@@ -45,6 +45,7 @@ from fashionbench.artifacts import (
     TAG_SWEEP,
     TAG_SWEEP_ID,
 )
+from fashionbench.fingerprint import flatten
 from fashionbench.processes import process_alive, process_start
 from fashionbench.stage import StageResult
 from fashionbench.tracking.store import TrackingSettings, ensure_experiment, sweep_runs, writable_store
@@ -55,16 +56,9 @@ stages = logging.getLogger("fashionbench.stages")  # one line per stage: what th
 _ALIAS = re.compile(r"^\$\{[A-Za-z_][\w.]*\}$")  # a value that is another key's value: ${freeze}
 
 
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten_config(config: Mapping[str, Any]) -> dict[str, str]:
     """Nested config -> {"model.freeze": "4", ...}, the form MLflow params take."""
-    flat: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_config(value, prefix=f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
+    return {name: str(value) for name, value in flatten(config).items()}
 
 
 def git_commit() -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 # Before TensorFlow/Keras are imported: quiet logs, and an empty Keras cache so that no test
@@ -83,3 +86,19 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_until_answers(url: str, process: subprocess.Popen, log: Path, seconds: float) -> None:
+    """Wait until GET ``url`` answers 200 from the server ``process`` started; fail with the end of
+    its ``log`` if it exits or does not answer within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer in {seconds:.0f} s\n" + log.read_text()[-3000:]
+        time.sleep(0.5)

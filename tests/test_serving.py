@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -18,7 +17,7 @@ from PIL import Image
 
 from fashionbench.artifacts import load_shop
 from fashionbench.tracking.store import download_run_artifacts
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_answers
 from tests.tracked_store import MODEL_NAME
 
 pytestmark = pytest.mark.slow
@@ -38,17 +37,7 @@ def server(tracked_store, champion, tmp_path_factory):
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
+        wait_until_answers(f"{url}/ping", process, log, 240)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from fashionbench.tracking.store import (
     ensure_experiment,
     tracking_settings,
 )
-from tests.conftest import TINY_RUN, free_port
+from tests.conftest import TINY_RUN, free_port, wait_until_answers
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +40,7 @@ def mlflow_server(tmp_path_factory):
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (root / "server.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start in 120 s"
-            time.sleep(0.5)
+        wait_until_answers(f"{uri}/health", process, root / "server.log", 120)
         yield uri, root
     finally:
         os.killpg(process.pid, signal.SIGTERM)

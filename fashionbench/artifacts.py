@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,6 +21,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from fashionbench.data import Catalogue
+from fashionbench.data.rows import row_chunks
 
 if TYPE_CHECKING:  # fashionbench.index measures itself under names defined here
     from fashionbench.index import CategoryIndex
@@ -149,11 +151,20 @@ class ArtifactError(ValueError):
 
 
 def save_shop(shop: Catalogue, items_csv: Path, images_npz: Path) -> None:
-    """The shop's item table (CSV) and images (compressed npz with the item ids beside them)."""
+    """The shop's item table (CSV) and images (compressed npz with the item ids beside them, as
+    ``np.savez_compressed`` writes it, but a chunk of images at a time: the shop's images are
+    rows on disk and are never all in memory here)."""
     items_csv.parent.mkdir(parents=True, exist_ok=True)
     images_npz.parent.mkdir(parents=True, exist_ok=True)
     shop.items.to_csv(items_csv, index=False)
-    np.savez_compressed(images_npz, item_ids=shop.items["item_id"].to_numpy(str), images=shop.images)
+    with zipfile.ZipFile(images_npz, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as npz:
+        with npz.open("item_ids.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, shop.items["item_id"].to_numpy(str), allow_pickle=False)
+        with npz.open("images.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(shop.images.dtype),
+                                                          "fortran_order": False, "shape": tuple(shop.images.shape)})
+            for block in row_chunks(shop.images):
+                member.write(memoryview(block).cast("B"))
 
 
 def load_shop(items_csv: Path, images_npz: Path) -> Catalogue:

@@ -107,3 +107,42 @@ def test_activations_larger_than_the_cache_train_uncached_and_say_why(catalogues
     assert not training.cache.used
     assert "exceed train.cache_max_gb" in training.cache.reason
     assert not any(tmp_path.iterdir())  # nothing computed into the cache
+
+
+def test_a_first_load_writes_images_as_they_are_drawn_not_all_in_memory(tmp_path, monkeypatch):
+    """The catalogue store's first load of a source never holds its images whole: traced
+    allocations peak far below the images' bytes, while loading into memory needs them all."""
+    import tracemalloc
+
+    from fashionbench.data import rows
+
+    monkeypatch.setattr(rows, "CHUNK_BYTES", 256 * 2**10)  # buffers of 256 KB instead of 8 MB: a small test
+    source = SyntheticSource(seed=1, image_size=64, scale=0.06, min_per_split=1)
+    tracemalloc.start()
+    try:
+        stored = load_catalogue(source, tmp_path / "store").catalogue
+        streamed_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        in_memory = source.load()
+        in_memory_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    image_bytes = in_memory.images.nbytes
+    assert image_bytes > 6 * 2**20 and isinstance(stored.images, StoredRows)
+    assert in_memory_peak > image_bytes  # what the store avoids (and why this test can fail)
+    assert streamed_peak < image_bytes / 4, (streamed_peak, image_bytes)
+    assert stored.fingerprint() == in_memory.fingerprint()
+
+
+def test_a_disabled_store_streams_into_a_nameless_temporary_file(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    loaded = load_catalogue(SOURCE, tmp_path / "store", enabled=False)
+    assert isinstance(loaded.catalogue.images, StoredRows) and not loaded.hit
+    assert list(tmp_path.iterdir()) == []  # nothing named, nothing left behind
+    assert loaded.catalogue.fingerprint() == SOURCE.load().fingerprint()
+    test = loaded.catalogue.split("test")
+    np.testing.assert_array_equal(np.asarray(test.images), SOURCE.load().split("test").images)
+    with pytest.raises(pickle.PicklingError, match="anonymous or removed"):
+        pickle.dumps(test.images)

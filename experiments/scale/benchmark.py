@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -62,11 +63,13 @@ def measure(config_overrides: list[str]) -> dict:
 
     x = experiment_config(compose_config(config_overrides))
     seconds: dict[str, float] = {}
+    peak_mb: dict[str, float] = {"start": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
     def timed(stage, work):
         start = time.perf_counter()
         result = work()
         seconds[stage] = time.perf_counter() - start
+        peak_mb[stage] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
         return result
 
     data = timed("data", lambda: load_catalogue(x.data, x.data_store.directory, x.data_store.enabled))
@@ -85,7 +88,7 @@ def measure(config_overrides: list[str]) -> dict:
     splits = hold_out_favourites(users, x.eval.holdout_fraction, seed=x.users.seed)
     recommendations = timed("recommend", lambda: evaluate_shop(shop_index, users, splits, untrained, x.index,
                                                                x.eval))
-    return {"items": len(catalogue), "hit": data.hit, "seconds": seconds,
+    return {"items": len(catalogue), "hit": data.hit, "seconds": seconds, "peak_mb": peak_mb,
             "test_accuracy": classification.accuracy,
             "precision": recommendations.metrics()[metric_name("precision", x.eval.k, MODEL)]}
 
@@ -150,6 +153,12 @@ def main() -> None:
         seconds = result["seconds"]
         print(f"| {scale} | {result['items']} | {peak_mb:.0f} | "
               + " | ".join(f"{seconds[s]:.1f}" for s in STAGES) + f" | {sum(seconds.values()):.1f} |")
+    print("\nPeak RSS (MB) after each stage (ru_maxrss: which stage set the peak):\n")
+    print("| data.scale | start | " + " | ".join(STAGES) + " |")
+    print("|---" * (len(STAGES) + 2) + "|")
+    for scale, result, _ in rows:
+        print(f"| {scale} | {result['peak_mb']['start']:.0f} | "
+              + " | ".join(f"{result['peak_mb'][s]:.0f}" for s in STAGES) + " |")
     items = [result["items"] for _, result, _ in rows]
     peaks = [peak for _, _, peak in rows]
     print(f"\nRSS growth: {slope(items, peaks) * 1000:.1f} MB per 1,000 items (least-squares slope over "

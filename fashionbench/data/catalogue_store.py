@@ -12,8 +12,9 @@ whenever ``load()`` could return something else:
 - the source code of ``fashionbench.data`` (a change in decoding is a miss) and the store
   format, NumPy and pandas versions.
 
-An entry is a folder ``<store>/<key>/`` holding ``images.npy`` (uint8, one row per item, read
-a batch at a time through ``StoredRows``: a run holds no catalogue in memory), ``tables.pkl`` (items and
+An entry is a folder ``<store>/<key>/`` holding ``images.npy`` (uint8, one row per item, written
+as the source decodes them and read a batch at a time through ``StoredRows``: a run holds no
+catalogue in memory, not even the first), ``tables.pkl`` (items and
 skipped_items as pickled data frames, which keep dtypes exactly) and ``manifest.json``
 (counts and the catalogue's fingerprint). Entries are written to a temporary folder and
 renamed into place, so readers see a whole entry or none; an entry that cannot be read or
@@ -49,7 +50,7 @@ from fashionbench.artifacts import (
     save_split_table,
 )
 from fashionbench.data.catalogue import Catalogue
-from fashionbench.data.rows import StoredRows
+from fashionbench.data.rows import RowsInMemory, RowsWriter, StoredRows
 from fashionbench.stage import Dataset, StageResult
 
 log = logging.getLogger("fashionbench.data")
@@ -60,7 +61,9 @@ _DATA_PACKAGE = Path(__file__).resolve().parent
 
 
 class CatalogueSource(Protocol):
-    def load(self) -> Catalogue: ...
+    image_size: int
+
+    def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue: ...
 
 
 @dataclass(frozen=True)
@@ -111,12 +114,15 @@ class CatalogueLoad(StageResult):
 
 def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool = True) -> CatalogueLoad:
     """``source.load()``'s catalogue, from ``store_dir`` when an entry for this source and its
-    input files exists there, otherwise loaded and stored. With ``enabled=False`` this is just
-    ``source.load()`` (nothing read or written). Raises what ``source.load()`` raises; a store
-    that cannot be written is logged and the loaded catalogue returned."""
+    input files exists there, otherwise loaded and stored. Either way its images are rows on
+    disk, read a batch at a time: a source's images go into the entry's file as they are decoded.
+    With ``enabled=False`` nothing is read from or written to the store: the images go into a
+    nameless temporary file (in the system's temporary folder) that is gone when the run ends.
+    Raises what ``source.load()`` raises; a store that cannot be written is logged and the
+    catalogue loaded without it."""
     start = time.perf_counter()
     if not enabled:
-        catalogue = source.load()
+        catalogue = _load_unstored(source)
         _log_split_table(source, catalogue)
         return CatalogueLoad(catalogue, False, time.perf_counter() - start, None, *_described(source))
     key = catalogue_key(source)
@@ -132,17 +138,33 @@ def load_catalogue(source: CatalogueSource, store_dir: str | Path, enabled: bool
             log.info("catalogue store: %s read from %s in %.2f s", type(source).__name__, entry, seconds)
             _log_split_table(source, catalogue)
             return CatalogueLoad(catalogue, True, seconds, key, *_described(source))
-    catalogue = source.load()
     try:
-        write_entry(entry, catalogue)
-        # What later runs read: the stored rows, so the loaded images can be freed now.
-        catalogue = read_entry(entry)
+        catalogue = store_source(source, entry)
     except OSError as error:
         log.warning("catalogue store: could not write %s (%s); continuing without storing", entry, error)
+        catalogue, key = _load_unstored(source), None
     seconds = time.perf_counter() - start
-    log.info("catalogue store: %s loaded in %.2f s and stored in %s", type(source).__name__, seconds, entry)
+    log.info("catalogue store: %s loaded in %.2f s%s", type(source).__name__, seconds,
+             f" and stored in {entry}" if key else "")
     _log_split_table(source, catalogue)
     return CatalogueLoad(catalogue, False, seconds, key, *_described(source))
+
+
+def _row_shape(source: CatalogueSource) -> tuple[int, int, int]:
+    return (int(source.image_size), int(source.image_size), 3)
+
+
+def _load_unstored(source: CatalogueSource) -> Catalogue:
+    """The source loaded into a nameless temporary file (in memory if none can be made)."""
+    try:
+        images = RowsWriter.anonymous(None, _row_shape(source))
+    except OSError as error:
+        log.warning("catalogue store: no temporary file for the images (%s); holding them in memory", error)
+        return source.load(RowsInMemory(_row_shape(source)))
+    try:
+        return source.load(images)
+    finally:
+        images.close()
 
 
 def _described(source: CatalogueSource) -> tuple[str, str]:
@@ -215,18 +237,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_entry(entry: Path, catalogue: Catalogue) -> None:
-    """Store ``catalogue`` as ``entry``, atomically: a whole entry appears or none. An existing
-    entry (a damaged one being replaced) is removed first; if another process stores the same
-    key meanwhile, its entry is kept. Raises OSError if the store folder cannot be written."""
+def store_source(source: CatalogueSource, entry: Path) -> Catalogue:
+    """Load ``source`` into a new entry ``entry`` and return the stored catalogue. The images are
+    written to the entry's file as they are decoded, in a staging folder renamed into place at
+    the end: a whole entry appears or none. An existing entry (a damaged one being replaced) is
+    removed first; if another process stores the same key meanwhile, its entry is kept. Raises
+    OSError if the store cannot be written, and what ``source.load()`` raises."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+    images = None
     try:
-        np.save(staging / "images.npy", np.ascontiguousarray(catalogue.images), allow_pickle=False)
+        images = RowsWriter(staging / "images.npy", _row_shape(source))
+        catalogue = source.load(images)
         pd.to_pickle({"items": catalogue.items, "skipped_items": catalogue.skipped_items}, staging / "tables.pkl")
         manifest = {"format": STORE_FORMAT, "fingerprint": catalogue.fingerprint(),
                     "skipped": dict(catalogue.skipped), "converted": dict(catalogue.converted)}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        del catalogue  # its rows are read from the entry from now on
         if entry.exists():
             shutil.rmtree(entry, ignore_errors=True)
         try:
@@ -236,8 +263,11 @@ def write_entry(entry: Path, catalogue: Catalogue) -> None:
                 raise
             # Another process stored this key first: same key, same catalogue; keep theirs.
     finally:
+        if images is not None:
+            images.close()
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    return read_entry(entry)
 
 
 def read_entry(entry: Path) -> Catalogue:

@@ -30,6 +30,7 @@ from fashionbench.data.labelled_images import (
     load_labelled_images,
     validate_category_mapping,
 )
+from fashionbench.data.rows import RowsInMemory, RowsWriter
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.text_tables import read_text
 
@@ -50,7 +51,7 @@ class DeepFashionSource(PhotoSourceOptions):
 
     categories: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
 
-    def load(self) -> Catalogue:
+    def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue:
         """Raises CatalogueError for an invalid option, a missing or malformed list file, an empty category."""
         root = self.validated_root()
         mapping = validate_category_mapping(dict(self.categories), "data.categories")
@@ -90,7 +91,7 @@ class DeepFashionSource(PhotoSourceOptions):
         ]
         return load_labelled_images(
             records, source=self.name, root=root, image_size=self.image_size, seed=self.seed, skips=skips,
-            max_per_category=self.max_per_category, max_pixels=self.max_pixels,
+            max_per_category=self.max_per_category, max_pixels=self.max_pixels, images=images,
         )
 
     def _attributes(self, root: Path, images: set[str], skips: SkipLog) -> dict[str, dict[str, str]]:

@@ -22,6 +22,7 @@ from fashionbench.data.labelled_images import (
     load_labelled_images,
     validate_category_mapping,
 )
+from fashionbench.data.rows import RowsInMemory, RowsWriter
 from fashionbench.data.skips import SkipLog
 
 log = logging.getLogger("fashionbench.data")
@@ -39,7 +40,7 @@ class FolderSource(PhotoSourceOptions):
     categories: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
     extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png"])
 
-    def load(self) -> Catalogue:
+    def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue:
         """Raises CatalogueError for an invalid option, a root without category folders, an empty category."""
         root = self.validated_root()
         mapping = validate_category_mapping(dict(self.categories), "data.categories")
@@ -79,7 +80,7 @@ class FolderSource(PhotoSourceOptions):
                 records.append(LabelledImage(relative, relative, category, split))
         return load_labelled_images(
             records, source=self.name, root=root, image_size=self.image_size, seed=self.seed, skips=skips,
-            max_per_category=self.max_per_category, max_pixels=self.max_pixels,
+            max_per_category=self.max_per_category, max_pixels=self.max_pixels, images=images,
         )
 
 

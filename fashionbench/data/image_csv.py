@@ -23,6 +23,7 @@ from fashionbench.data.labelled_images import (
     load_labelled_images,
     validate_category_mapping,
 )
+from fashionbench.data.rows import RowsInMemory, RowsWriter
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.text_tables import read_csv_records
 
@@ -50,7 +51,7 @@ class ImageCsvSource(PhotoSourceOptions):
     attributes: dict[str, str] = field(default_factory=dict)
     overflow_column: str | None = None
 
-    def load(self) -> Catalogue:
+    def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue:
         """Raises CatalogueError for an invalid option, a missing file or column, an empty category."""
         root = self.validated_root()
         mapping = validate_category_mapping(dict(self.categories), "data.categories")
@@ -89,7 +90,7 @@ class ImageCsvSource(PhotoSourceOptions):
                      dict(unmapped.most_common(12)))
         return load_labelled_images(
             records, source=self.name, root=root, image_size=self.image_size, seed=self.seed, skips=skips,
-            max_per_category=self.max_per_category, max_pixels=self.max_pixels,
+            max_per_category=self.max_per_category, max_pixels=self.max_pixels, images=images,
         )
 
 

@@ -31,11 +31,15 @@ from fashionbench.data.catalogue import (
     check_image_size,
 )
 from fashionbench.data.images import DEFAULT_MAX_PIXELS, UnusableImage, decode_image, resolve_inside
+from fashionbench.data.rows import RowsInMemory, RowsWriter
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.splitting import stratified_course_split
 from fashionbench.paths import absolute_path
 
 log = logging.getLogger("fashionbench.data")
+
+# Images decoded (in threads) before they are handed on: at 224 px about 150 MB in memory.
+DECODE_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,13 @@ def load_labelled_images(
     skips: SkipLog,
     max_per_category: int | None = None,
     max_pixels: int,
+    images: RowsInMemory | RowsWriter | None = None,
 ) -> Catalogue:
     """The catalogue of the records whose image is usable, skipped ones counted in ``skips``.
+
+    Images are decoded a chunk at a time (in threads) and each usable one goes into ``images``
+    (default: a list in memory; the catalogue store passes a ``RowsWriter``), so a data set is
+    never held in memory whole unless the caller asks for that.
 
     Records without a split get a seeded stratified split in the course's proportions.
     Raises CatalogueError if a category or a split ends up empty, naming it and the skip counts.
@@ -129,22 +138,23 @@ def load_labelled_images(
         except UnusableImage as unusable:
             return unusable
 
+    images = images or RowsInMemory((image_size, image_size, 3))
+    kept = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        decoded = list(pool.map(decode, paths, chunksize=16))
-
-    kept, images = [], []
-    for record, result in zip(records, decoded):
-        if result is None:
-            continue
-        if isinstance(result, UnusableImage):
-            skips.skip(record.item_id, result.reason, result.detail)
-            lost_by_category[record.category][result.reason] += 1
-            continue
-        pixels, mode = result
-        if mode != "RGB":
-            skips.convert("image_mode_" + re.sub(r"[^A-Za-z0-9]+", "_", mode).strip("_"))
-        kept.append(record)
-        images.append(pixels)
+        for start in range(0, len(records), DECODE_CHUNK):
+            chunk = slice(start, start + DECODE_CHUNK)
+            for record, result in zip(records[chunk], pool.map(decode, paths[chunk], chunksize=16)):
+                if result is None:
+                    continue
+                if isinstance(result, UnusableImage):
+                    skips.skip(record.item_id, result.reason, result.detail)
+                    lost_by_category[record.category][result.reason] += 1
+                    continue
+                pixels, mode = result
+                if mode != "RGB":
+                    skips.convert("image_mode_" + re.sub(r"[^A-Za-z0-9]+", "_", mode).strip("_"))
+                kept.append(record)
+                images.append(pixels)
     seconds = time.perf_counter() - started
 
     counts = Counter(record.category for record in kept)
@@ -179,8 +189,7 @@ def load_labelled_images(
 
     level = logging.WARNING if len(skips.skipped_items()) else logging.INFO
     log.log(level, "%s: %d images decoded from %s in %.1f s; %s", source, len(kept), root, seconds, skips.summary())
-    stacked = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
-    return Catalogue(items, stacked, dict(skips.skipped), skips.skipped_items(), dict(skips.converted))
+    return Catalogue(items, images.finish(), dict(skips.skipped), skips.skipped_items(), dict(skips.converted))
 
 
 def _drop_duplicate_ids(records: Sequence[LabelledImage], skips: SkipLog) -> list[LabelledImage]:

@@ -24,6 +24,7 @@ from fashionbench.data.catalogue import (
     check_image_size,
     course_split_sizes,
 )
+from fashionbench.data.rows import RowsInMemory, RowsWriter
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (30, 30, 35),
@@ -71,9 +72,12 @@ class SyntheticSource:
         if self.noise < 0:
             raise CatalogueError(f"data.noise must be >= 0, got {self.noise}")
 
-    def load(self) -> Catalogue:
+    def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue:
+        """The drawn catalogue; each image goes into ``images`` as it is drawn (default: a list in
+        memory; the catalogue store passes a ``RowsWriter``)."""
         sizes = course_split_sizes(self.scale, self.min_per_split)
-        rows, images = [], []
+        images = images or RowsInMemory((self.image_size, self.image_size, 3))
+        rows = []
         for category in CATEGORIES:
             for split, count in zip(SPLITS, sizes[category]):
                 for _ in range(count):
@@ -90,7 +94,7 @@ class SyntheticSource:
                             **{ATTRIBUTE_PREFIX + k: v for k, v in attributes.items()},
                         }
                     )
-        return Catalogue(pd.DataFrame(rows), np.stack(images))
+        return Catalogue(pd.DataFrame(rows), images.finish())
 
 
 def draw_attributes(category: str, rng: np.random.Generator) -> dict[str, str]:

@@ -50,7 +50,7 @@ from fashionbench.ranking import (
     metric_column,
     random_coverage,
     random_expectations,
-    random_intra_list_diversity,
+    random_intra_list_diversity_without,
 )
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, IndexRecommender, RandomRecommender, reference_ladder
 from fashionbench.stage import StageResult
@@ -234,15 +234,18 @@ def _diversity(rows: pd.DataFrame, k: int, shop_items: Mapping[str, list[str]],
     """Mean over pairs of the intra-list attribute distance of the top-k list (random: expected)."""
     values = []
     for category, in_category in rows.groupby("category"):
-        items = shop_items[category]
+        items, matrix = shop_items[category], distances[category]
         position = {item: i for i, item in enumerate(items)}
+        row_sums = None
         for row in in_category.itertuples():
             if row.recommended == "":
-                candidates = _candidate_positions(items, row.queries)
-                values.append(random_intra_list_diversity(candidates, distances[category]))
+                if row_sums is None:
+                    row_sums = matrix.sum(axis=1)
+                excluded = [position[item] for item in json.loads(row.queries) if item in position]
+                values.append(random_intra_list_diversity_without(matrix, excluded, row_sums))
             else:
                 ranked = json.loads(row.recommended)[:k]
-                values.append(intra_list_diversity([position[item] for item in ranked], distances[category]))
+                values.append(intra_list_diversity([position[item] for item in ranked], matrix))
     values = [v for v in values if not np.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
 

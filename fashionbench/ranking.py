@@ -90,6 +90,22 @@ def random_intra_list_diversity(candidates: Sequence[int], distances: np.ndarray
     return intra_list_diversity(candidates, distances)
 
 
+def random_intra_list_diversity_without(distances: np.ndarray, excluded: Sequence[int],
+                                        row_sums: np.ndarray | None = None) -> float:
+    """``random_intra_list_diversity`` of every item but those at ``excluded`` (a pair's queries),
+    from the matrix's row sums: the candidates' pairwise sum is the whole matrix's, less the
+    excluded items' rows and columns (their shared block added back once), so a pair costs
+    O(excluded x items) rather than O(items^2). The diagonal must be zero (an item's distance
+    to itself). ``row_sums``: ``distances.sum(axis=1)``, when the caller has it."""
+    row_sums = distances.sum(axis=1) if row_sums is None else row_sums
+    excluded = np.unique(np.asarray(excluded, dtype=int))
+    candidates = len(distances) - len(excluded)
+    if candidates < 2:
+        return float("nan")
+    total = row_sums.sum() - 2 * row_sums[excluded].sum() + distances[np.ix_(excluded, excluded)].sum()
+    return float(total / (candidates * (candidates - 1)))
+
+
 def random_coverage(n_items: int, candidate_sets: Sequence[np.ndarray], slots: Sequence[int]) -> float:
     """The expected share of a category's ``n_items`` that at least one random list holds, when
     list j draws ``slots[j]`` of the positions ``candidate_sets[j]`` uniformly (RecBole's

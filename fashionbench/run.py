@@ -64,6 +64,7 @@ from fashionbench.model import Classifier, build_classifier  # noqa: E402
 from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, UNTRAINED  # noqa: E402
 from fashionbench.tracking.records import RunRecord  # noqa: E402
+from fashionbench.tracking.run_models import model_tags  # noqa: E402
 from fashionbench.tracking.runs import Terminated, disk_full, reap_orphaned_runs, tracked_run  # noqa: E402
 from fashionbench.tracking.store import (  # noqa: E402
     StoredRun,
@@ -162,31 +163,36 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
             cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
             training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
                                         seed=x.model.seed, cache=cache, jit_compile=x.device.jit_compile)
+            kept = keep_for_reuse(fingerprints[TAG_TRAINING_FINGERPRINT], x, classifier, untrained)
         else:  # the same data, model, training, seeds and code FINISHED before: its weights, no training
-            classifier, untrained, training = reuse_training(settings, weights_from, x, shop)
+            kept, training = reuse_training(settings, weights_from, x, shop)
+            classifier, untrained = kept.classifier, kept.untrained
             run.record(classifier)
         run.record(training)
-        classification = evaluate_classifier(classifier.model, shop, x.eval.batch_size)
+        # Same weights, same shop: the same predictions (kept for the sweep's next index-only job).
+        classification = kept.remember("classification", lambda: evaluate_classifier(classifier.model, shop,
+                                                                                     x.eval.batch_size))
         run.record(classification)
 
-        embeddings = embed_items(classifier, shop, x.eval.batch_size)
+        embeddings = kept.remember("embeddings", lambda: embed_items(classifier, shop, x.eval.batch_size))
         run.record(embeddings)
         shop_index = build_shop_index(shop, embeddings, x.index)
         run.record(shop_index)
         # Against exact search, as ann-benchmarks does, whatever the backend.
         run.record(measure_shop_index(shop_index, embeddings, x.index.quality_k, x.index.quality_repeats))
 
-        users = x.users.simulate(shop)
+        users = kept.remember(("users", repr(x.users)), lambda: x.users.simulate(shop))
         run.record(users)
-        splits = hold_out_favourites(users, x.eval.holdout_fraction, seed=x.users.seed)
+        splits = kept.remember(("splits", repr(x.users), x.eval.holdout_fraction),
+                               lambda: hold_out_favourites(users, x.eval.holdout_fraction, seed=x.users.seed))
         run.record(splits)
         recommendations = evaluate_shop(shop_index, users, splits, untrained, x.index, x.eval)
         run.record(recommendations)  # the model and the reference ladder, pair by pair
 
-        if x.tracking.log_model:  # lean: the run's own layers; the backbone is stored once per experiment
+        if x.tracking.log_model and weights_from is None:  # lean: its own layers; the backbone once per experiment
             run.log_classifier(classifier)
-        if weights_from is None:
-            keep_for_reuse(fingerprints[TAG_TRAINING_FINGERPRINT], x, classifier, untrained)
+        elif x.tracking.log_model:  # the weights the source run logged: that model, not a second copy
+            run.set_tags(model_tags(weights_from))
         metrics = {**training.metrics(), **classification.metrics(), **recommendations.metrics()}
         return RunSummary(run.run_id, settings.uri, run.experiment_id, x.eval.k, metrics)
 
@@ -234,36 +240,58 @@ def trained_run(settings: TrackingSettings, fingerprints: dict[str, str]) -> Run
                  if TAG_MODEL_URI in run.tags and TRAIN_SECONDS in run.metrics), None)
 
 
-# The last trained (or reused) classifier and its untrained shop embeddings, by its training
-# fingerprint (equal fingerprints, equal weights), kept for the next job of a sweep in this process
-# (the basic launcher): loading the model and tracing its predict functions again would cost an
-# index-only job more than its own work.
-_REUSED: dict[tuple[str, str, bool], tuple[Classifier, ItemEmbeddings | None]] = {}
+@dataclass
+class KeptTraining:
+    """The last trained (or reused) classifier of this process, by its training fingerprint
+    (equal fingerprints, equal weights), with what the run computed from it and the shop:
+    the sweep's next job (the basic launcher runs them in one process) that reuses the
+    training takes them from here instead of loading the model, retracing its predict
+    functions and predicting the same shop again. One at a time."""
+
+    key: tuple
+    classifier: Classifier
+    untrained: ItemEmbeddings | None
+    results: dict = field(default_factory=dict)
+
+    def remember(self, what, compute):
+        """``compute()``, or its value from an earlier job with this classifier; ``what`` names
+        the result and every setting besides the weights and the shop that it depends on."""
+        if what not in self.results:
+            self.results[what] = compute()
+        return self.results[what]
+
+
+_KEPT: list[KeptTraining] = []
 
 
 def keep_for_reuse(training_fingerprint: str, x: ExperimentConfig, classifier: Classifier,
-                   untrained: ItemEmbeddings | None) -> None:
-    """Keep this process's classifier, trained as ``training_fingerprint`` says, for ``reuse_training``
-    (one at a time)."""
-    _REUSED.clear()
-    _REUSED[(training_fingerprint, x.model.embedding_layer, untrained is not None)] = classifier, untrained
+                   untrained: ItemEmbeddings | None) -> KeptTraining:
+    """Keep this process's classifier, trained as ``training_fingerprint`` says, for ``reuse_training``."""
+    kept = KeptTraining(_kept_key(training_fingerprint, x), classifier, untrained)
+    _KEPT[:] = [kept]
+    return kept
+
+
+def _kept_key(training_fingerprint: str, x: ExperimentConfig) -> tuple:
+    # What the kept results depend on besides the training: the shop (its data), the embedding
+    # layer, whether the untrained reference is scored, and the prediction batch size.
+    return (training_fingerprint, x.model.embedding_layer, UNTRAINED in x.eval.references, x.eval.batch_size)
 
 
 def reuse_training(settings: TrackingSettings, source: RunRecord, x: ExperimentConfig, shop: Catalogue
-                   ) -> tuple[Classifier, ItemEmbeddings | None, ReusedTraining]:
+                   ) -> tuple[KeptTraining, ReusedTraining]:
     """The classifier with ``source``'s trained weights (loaded as ``promote`` loads a run's
-    model), the untrained classifier's shop embeddings (when the untrained reference is scored),
-    and the training stage's result: the run that trained the weights and its times."""
-    with_untrained = UNTRAINED in x.eval.references
-    key = (source.tags[TAG_TRAINING_FINGERPRINT], x.model.embedding_layer, with_untrained)
-    if key not in _REUSED:
+    model) and the untrained classifier's shop embeddings (when the untrained reference is
+    scored), kept from an earlier job of this process when it had them; and the training
+    stage's result: the run that trained the weights and its times."""
+    key = _kept_key(source.tags[TAG_TRAINING_FINGERPRINT], x)
+    kept = next((kept for kept in _KEPT if kept.key == key), None)
+    if kept is None:
         initial = build_classifier(x.model, x.data.image_size)  # what the source started from
-        untrained = embed_items(initial, shop, x.eval.batch_size) if with_untrained else None
-        keep_for_reuse(key[0], x, replace(initial, model=StoredRun(settings, source).keras_model()), untrained)
-    classifier, untrained = _REUSED[key]
+        untrained = embed_items(initial, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
+        kept = keep_for_reuse(key[0], x, replace(initial, model=StoredRun(settings, source).keras_model()), untrained)
     trained_by = source.tags.get(TAG_TRAINING_REUSED_FROM, source.run_id)  # the run that did train
-    return classifier, untrained, ReusedTraining(trained_by, source.metrics[TRAIN_SECONDS],
-                                                 source.metrics.get(FIT_SECONDS, 0.0))
+    return kept, ReusedTraining(trained_by, source.metrics[TRAIN_SECONDS], source.metrics.get(FIT_SECONDS, 0.0))
 
 
 def name_job(cfg: DictConfig, settings: TrackingSettings) -> str:

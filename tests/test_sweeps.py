@@ -10,12 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import TEST_ACCURACY, TRAIN_SECONDS, TRAINING_SECTION
 from fashionbench.fingerprint import job_fingerprint, training_fingerprint
 from fashionbench.run import run_experiment
+from fashionbench.tracking.run_models import load_run_model
 from fashionbench.tracking.runs import end_sweep, reap_orphaned_runs
 from fashionbench.tracking.store import ensure_experiment, experiment_runs, resolve_sweep, tracking_settings
 from fashionbench.tracking.sweep import job_name
@@ -109,9 +111,15 @@ def test_a_run_that_only_changes_the_index_reuses_the_trained_weights(store_uri)
     first, second, third = (client.get_run(s.run_id) for s in (trained, reused, retrained))
     assert second.data.tags["training_reused_from"] == first.info.run_id
     assert second.data.metrics[TRAIN_SECONDS] == first.data.metrics[TRAIN_SECONDS]
-    # Its model is its own (lean: a few MB of trainable layers) on the source's shared backbone.
-    assert second.data.tags["model_uri"] != first.data.tags["model_uri"]
+    # Its model is the source's (the same weights), named by its tags rather than stored twice,
+    # and loads as the source's does.
+    assert second.data.tags["model_uri"] == first.data.tags["model_uri"] == f"runs:/{first.info.run_id}/model"
     assert second.data.tags["backbone"] == first.data.tags["backbone"]
+    assert "model" not in {entry.path for entry in client.list_artifacts(second.info.run_id)}
+    settings = tracking_settings(store_uri)
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(load_run_model(settings, second.info.run_id).predict(images, verbose=0),
+                                  load_run_model(settings, first.info.run_id).predict(images, verbose=0))
     assert EPOCH_LOSS in first.data.metrics and EPOCH_LOSS not in second.data.metrics  # no training ran
     assert second.data.metrics[TEST_ACCURACY] == first.data.metrics[TEST_ACCURACY]  # the same weights
     assert second.data.params["index.metric"] == "euclidean"

@@ -143,6 +143,13 @@ def log_run_model(client: MlflowClient, run_id: str, experiment_id: str, classif
     return uri
 
 
+def model_tags(source: Any) -> dict[str, str]:
+    """The tags that make a run's model the one ``source`` (a ``RunRecord``) logged: for a run
+    that reused ``source``'s training, whose weights are the same, so nothing is logged twice."""
+    return {key: source.tags[key] for key in (TAG_MODEL_URI, TAG_BACKBONE, TAG_BACKBONE_STORE_RUN)
+            if key in source.tags}
+
+
 def load_run_model(settings: TrackingSettings, run_id: str) -> Any:
     """The Keras classifier run ``run_id`` logged, rebuilt exactly from its own weights and its
     shared backbone (uncompiled: for inference). Runs logged whole, before lean artifacts, load
@@ -164,11 +171,14 @@ def load_run_model(settings: TrackingSettings, run_id: str) -> Any:
         except Exception as error:  # noqa: BLE001 - MlflowException or OSError, by store
             raise ArtifactError(f"run {run_id}: its model {uri} cannot be loaded ({type(error).__name__}: "
                                 f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})") from None
+    # runs:/<id>/model: this run's own files, or those of the run whose training it reused.
+    owner, _, path = uri.removeprefix("runs:/").partition("/")
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            local = client.download_artifacts(run_id, MODEL, scratch)
+            local = client.download_artifacts(owner, path or MODEL, scratch)
         except Exception as error:  # noqa: BLE001 - MlflowException or OSError, by store
-            raise ArtifactError(f"run {run_id} lacks its model's files ({MODEL}/: {type(error).__name__})") from None
+            where = f"{path or MODEL}/" + (f" of run {owner}, whose training it reused" if owner != run_id else "")
+            raise ArtifactError(f"run {run_id} lacks its model's files ({where}: {type(error).__name__})") from None
         try:
             parts = ModelParts.load(Path(local))
         except ArtifactError as error:

@@ -39,10 +39,12 @@ class _OpenFile:
     an anonymous temporary file that never had a name)."""
 
     def __init__(self, path: Path | None = None, *, fd: int | None = None) -> None:
+        self.fd = -1  # until opened: a file that cannot be opened leaves nothing to close
         self.fd = os.open(path, os.O_RDONLY) if fd is None else fd
 
     def __del__(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 def _read_header(fd: int, path: Path) -> tuple[np.dtype, tuple[int, ...], int, int]:

@@ -267,6 +267,7 @@ class TrunkCache:
         self.max_bytes = int(max_gb * 1e9)
         self.dtype = dtype
         self.batch_size = batch_size
+        self._submodels: dict[tuple[int, ...], tuple[keras.Model, list]] = {}  # see _submodel
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:  # the run goes on, computing every activation
@@ -385,13 +386,24 @@ class TrunkCache:
         cut = _dominating_tensor(trunk)
         if cut is not None:
             name = cut._keras_history.operation.name
-            rest = keras.Model(cut, [tensor for tensor in trunk.outputs if tensor is not cut])
-            found = self._features(keras.Model(trunk.inputs, cut), (name,), images, images_key, digests)
+            rest = self._submodel(cut, [tensor for tensor in trunk.outputs if tensor is not cut])
+            found = self._features(self._submodel(trunk.inputs, cut), (name,), images, images_key, digests)
             batches = _released_after(self._run_rest(trunk, _Upstream([cut], rest, found.arrays)), found)
             return batches, ([name] if found.hit else found.derived_from)
         log.info("trunk cache: computing boundary %s from the images", list(boundary))
         batches = predict_batches(trunk, images, self.batch_size)
         return ([np.asarray(array, dtype=self.dtype) for array in batch] for batch in batches), None
+
+    def _submodel(self, inputs, outputs) -> keras.Model:
+        """``keras.Model(inputs, outputs)`` (a tensor or a list each), built once per such pair:
+        each model object traces its forward pass once (about 2 s for ResNet50's trunk on 2 CPU
+        cores), so the train and validation splits of one run share it."""
+        tensors = [*(inputs if isinstance(inputs, list) else [inputs]),
+                   *(outputs if isinstance(outputs, list) else [outputs])]
+        key = tuple(id(tensor) for tensor in tensors)
+        if key not in self._submodels:  # the tensors are kept with it, so their ids stay theirs
+            self._submodels[key] = (keras.Model(inputs, outputs), tensors)
+        return self._submodels[key][0]
 
     def _run_rest(self, trunk: keras.Model, upstream: _Upstream) -> Iterator[list[np.ndarray]]:
         """Batches of the trunk's outputs from stored upstream activations, read a batch at a time:
@@ -554,7 +566,7 @@ class TrunkCache:
                 upstream = [trunk.get_layer(name).output for name in meta["boundary"]]
                 prefix = keras.Model(trunk.inputs, upstream)
                 remaining = [t for t in trunk.outputs if not any(t is u for u in upstream)]
-                rest = keras.Model(upstream, remaining) if remaining else None
+                rest = self._submodel(upstream, remaining) if remaining else None
             except ValueError:  # not a layer of this trunk, or downstream of this boundary
                 continue
             if weights_fingerprint(prefix, digests) == meta["weights_fingerprint"]:

@@ -163,7 +163,7 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
             cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
             training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
                                         seed=x.model.seed, cache=cache, jit_compile=x.device.jit_compile)
-            kept = keep_for_reuse(fingerprints[TAG_TRAINING_FINGERPRINT], x, classifier, untrained)
+            kept = KeptTraining(run.run_id, _kept_key(x), classifier, untrained)
         else:  # the same data, model, training, seeds and code FINISHED before: its weights, no training
             kept, training = reuse_training(settings, weights_from, x, shop)
             classifier, untrained = kept.classifier, kept.untrained
@@ -193,6 +193,7 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
             run.log_classifier(classifier)
         elif x.tracking.log_model:  # the weights the source run logged: that model, not a second copy
             run.set_tags(model_tags(weights_from))
+        _KEPT[:] = [kept]  # for the next job of this process, once this run has done its work
         metrics = {**training.metrics(), **classification.metrics(), **recommendations.metrics()}
         return RunSummary(run.run_id, settings.uri, run.experiment_id, x.eval.k, metrics)
 
@@ -242,13 +243,14 @@ def trained_run(settings: TrackingSettings, fingerprints: dict[str, str]) -> Run
 
 @dataclass
 class KeptTraining:
-    """The last trained (or reused) classifier of this process, by its training fingerprint
-    (equal fingerprints, equal weights), with what the run computed from it and the shop:
-    the sweep's next job (the basic launcher runs them in one process) that reuses the
-    training takes them from here instead of loading the model, retracing its predict
-    functions and predicting the same shop again. One at a time."""
+    """The last trained (or reused) classifier of this process, by the run that trained its
+    weights, with what the run computed from it and the shop: the sweep's next job (the basic
+    launcher runs them in one process) that reuses that run's training takes them from here
+    instead of loading the model, retracing its predict functions and predicting the same shop
+    again. One at a time."""
 
-    key: tuple
+    weights_of: str  # the run that trained these weights
+    key: tuple  # the settings the kept results depend on besides the weights (_kept_key)
     classifier: Classifier
     untrained: ItemEmbeddings | None
     results: dict = field(default_factory=dict)
@@ -261,21 +263,14 @@ class KeptTraining:
         return self.results[what]
 
 
-_KEPT: list[KeptTraining] = []
+_KEPT: list[KeptTraining] = []  # the last run's, once it has done its work
 
 
-def keep_for_reuse(training_fingerprint: str, x: ExperimentConfig, classifier: Classifier,
-                   untrained: ItemEmbeddings | None) -> KeptTraining:
-    """Keep this process's classifier, trained as ``training_fingerprint`` says, for ``reuse_training``."""
-    kept = KeptTraining(_kept_key(training_fingerprint, x), classifier, untrained)
-    _KEPT[:] = [kept]
-    return kept
-
-
-def _kept_key(training_fingerprint: str, x: ExperimentConfig) -> tuple:
-    # What the kept results depend on besides the training: the shop (its data), the embedding
-    # layer, whether the untrained reference is scored, and the prediction batch size.
-    return (training_fingerprint, x.model.embedding_layer, UNTRAINED in x.eval.references, x.eval.batch_size)
+def _kept_key(x: ExperimentConfig) -> tuple:
+    # What the kept results depend on besides the weights (whose run's training fingerprint
+    # also covers the data, so the shop): the embedding layer, whether the untrained reference
+    # is scored, and the prediction batch size.
+    return (x.model.embedding_layer, UNTRAINED in x.eval.references, x.eval.batch_size)
 
 
 def reuse_training(settings: TrackingSettings, source: RunRecord, x: ExperimentConfig, shop: Catalogue
@@ -284,13 +279,13 @@ def reuse_training(settings: TrackingSettings, source: RunRecord, x: ExperimentC
     model) and the untrained classifier's shop embeddings (when the untrained reference is
     scored), kept from an earlier job of this process when it had them; and the training
     stage's result: the run that trained the weights and its times."""
-    key = _kept_key(source.tags[TAG_TRAINING_FINGERPRINT], x)
-    kept = next((kept for kept in _KEPT if kept.key == key), None)
+    trained_by = source.tags.get(TAG_TRAINING_REUSED_FROM, source.run_id)  # the run that did train
+    kept = next((kept for kept in _KEPT if (kept.weights_of, kept.key) == (trained_by, _kept_key(x))), None)
     if kept is None:
         initial = build_classifier(x.model, x.data.image_size)  # what the source started from
         untrained = embed_items(initial, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
-        kept = keep_for_reuse(key[0], x, replace(initial, model=StoredRun(settings, source).keras_model()), untrained)
-    trained_by = source.tags.get(TAG_TRAINING_REUSED_FROM, source.run_id)  # the run that did train
+        kept = KeptTraining(trained_by, _kept_key(x), replace(initial, model=StoredRun(settings, source).keras_model()),
+                            untrained)
     return kept, ReusedTraining(trained_by, source.metrics[TRAIN_SECONDS], source.metrics.get(FIT_SECONDS, 0.0))
 
 

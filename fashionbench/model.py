@@ -120,7 +120,7 @@ def predict_batches(model: keras.Model, images: np.ndarray | StoredRows | tuple[
     forward = _compiled(model)
     total = -(-len(arrays[0]) // batch_size)
     for batch in progress(dataset, f"predict ({model.name})", total):
-        outputs = forward(batch, training=False)
+        outputs = forward(batch)
         yield [np.asarray(output) for output in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
 
 
@@ -143,12 +143,27 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _compiled(model: keras.Model):
-    """``model`` as a graph function, made once per model. TensorFlow keys its retracing count by
-    the traced callable, here the model itself, so models do not add to each other's count; with
-    ``reduce_retracing`` the last, smaller batch generalises the batch size instead of tracing anew."""
+    """``model`` in inference mode as a graph function, made once per model and traced once: its
+    input signature leaves the batch size open, so the last, smaller batch runs the same graph
+    (tracing ResNet50 takes seconds; without a signature a partial batch traced it again).
+    The function holds the model weakly: a model no longer used is freed with it."""
     if model not in _COMPILED:
-        _COMPILED[model] = tf.function(model, reduce_retracing=True)
+        specs = [tf.TensorSpec((None, *tensor.shape[1:]), tf.float32) for tensor in model.inputs]
+        _COMPILED[model] = tf.function(_Inference(model), input_signature=[specs[0] if len(specs) == 1
+                                                                           else tuple(specs)])
     return _COMPILED[model]
+
+
+class _Inference:
+    """``model(batch, training=False)``, the model held weakly. A callable object rather than a
+    function: TensorFlow counts the traces of a function by its code, so one lambda for every
+    model would add up their traces and warn about "retracing"; an object is counted alone."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = weakref.ref(model)
+
+    def __call__(self, batch):
+        return self.model()(batch, training=False)
 
 
 def build_classifier(options: ModelConfig, image_size: int) -> Classifier:

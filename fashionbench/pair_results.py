@@ -50,7 +50,7 @@ from fashionbench.ranking import (
     metric_column,
     random_coverage,
     random_expectations,
-    random_intra_list_diversity_without,
+    random_intra_list_diversity,
 )
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, IndexRecommender, RandomRecommender, reference_ladder
 from fashionbench.stage import StageResult
@@ -242,7 +242,7 @@ def _diversity(rows: pd.DataFrame, k: int, shop_items: Mapping[str, list[str]],
                 if row_sums is None:
                     row_sums = matrix.sum(axis=1)
                 excluded = [position[item] for item in json.loads(row.queries) if item in position]
-                values.append(random_intra_list_diversity_without(matrix, excluded, row_sums))
+                values.append(random_intra_list_diversity(matrix, excluded, row_sums))
             else:
                 ranked = json.loads(row.recommended)[:k]
                 values.append(intra_list_diversity([position[item] for item in ranked], matrix))

@@ -84,19 +84,16 @@ def intra_list_diversity(positions: Sequence[int], distances: np.ndarray) -> flo
     return float(block.sum() / (len(positions) * (len(positions) - 1)))
 
 
-def random_intra_list_diversity(candidates: Sequence[int], distances: np.ndarray) -> float:
-    """The expected intra-list diversity of a uniformly random list of two or more candidates:
-    every pair of candidates is equally likely to be in it, so it is their mean pairwise distance."""
-    return intra_list_diversity(candidates, distances)
-
-
-def random_intra_list_diversity_without(distances: np.ndarray, excluded: Sequence[int],
-                                        row_sums: np.ndarray | None = None) -> float:
-    """``random_intra_list_diversity`` of every item but those at ``excluded`` (a pair's queries),
-    from the matrix's row sums: the candidates' pairwise sum is the whole matrix's, less the
-    excluded items' rows and columns (their shared block added back once), so a pair costs
-    O(excluded x items) rather than O(items^2). The diagonal must be zero (an item's distance
-    to itself). ``row_sums``: ``distances.sum(axis=1)``, when the caller has it."""
+def random_intra_list_diversity(distances: np.ndarray, excluded: Sequence[int],
+                                row_sums: np.ndarray | None = None) -> float:
+    """The expected intra-list diversity of a uniformly random list of two or more of a
+    category's items, every item but those at ``excluded`` (a pair's queries) a candidate:
+    every pair of candidates is equally likely to be in it, so it is their mean pairwise
+    distance; NaN for fewer than two candidates. Computed from the matrix's row sums (the
+    candidates' pairwise sum is the whole matrix's, less the excluded items' rows and columns,
+    their shared block added back once), so a pair costs O(excluded x items) rather than
+    O(items^2). The diagonal must be zero (an item's distance to itself). ``row_sums``:
+    ``distances.sum(axis=1)``, when the caller has it."""
     row_sums = distances.sum(axis=1) if row_sums is None else row_sums
     excluded = np.unique(np.asarray(excluded, dtype=int))
     candidates = len(distances) - len(excluded)

@@ -33,15 +33,20 @@ import numpy as np
 import pandas as pd
 
 from fashionbench.artifacts import TAG_DATA_FINGERPRINT, TAG_EVAL_FINGERPRINT, TAG_GIT_COMMIT
+from fashionbench.config import option_roles
+from fashionbench.options import UPSTREAM, Stage, role_of
 from fashionbench.pair_results import eval_fingerprint
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM
 from fashionbench.stats import PairedTest, holm, mean_confidence_interval, paired_test
 from fashionbench.tracking.records import RunRecord, swept_parameters
 
-# Params that choose a draw, not a design: runs differing only in these are replicates.
-SEED_PARAMS = ("seed", "data.seed", "model.seed", "users.seed", "index.seed")
-# Params that decide who is evaluated on what: what to name when runs are not comparable.
-USERS_AND_SPLITS = ("data.", "users.", "eval.holdout_fraction", "seed")
+_ROLES = option_roles()
+# Params that choose a draw, not a design (options declared seed=True): runs differing only in these
+# are replicates. Top-level first: ``seed`` names the group of seeds it drives.
+SEED_PARAMS = tuple(sorted((name for name, role in _ROLES.items() if role.seed), key=lambda n: (n.count("."), n)))
+# What decides who is evaluated on what (the users, the held-out splits and the data they are drawn
+# from): the params to name when runs are not comparable.
+USERS_AND_SPLITS = UPSTREAM[Stage.USERS]
 PAIR_KEYS = ["stratum", "user_id", "category"]
 
 
@@ -272,7 +277,7 @@ def _check_comparable(groups: dict[str, list[RunPairs]]) -> None:
         pairs_a, pairs_b = (only_a or groups[a])[0], (only_b or groups[b])[0]
         run_a, run_b = pairs_a.run, pairs_b.run
         differing = sorted(p for p in set(run_a.params) | set(run_b.params)
-                           if p.startswith(USERS_AND_SPLITS) and run_a.params.get(p) != run_b.params.get(p))
+                           if _decides(p, USERS_AND_SPLITS) and run_a.params.get(p) != run_b.params.get(p))
         tags = [t for t in (TAG_DATA_FINGERPRINT, TAG_GIT_COMMIT) if run_a.tags.get(t) != run_b.tags.get(t)]
         what = ", ".join(f"{p}: {run_a.params.get(p, '–')} vs {run_b.params.get(p, '–')}" for p in differing)
         what = what or ", ".join(f"{t}: {run_a.tags.get(t)} vs {run_b.tags.get(t)}" for t in tags) or \
@@ -281,6 +286,11 @@ def _check_comparable(groups: dict[str, list[RunPairs]]) -> None:
             f"runs {run_a.run_id} ({a}) and {run_b.run_id} ({b}) do not share users and held-out splits "
             f"(eval_fingerprint {pairs_a.stratum} vs {pairs_b.stratum}): {what}. Compare runs of one sweep, or runs "
             f"that differ only in model, training or index settings.")
+
+
+def _decides(param: str, stages: frozenset[Stage]) -> bool:
+    role = role_of(param, _ROLES)
+    return role is not None and role.decides in stages
 
 
 def _pair_values(members: list[RunPairs], metric: str, recommender: str) -> pd.DataFrame:

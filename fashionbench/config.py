@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from fashionbench.data.folders import FolderSource
 from fashionbench.data.image_csv import ImageCsvSource
 from fashionbench.data.synthetic import SyntheticSource
 from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig, HnswIndexConfig
+from fashionbench.options import Role, Stage, option, schema_roles
 from fashionbench.paths import absolute_path
 from fashionbench.references import REFERENCES
 from fashionbench.users import CourseUsers, TasteUsers
@@ -72,12 +74,14 @@ class ModelConfig:
     """The classifier (fashionbench.model): ResNet50 backbone, the course's head, the embedding layer."""
 
     # imagenet | auto (ImageNet if Keras can load it, else random) | null (random) | /path/to/weights.h5
-    weights: str | None = "auto"
-    freeze: int = 4  # train the last N backbone layers, freeze the rest (0..175)
-    embedding_layer: str = "pool"  # pool (2048) | dense_512 | dense_128 | softmax | any backbone layer name
-    dense_units: list[int] = field(default_factory=lambda: [512, 128])
-    dropout: float = 0.3
-    seed: int = DEFAULT_SEED  # initial weights, dropout and the order training visits the items
+    weights: str | None = option("auto", decides=Stage.TRAINING)
+    freeze: int = option(4, decides=Stage.TRAINING)  # train the last N backbone layers, freeze the rest (0..175)
+    # pool (2048) | dense_512 | dense_128 | softmax | any backbone layer name
+    embedding_layer: str = option("pool", decides=Stage.EMBEDDING)
+    dense_units: list[int] = option(factory=lambda: [512, 128], decides=Stage.TRAINING)
+    dropout: float = option(0.3, decides=Stage.TRAINING)
+    # initial weights, dropout and the order training visits the items
+    seed: int = option(DEFAULT_SEED, decides=Stage.TRAINING, seed=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.freeze, bool) or not isinstance(self.freeze, int) or not 0 <= self.freeze <= RESNET50_LAYERS:
@@ -106,18 +110,19 @@ class TrainConfig:
     # From random initialisation the frozen trunk's pooled features share a large offset, and the
     # head needs small steps and many of them to learn past it: at 3 epochs and 1e-3 it predicted
     # one category for every item in 3 of 5 seeds (README, "A classifier that learns").
-    epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 3e-4  # Adam
+    epochs: int = option(30, decides=Stage.TRAINING)
+    batch_size: int = option(32, decides=Stage.TRAINING)
+    learning_rate: float = option(3e-4, decides=Stage.TRAINING)  # Adam
     # Frozen-trunk cache (fashionbench.trunk_cache): the activations crossing the freeze
     # boundary are computed once per (trunk weights, images, boundary); only the tail is fitted.
-    cache: bool = True
+    cache: bool = option(True, decides=Stage.TRAINING)
     # null: $FASHIONBENCH_CACHE_DIR, else .cache/trunk; relative to where the command is launched (every job
     # of a sweep shares it, hydra.job.chdir=true too); an absolute path puts it on shared storage.
-    cache_dir: str | None = None
-    cache_max_gb: float = 5.0  # least recently used entries are evicted past this
-    cache_dtype: str = "float32"  # float16 halves the disk; probabilities move by ~1e-3
-    augment: bool = False  # random horizontal flips; turns the cache off (logged reason)
+    cache_dir: str | None = option(None, decides=Stage.PLACEMENT)
+    cache_max_gb: float = option(5.0, decides=Stage.PLACEMENT)  # least recently used entries are evicted past this
+    cache_dtype: str = option("float32", decides=Stage.TRAINING)  # float16 halves the disk; probabilities move by ~1e-3
+    # random horizontal flips; turns the cache off (logged reason)
+    augment: bool = option(False, decides=Stage.TRAINING)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -146,13 +151,15 @@ class EvalConfig:
     """Evaluation: classification on the test split (fashionbench.evaluate), and recommendations
     of the model and the reference ladder on every (user, category) pair (fashionbench.pair_results)."""
 
-    k: int = 5  # the headline: precision@k (precision_at_k)
-    ks: list[int] = field(default_factory=lambda: [5, 10])  # every metric at each of these too
-    holdout_fraction: float = 0.5  # of each user's favourites per category, hidden and to be found
-    batch_size: int = 128  # for prediction and embedding
+    k: int = option(5, decides=Stage.EVALUATION)  # the headline: precision@k (precision_at_k)
+    ks: list[int] = option(factory=lambda: [5, 10], decides=Stage.EVALUATION)  # every metric at each of these too
+    # of each user's favourites per category, hidden and to be found
+    holdout_fraction: float = option(0.5, decides=Stage.USERS)
+    batch_size: int = option(128, decides=Stage.EMBEDDING)  # for prediction and embedding
     # Reference recommenders scored on the same pairs (fashionbench.references), floor to ceiling.
-    references: list[str] = field(default_factory=lambda: list(REFERENCES))
-    pixels_size: int = 8  # the pixels reference: thumbnails of this many pixels a side
+    references: list[str] = option(factory=lambda: list(REFERENCES), decides=Stage.EVALUATION)
+    # the pixels reference: thumbnails of this many pixels a side
+    pixels_size: int = option(8, decides=Stage.EVALUATION)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -176,19 +183,21 @@ class TrackingConfig:
 
     # null: $MLFLOW_TRACKING_URI if set, else mlflow.db where the command is launched (a SQLite file);
     # a server: http://host:5000 (configs/tracking/server.yaml, experiments/scale_out/README.md).
-    uri: str | None = None
-    experiment_name: str = "fashionbench"
-    artifact_location: str | None = None  # null: mlartifacts/ beside a SQLite store; a server's artifact root
-    log_model: bool = True  # log the run's model: its trainable layers; the frozen backbone once per experiment
+    uri: str | None = option(None, decides=Stage.PLACEMENT)
+    experiment_name: str = option("fashionbench", decides=Stage.PLACEMENT)
+    # null: mlartifacts/ beside a SQLite store; a server's artifact root
+    artifact_location: str | None = option(None, decides=Stage.PLACEMENT)
+    # log the run's model: its trainable layers; the frozen backbone once per experiment
+    log_model: bool = option(True, decides=Stage.PLACEMENT)
     # Set by the sweep callback on every job of a multirun (an override Hydra passes to each
     # job's config, so it reaches workers under any launcher): the sweep's parent run.
-    parent_run_id: str | None = None
+    parent_run_id: str | None = option(None, decides=Stage.PLACEMENT)
     # A multirun skips a job whose config (tracking and naming aside) has a FINISHED run in the
     # experiment, and returns that run's headline metric; false runs every job again.
-    resume: bool = True
+    resume: bool = option(True, decides=Stage.PLACEMENT)
     # A run whose data, model, training and seed settings and code match a FINISHED run with a
     # logged model reuses its trained weights instead of training (tag training_reused_from).
-    reuse_training: bool = True
+    reuse_training: bool = option(True, decides=Stage.PLACEMENT)
 
 
 @dataclass
@@ -197,8 +206,9 @@ class DataStoreConfig:
 
     Top level, not in data/: it applies to every source, and a source's options are its own."""
 
-    enabled: bool = True
-    dir: str | None = None  # null: $FASHIONBENCH_DATA_STORE, else .cache/catalogues (as train.cache_dir)
+    enabled: bool = option(True, decides=Stage.PLACEMENT)
+    # null: $FASHIONBENCH_DATA_STORE, else .cache/catalogues (as train.cache_dir)
+    dir: str | None = option(None, decides=Stage.PLACEMENT)
 
     @property
     def directory(self) -> Path:
@@ -213,22 +223,22 @@ class DeviceConfig:
 
     # Keras' mixed_float16: float16 compute with float32 weights and a float32 softmax, loss
     # scaling on. About 2x on GPUs with tensor cores; runs (slowly) on a CPU. Probabilities move.
-    mixed_precision: bool = False
+    mixed_precision: bool = option(False, decides=Stage.TRAINING)
     # XLA-compile the training step (model.fit) and, when true, let XLA cluster the prediction
     # functions. null: Keras' "auto" (XLA on a GPU, off on a CPU-only machine).
-    jit_compile: bool | None = None
+    jit_compile: bool | None = option(None, decides=Stage.TRAINING)
     # Take GPU memory as needed instead of all of it at start, so parallel jobs can share a GPU.
-    memory_growth: bool = True
+    memory_growth: bool = option(True, decides=Stage.PLACEMENT)
 
 
 @dataclass
 class ExperimentConfig:
     """One experiment: data -> model -> train -> evaluate -> index -> users -> recommend -> track."""
 
-    seed: int = DEFAULT_SEED
+    seed: int = option(DEFAULT_SEED, decides=Stage.DATA, seed=True)  # data.seed, model.seed, users.seed, ... read it
     # The knob swept most often, so it is top level: `-m freeze=2,4,8` (model.freeze reads it).
-    freeze: int = ModelConfig.freeze
-    run_name: str | None = None
+    freeze: int = option(ModelConfig.freeze, decides=Stage.TRAINING)
+    run_name: str | None = option(None, decides=Stage.PLACEMENT)
     data: Any = MISSING  # a data source: SyntheticSource, ImageCsvSource, DeepFashionSource, FolderSource
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -250,6 +260,19 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "eval": {"default": EvalConfig},
     "tracking": {"mlflow": TrackingConfig},
 }
+
+
+# The config groups whose schema the defaults choose: each of their options is declared by every
+# schema of the group (fashionbench.options.schema_roles).
+CHOSEN_GROUPS = ("data", "index", "users")
+
+
+@cache
+def option_roles() -> dict[str, Role]:
+    """What every option of every schema decides, by dotted name (``model.freeze``): the source of
+    the fingerprints, of what ``compare`` counts as seeds and as users and splits, and of what is
+    never a swept parameter. Raises UndeclaredOptionError naming a field declared without a role."""
+    return schema_roles(ExperimentConfig, groups={group: SCHEMAS[group].values() for group in CHOSEN_GROUPS})
 
 
 def register_schemas() -> None:

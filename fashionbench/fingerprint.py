@@ -1,53 +1,64 @@
-"""Which runs did the same work: fingerprints of a resolved config over chosen keys.
+"""Which runs did the same work: fingerprints of a resolved config over the options of a stage.
 
-Two questions share this machinery, each answered by a tag on every run and an MLflow search
-for a FINISHED run with the same tag value (``tracking.store.finished_runs_with``):
+What an option decides is declared on its schema field (``fashionbench.options``), and each
+fingerprint covers the options whose results are among its stages (``options.UPSTREAM``). Two
+questions are answered by a tag on every run and an MLflow search for a FINISHED run with the same
+tag value (``tracking.store.finished_runs_with``):
 
-- did this sweep job already run? (``tracking.resume``): the whole config, tracking and naming
-  keys aside (``CONFIG_FINGERPRINT_EXCLUDES``);
-- was this model already trained? (``tracking.reuse_training``): the keys that decide the
-  trained weights (``TRAINING_KEYS``, less ``TRAINING_EXCLUDES``), the data's content and the
-  package's source code, so that a run after a code change trains again.
+- did this sweep job already run? (``tracking.resume``): every option that decides a result
+  (where runs are logged, where caches live and what a run is called aside);
+- was this model already trained? (``tracking.reuse_training``): the options that decide the data
+  and the trained weights (``device.mixed_precision`` and ``device.jit_compile`` among them), the
+  data's content and the package's source code, so that a run after a code change trains again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-# Where a run is logged and what it is called change nothing it computes.
-CONFIG_FINGERPRINT_EXCLUDES = ("tracking", "run_name")
-# What decides the trained weights: the data, the model, how it is fitted, and the seeds
-# (the top-level seed and freeze feed model.seed and model.freeze).
-TRAINING_KEYS = ("data", "model", "train", "seed", "freeze")
-# ... except what only reads the trained model (the embedding layer) or where the trunk
-# cache lives and how large it may grow.
-TRAINING_EXCLUDES = ("model.embedding_layer", "train.cache_dir", "train.cache_max_gb")
+from fashionbench.config import option_roles
+from fashionbench.options import UPSTREAM, Stage, UndeclaredOptionError, role_of
+
+# Every result a run computes: what a job's fingerprint covers.
+RESULTS = UPSTREAM[Stage.EVALUATION]
 
 
-def config_fingerprint(config: Mapping[str, Any], keys: Sequence[str] | None = None,
-                       excludes: Sequence[str] = (), extra: Sequence[str] = ()) -> str:
-    """16 hex digits that change when any value under ``keys`` (dotted prefixes; every key when
-    None), other than those under ``excludes``, changes, or when one of ``extra`` does."""
-    selected = {name: value for name, value in flatten(config).items()
-                if (keys is None or _under(name, keys)) and not _under(name, excludes)}
+def config_fingerprint(config: Mapping[str, Any], stages: Iterable[Stage], extra: Sequence[str] = ()) -> str:
+    """16 hex digits that change when the value of any option deciding one of ``stages`` changes
+    (by the options' declared roles), or when one of ``extra`` does. Raises UndeclaredOptionError
+    for a key that no schema declares."""
+    wanted, roles = frozenset(stages), option_roles()
+    selected = {}
+    for name, value in flatten(config).items():
+        role = role_of(name, roles)
+        if role is None:
+            raise UndeclaredOptionError(f"config key {name!r} is no option of any schema: it cannot be fingerprinted")
+        if role.decides in wanted:
+            selected[name] = value
     digest = hashlib.sha256(json.dumps([selected, list(extra)], sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
 def job_fingerprint(config: Mapping[str, Any]) -> str:
-    """What ``tracking.resume`` compares: the resolved config, tracking and naming keys aside."""
-    return config_fingerprint(config, excludes=CONFIG_FINGERPRINT_EXCLUDES)
+    """What ``tracking.resume`` compares: every option that decides a result of the run."""
+    return config_fingerprint(config, RESULTS)
 
 
 def training_fingerprint(config: Mapping[str, Any], data_fingerprint: str) -> str:
-    """What ``tracking.reuse_training`` compares: the settings that decide the trained weights,
-    the data's content (``Catalogue.fingerprint``) and the package's code (``code_fingerprint``)."""
-    return config_fingerprint(config, TRAINING_KEYS, TRAINING_EXCLUDES, extra=(data_fingerprint, code_fingerprint()))
+    """What ``tracking.reuse_training`` compares: the options that decide the trained weights, the
+    data's content (``Catalogue.fingerprint``) and the package's code (``code_fingerprint``)."""
+    return config_fingerprint(config, UPSTREAM[Stage.TRAINING], extra=(data_fingerprint, code_fingerprint()))
+
+
+def stage_fingerprint(config: Mapping[str, Any], stage: Stage) -> str:
+    """The options of ``stage`` itself (not of its inputs): what a result computed from given inputs
+    depends on besides them (the results a process keeps for a sweep's next job)."""
+    return config_fingerprint(config, {stage})
 
 
 @cache
@@ -73,6 +84,3 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             flat[f"{prefix}{key}"] = value
     return flat
 
-
-def _under(name: str, prefixes: Sequence[str]) -> bool:
-    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)

@@ -55,12 +55,13 @@ from fashionbench.config import (  # noqa: E402
 from fashionbench.data import Catalogue  # noqa: E402
 from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
 from fashionbench.device import configure_device  # noqa: E402
-from fashionbench.embed import ItemEmbeddings, embed_items  # noqa: E402
+from fashionbench.embed import embed_items  # noqa: E402
 from fashionbench.evaluate import evaluate_classifier  # noqa: E402
-from fashionbench.fingerprint import job_fingerprint, training_fingerprint  # noqa: E402
+from fashionbench.fingerprint import job_fingerprint, stage_fingerprint, training_fingerprint  # noqa: E402
 from fashionbench.index import build_shop_index  # noqa: E402
 from fashionbench.index_quality import measure_shop_index  # noqa: E402
 from fashionbench.model import Classifier, build_classifier  # noqa: E402
+from fashionbench.options import Stage  # noqa: E402
 from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, UNTRAINED  # noqa: E402
 from fashionbench.tracking.records import RunRecord  # noqa: E402
@@ -156,19 +157,26 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         run.set_tags(fingerprints)
         run.record(data)
         configure_device(x.device)  # before the model is built: its dtype policy and the GPU's memory
+        embedding_key = stage_fingerprint(values, Stage.EMBEDDING)  # what the kept results depend on
         if weights_from is None:
             classifier = build_classifier(x.model, x.data.image_size)
             run.record(classifier)
-            untrained = embed_items(classifier, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
+            kept = KeptTraining(run.run_id, embedding_key, classifier)
+            if UNTRAINED in x.eval.references:  # before training changes the weights in place
+                kept.remember("untrained", lambda: embed_items(classifier, shop, x.eval.batch_size))
             cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
             training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
                                         seed=x.model.seed, cache=cache, jit_compile=x.device.jit_compile)
-            kept = KeptTraining(run.run_id, _kept_key(x), classifier, untrained)
         else:  # the same data, model, training, seeds and code FINISHED before: its weights, no training
-            kept, training = reuse_training(settings, weights_from, x, shop)
-            classifier, untrained = kept.classifier, kept.untrained
+            kept, training = reuse_training(settings, weights_from, x, shop, embedding_key)
+            classifier = kept.classifier
             run.record(classifier)
         run.record(training)
+        # Kept from a job that did not score the untrained reference: the seeded classifier, built again,
+        # starts where the trained one started.
+        untrained = kept.remember("untrained", lambda: embed_items(build_classifier(x.model, x.data.image_size), shop,
+                                                                   x.eval.batch_size)) \
+            if UNTRAINED in x.eval.references else None
         # Same weights, same shop: the same predictions (kept for the sweep's next index-only job).
         classification = kept.remember("classification", lambda: evaluate_classifier(classifier.model, shop,
                                                                                      x.eval.batch_size))
@@ -181,9 +189,10 @@ def run_experiment(cfg: DictConfig | ExperimentConfig) -> RunSummary:
         # Against exact search, as ann-benchmarks does, whatever the backend.
         run.record(measure_shop_index(shop_index, embeddings, x.index.quality_k, x.index.quality_repeats))
 
-        users = kept.remember(("users", repr(x.users)), lambda: x.users.simulate(shop))
+        users_key = stage_fingerprint(values, Stage.USERS)  # users.* and eval.holdout_fraction
+        users = kept.remember(("users", users_key), lambda: x.users.simulate(shop))
         run.record(users)
-        splits = kept.remember(("splits", repr(x.users), x.eval.holdout_fraction),
+        splits = kept.remember(("splits", users_key),
                                lambda: hold_out_favourites(users, x.eval.holdout_fraction, seed=x.users.seed))
         run.record(splits)
         recommendations = evaluate_shop(shop_index, users, splits, untrained, x.index, x.eval)
@@ -250,9 +259,10 @@ class KeptTraining:
     again. One at a time."""
 
     weights_of: str  # the run that trained these weights
-    key: tuple  # the settings the kept results depend on besides the weights (_kept_key)
+    # The options of the embedding stage (the embedding layer, the prediction batch size): what the
+    # kept results depend on besides the weights, whose run's training fingerprint covers the data.
+    key: str
     classifier: Classifier
-    untrained: ItemEmbeddings | None
     results: dict = field(default_factory=dict)
 
     def remember(self, what, compute):
@@ -266,26 +276,20 @@ class KeptTraining:
 _KEPT: list[KeptTraining] = []  # the last run's, once it has done its work
 
 
-def _kept_key(x: ExperimentConfig) -> tuple:
-    # What the kept results depend on besides the weights (whose run's training fingerprint
-    # also covers the data, so the shop): the embedding layer, whether the untrained reference
-    # is scored, and the prediction batch size.
-    return (x.model.embedding_layer, UNTRAINED in x.eval.references, x.eval.batch_size)
-
-
-def reuse_training(settings: TrackingSettings, source: RunRecord, x: ExperimentConfig, shop: Catalogue
-                   ) -> tuple[KeptTraining, ReusedTraining]:
-    """The classifier with ``source``'s trained weights (loaded as ``promote`` loads a run's
-    model) and the untrained classifier's shop embeddings (when the untrained reference is
-    scored), kept from an earlier job of this process when it had them; and the training
-    stage's result: the run that trained the weights and its times."""
+def reuse_training(settings: TrackingSettings, source: RunRecord, x: ExperimentConfig, shop: Catalogue,
+                   embedding_key: str) -> tuple[KeptTraining, ReusedTraining]:
+    """The classifier with ``source``'s trained weights (loaded as ``promote`` loads a run's model)
+    and, when the untrained reference is scored, the untrained classifier's shop embeddings, kept
+    from an earlier job of this process when it had them; and the training stage's result: the run
+    that trained the weights and its times."""
     trained_by = source.tags.get(TAG_TRAINING_REUSED_FROM, source.run_id)  # the run that did train
-    kept = next((kept for kept in _KEPT if (kept.weights_of, kept.key) == (trained_by, _kept_key(x))), None)
+    kept = next((kept for kept in _KEPT if (kept.weights_of, kept.key) == (trained_by, embedding_key)), None)
     if kept is None:
         initial = build_classifier(x.model, x.data.image_size)  # what the source started from
-        untrained = embed_items(initial, shop, x.eval.batch_size) if UNTRAINED in x.eval.references else None
-        kept = KeptTraining(trained_by, _kept_key(x), replace(initial, model=StoredRun(settings, source).keras_model()),
-                            untrained)
+        trained = replace(initial, model=StoredRun(settings, source).keras_model())
+        kept = KeptTraining(trained_by, embedding_key, trained)
+        if UNTRAINED in x.eval.references:
+            kept.remember("untrained", lambda: embed_items(initial, shop, x.eval.batch_size))
     return kept, ReusedTraining(trained_by, source.metrics[TRAIN_SECONDS], source.metrics.get(FIT_SECONDS, 0.0))
 
 

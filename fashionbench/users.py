@@ -24,6 +24,7 @@ import pandas as pd
 from fashionbench.artifacts import EVAL_PAIRS, USER_RATINGS, USERS_SECTION, save_ratings
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
+from fashionbench.options import Stage, option
 from fashionbench.paths import absolute_path
 from fashionbench.reviews import (
     DEFAULT_CLASS_MAP,
@@ -102,18 +103,23 @@ class TasteUsers:
 
     # 200 users: the paired standard error of a difference in precision@5 between two configurations
     # is about 0.004 (experiments/power/users_needed.py); 50 gave 0.008.
-    n_users: int = 200
-    items_per_user: int | None = 100  # shop items each user rates (null: reviews rows / n_users)
-    rating_histogram: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0])  # ratings 1..5
-    noise: float = 0.3  # std of the noise added to a user's taste score
-    favourite_threshold: int = 4  # ratings >= this are favourites
-    reviews: str | None = None  # path of the Women's E-Commerce Clothing Reviews CSV
-    class_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CLASS_MAP))  # Class Name -> category
-    min_reviews_per_category: int = 20  # fewer rows: the category uses the overall histogram (reported)
+    n_users: int = option(200, decides=Stage.USERS)
+    # shop items each user rates (null: reviews rows / n_users)
+    items_per_user: int | None = option(100, decides=Stage.USERS)
+    # ratings 1..5
+    rating_histogram: list[float] = option(factory=lambda: [1.0, 1.0, 1.0, 1.0, 1.0], decides=Stage.USERS)
+    noise: float = option(0.3, decides=Stage.USERS)  # std of the noise added to a user's taste score
+    favourite_threshold: int = option(4, decides=Stage.USERS)  # ratings >= this are favourites
+    reviews: str | None = option(None, decides=Stage.USERS)  # path of the Women's E-Commerce Clothing Reviews CSV
+    # Class Name -> category
+    class_map: dict[str, str] = option(factory=lambda: dict(DEFAULT_CLASS_MAP), decides=Stage.USERS)
+    # fewer rows: the category uses the overall histogram (reported)
+    min_reviews_per_category: int = option(20, decides=Stage.USERS)
     # The full-information protocol: every user rates every shop item of every category
     # (items_per_user and the reviews' class mix are then not used).
-    rate_all: bool = False
-    seed: int = 0  # who rates what, their tastes, and which favourites are held out
+    rate_all: bool = option(False, decides=Stage.USERS)
+    # who rates what, their tastes, and which favourites are held out
+    seed: int = option(0, decides=Stage.USERS, seed=True)
 
     def __post_init__(self) -> None:
         """UsersConfigError (or ReviewsError) naming the ``users.*`` option that is unusable."""
@@ -183,11 +189,11 @@ class CourseUsers:
     for a random shop item of that category. A user's rating of an item is the mean of its
     rows. Ratings here do not depend on what items look like."""
 
-    reviews: str  # path of the Women's E-Commerce Clothing Reviews CSV
-    n_users: int = 5
-    favourite_threshold: int = 4
-    class_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CLASS_MAP))
-    seed: int = 0
+    reviews: str = option(decides=Stage.USERS)  # path of the Women's E-Commerce Clothing Reviews CSV
+    n_users: int = option(5, decides=Stage.USERS)
+    favourite_threshold: int = option(4, decides=Stage.USERS)
+    class_map: dict[str, str] = option(factory=lambda: dict(DEFAULT_CLASS_MAP), decides=Stage.USERS)
+    seed: int = option(0, decides=Stage.USERS, seed=True)
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_users <= 26:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fashionbench.data.catalogue import SPLITS, Catalogue, CatalogueError
@@ -33,6 +33,7 @@ from fashionbench.data.labelled_images import (
 from fashionbench.data.rows import RowsInMemory, RowsWriter
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.text_tables import read_text
+from fashionbench.options import Stage, option
 
 log = logging.getLogger("fashionbench.data")
 
@@ -49,7 +50,7 @@ DEFAULT_CATEGORIES = {"Blouse": "Blouses", "Dress": "Dresses", "Shorts": "Shorts
 class DeepFashionSource(PhotoSourceOptions):
     """The images of the DeepFashion categories that ``categories`` maps to shop categories."""
 
-    categories: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
+    categories: dict[str, str] = option(factory=lambda: dict(DEFAULT_CATEGORIES), decides=Stage.DATA)
 
     def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue:
         """Raises CatalogueError for an invalid option, a missing or malformed list file, an empty category."""

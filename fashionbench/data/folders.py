@@ -12,7 +12,7 @@ files (``.DS_Store``) are ignored.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fashionbench.data.catalogue import Catalogue, CatalogueError
@@ -24,6 +24,7 @@ from fashionbench.data.labelled_images import (
 )
 from fashionbench.data.rows import RowsInMemory, RowsWriter
 from fashionbench.data.skips import SkipLog
+from fashionbench.options import Stage, option
 
 log = logging.getLogger("fashionbench.data")
 
@@ -37,8 +38,8 @@ DEFAULT_CATEGORIES = {
 class FolderSource(PhotoSourceOptions):
     """The images in the category folders that ``categories`` maps to shop categories."""
 
-    categories: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
-    extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png"])
+    categories: dict[str, str] = option(factory=lambda: dict(DEFAULT_CATEGORIES), decides=Stage.DATA)
+    extensions: list[str] = option(factory=lambda: [".jpg", ".jpeg", ".png"], decides=Stage.DATA)
 
     def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue:
         """Raises CatalogueError for an invalid option, a root without category folders, an empty category."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import string
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from fashionbench.data.labelled_images import (
 from fashionbench.data.rows import RowsInMemory, RowsWriter
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.text_tables import read_csv_records
+from fashionbench.options import Stage, option
 
 log = logging.getLogger("fashionbench.data")
 
@@ -42,14 +43,14 @@ class ImageCsvSource(PhotoSourceOptions):
     """
 
     # What a CSV layout must say (each data set's config file, e.g. configs/data/clothing_photos.yaml):
-    categories: dict[str, str]
-    csv_file: str
-    id_column: str
-    label_column: str
-    path_template: str
-    filters: dict[str, Any] = field(default_factory=dict)
-    attributes: dict[str, str] = field(default_factory=dict)
-    overflow_column: str | None = None
+    categories: dict[str, str] = option(decides=Stage.DATA)
+    csv_file: str = option(decides=Stage.DATA)
+    id_column: str = option(decides=Stage.DATA)
+    label_column: str = option(decides=Stage.DATA)
+    path_template: str = option(decides=Stage.DATA)
+    filters: dict[str, Any] = option(factory=dict, decides=Stage.DATA)
+    attributes: dict[str, str] = option(factory=dict, decides=Stage.DATA)
+    overflow_column: str | None = option(None, decides=Stage.DATA)
 
     def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue:
         """Raises CatalogueError for an invalid option, a missing file or column, an empty category."""

@@ -34,6 +34,7 @@ from fashionbench.data.images import DEFAULT_MAX_PIXELS, UnusableImage, decode_i
 from fashionbench.data.rows import RowsInMemory, RowsWriter
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.splitting import stratified_course_split
+from fashionbench.options import Stage, option
 from fashionbench.paths import absolute_path
 
 log = logging.getLogger("fashionbench.data")
@@ -59,12 +60,12 @@ class PhotoSourceOptions:
     subsample, and how images are decoded. Checked when the source is made (before any file
     is read): CatalogueError names the ``data.*`` option that is invalid."""
 
-    name: str
-    root: str
-    seed: int = 0
-    image_size: int = DEFAULT_IMAGE_SIZE
-    max_per_category: int | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped as decompression_bomb
+    name: str = option(decides=Stage.DATA)
+    root: str = option(decides=Stage.DATA)
+    seed: int = option(0, decides=Stage.DATA, seed=True)
+    image_size: int = option(DEFAULT_IMAGE_SIZE, decides=Stage.DATA)
+    max_per_category: int | None = option(None, decides=Stage.DATA)
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, decides=Stage.DATA)  # larger images are skipped as decompression_bomb
 
     def __post_init__(self) -> None:
         check_image_size(self.image_size)

@@ -25,6 +25,7 @@ from fashionbench.data.catalogue import (
     course_split_sizes,
 )
 from fashionbench.data.rows import RowsInMemory, RowsWriter
+from fashionbench.options import Stage, option
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (30, 30, 35),
@@ -55,12 +56,12 @@ _RENDER_SCALE = 3  # draw larger, then downsample: anti-aliased edges
 class SyntheticSource:
     """Draws a catalogue with the course's per-category split sizes times ``scale``."""
 
-    name: str = "synthetic"
-    seed: int = 0
-    image_size: int = DEFAULT_IMAGE_SIZE
-    scale: float = 0.1  # times the course's Train/Val/Test counts per category
-    min_per_split: int = 2  # at least this many items per category and split
-    noise: float = 8.0  # std of Gaussian pixel noise
+    name: str = option("synthetic", decides=Stage.DATA)
+    seed: int = option(0, decides=Stage.DATA, seed=True)
+    image_size: int = option(DEFAULT_IMAGE_SIZE, decides=Stage.DATA)
+    scale: float = option(0.1, decides=Stage.DATA)  # times the course's Train/Val/Test counts per category
+    min_per_split: int = option(2, decides=Stage.DATA)  # at least this many items per category and split
+    noise: float = option(8.0, decides=Stage.DATA)  # std of Gaussian pixel noise
 
     def __post_init__(self) -> None:
         """CatalogueError naming the ``data.*`` option that is invalid."""

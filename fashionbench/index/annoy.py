@@ -15,15 +15,17 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from fashionbench.index.base import CategoryIndex, IndexConfig, IndexConfigError, ItemEmbeddings, check_integer
+from fashionbench.options import Stage, option
 
 
 @dataclass
 class AnnoyIndexConfig(IndexConfig):
     """``index=annoy``: the options of an Annoy index, and ``build`` to make one."""
 
-    n_trees: int = 10
-    search_k: int = -1  # -1: Annoy's default (n_trees * k)
-    seed: int = 0  # Annoy builds are reproducible only seeded and single-threaded
+    n_trees: int = option(10, decides=Stage.INDEX)
+    search_k: int = option(-1, decides=Stage.INDEX)  # -1: Annoy's default (n_trees * k)
+    # Annoy builds are reproducible only seeded and single-threaded
+    seed: int = option(0, decides=Stage.INDEX, seed=True)
 
     def __post_init__(self) -> None:
         """IndexConfigError naming the option unless every option is usable."""

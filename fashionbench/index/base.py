@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from fashionbench.options import Stage, option
 from fashionbench.stage import StageResult
 
 METRICS = ("angular", "euclidean", "manhattan", "dot")
@@ -76,11 +77,11 @@ class IndexConfig(ABC):
     options are keyword-only so that they come after each backend's own options.
     """
 
-    metric: str = "angular"  # angular | euclidean | manhattan | dot
+    metric: str = option("angular", decides=Stage.INDEX)  # angular | euclidean | manhattan | dot
     # recall@k with ties at the k-th distance tolerated (ann-benchmarks)
-    quality_k: int = field(default=10, kw_only=True)
+    quality_k: int = option(10, decides=Stage.INDEX, kw_only=True)
     # QPS = queries / best total search time over this many repeats
-    quality_repeats: int = field(default=3, kw_only=True)
+    quality_repeats: int = option(3, decides=Stage.INDEX, kw_only=True)
 
     def __post_init__(self) -> None:
         """IndexConfigError naming the option unless the shared options are usable."""

@@ -26,6 +26,7 @@ from types import ModuleType
 import numpy as np
 
 from fashionbench.index.base import CategoryIndex, IndexConfig, IndexConfigError, ItemEmbeddings, check_integer
+from fashionbench.options import Stage, option
 
 PACKAGE = "faiss-cpu"  # what provides the module faiss
 FAISS_METRICS = {"angular": "METRIC_INNER_PRODUCT", "euclidean": "METRIC_L2", "manhattan": "METRIC_L1",
@@ -66,10 +67,14 @@ def unit_vectors(vectors: np.ndarray) -> np.ndarray:
 class HnswIndexConfig(IndexConfig):
     """``index=hnsw``: the options of an HNSW graph (faiss), and ``build`` to make one."""
 
-    M: int = 16  # links per node and layer (2*M on the bottom layer): more = higher recall, more bytes, slower build
-    ef_construction: int = 100  # candidates kept while linking each new item into the graph
-    ef_search: int = 64  # candidates kept while searching (at least the k asked for): the recall/speed knob
-    seed: int = 0  # draws the layer each item enters at; builds are single-threaded, so reproducible
+    # links per node and layer (2*M on the bottom layer): more = higher recall, more bytes, slower build
+    M: int = option(16, decides=Stage.INDEX)
+    # candidates kept while linking each new item into the graph
+    ef_construction: int = option(100, decides=Stage.INDEX)
+    # candidates kept while searching (at least the k asked for): the recall/speed knob
+    ef_search: int = option(64, decides=Stage.INDEX)
+    # draws the layer each item enters at; builds are single-threaded, so reproducible
+    seed: int = option(0, decides=Stage.INDEX, seed=True)
 
     def __post_init__(self) -> None:
         """IndexConfigError naming the option unless every option is usable and faiss is installed."""

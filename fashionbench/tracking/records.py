@@ -20,11 +20,11 @@ from fashionbench.artifacts import (
     TAG_REPORT,
     TAG_SWEEP,
 )
+from fashionbench.config import option_roles
+from fashionbench.options import Stage, role_of
 
 OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|==|>|<)\s*(-?[0-9.eE+\-]+)\s*$")
-# Params that differ between runs without being part of the experiment's design.
-NOT_SWEPT_PREFIXES = ("tracking.", "run_name")
 LATEST = "latest"  # --sweep latest: the most recently started sweep
 
 
@@ -138,6 +138,13 @@ def resolve_constraints(constraints: tuple[Constraint, ...], runs: list[RunRecor
     return tuple(Constraint(resolve_metric(c.metric, runs), c.op, c.value) for c in constraints)
 
 
+def not_swept(param: str) -> bool:
+    """Whether a param differs between runs without being part of the experiment's design: an
+    option declared to decide no result (where runs are logged and caches kept, a run's name)."""
+    role = role_of(param, option_roles())
+    return role is not None and role.decides is Stage.PLACEMENT
+
+
 def swept_parameters(runs: list[RunRecord]) -> list[str]:
     """Params every run has and whose values differ between ``runs``, one per group of params
     that always vary together (``freeze`` drives ``model.freeze``: keep ``freeze``, the
@@ -148,7 +155,7 @@ def swept_parameters(runs: list[RunRecord]) -> list[str]:
         if runs else []
     seen_columns, swept = set(), []
     for name in names:
-        if name.startswith(NOT_SWEPT_PREFIXES):
+        if not_swept(name):
             continue
         column = tuple(run.params[name] for run in runs)
         if len(set(column)) > 1 and column not in seen_columns:

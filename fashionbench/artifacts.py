@@ -55,6 +55,8 @@ TAG_BACKBONE_STORE_RUN = "backbone_store_run"  # ... and the run that stores it
 TAG_BACKBONE_STORE = "backbone_store"  # "true" on an experiment's backbone store run
 TAG_TRUNK_CACHE = "trunk_cache"
 TAG_ERROR = "error"  # why a run FAILED or was KILLED, in one line
+# diagnostic_failed/<what>: a dataset input or a plot that could not be logged, and why (the run went on)
+TAG_DIAGNOSTIC_FAILED_PREFIX = "diagnostic_failed/"
 TAG_HOST = "host"  # where the run's process runs ...
 TAG_PID = "pid"  # ... its process id ...
 TAG_PID_START = "pid_start"  # ... and when that process started: a later process can tell it is gone

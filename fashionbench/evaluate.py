@@ -82,10 +82,12 @@ class ClassificationReport(StageResult):
         warning = self.warning()
         return {TAG_CLASSIFIER_WARNING: warning} if warning else {}
 
-    def write_artifacts(self, directory: Path) -> None:
+    def write_diagnostics(self, directory: Path) -> None:
         path = directory / CONFUSION_MATRIX
         path.parent.mkdir(parents=True, exist_ok=True)
         self.plot_confusion_matrix(path)
+
+    def write_artifacts(self, directory: Path) -> None:
         table = directory / CLASSIFICATION_TABLE
         table.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame.from_dict(self.per_class, orient="index").rename_axis("category").to_csv(table)

@@ -107,8 +107,10 @@ class PairResults(StageResult):
 
     def write_artifacts(self, directory: Path) -> None:
         save_pairs(self.table, directory / PAIRS)
+        self.summary_table().to_csv(directory / PAIR_SUMMARY, index=False)
+
+    def write_diagnostics(self, directory: Path) -> None:
         summary = self.summary_table()
-        summary.to_csv(directory / PAIR_SUMMARY, index=False)
         if not summary.empty:  # no evaluable pair: nothing to draw
             plot_ladder(summary, self.headline_k, directory / LADDER_PLOT)
 

@@ -56,3 +56,7 @@ class StageResult:
     def write_artifacts(self, directory: Path) -> None:
         """Write this stage's artifact files under ``directory``, at their paths in the run
         (``directory / "data/split_table.csv"``): the run logs the folder as it is."""
+
+    def write_diagnostics(self, directory: Path) -> None:
+        """Like ``write_artifacts``, for files that only help a person read the run (plots): one
+        that cannot be drawn or logged is a warning recorded on the run, never a failed run."""

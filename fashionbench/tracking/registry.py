@@ -20,6 +20,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 import fashionbench
 from fashionbench.artifacts import BUNDLE_INDEXES, BUNDLE_META, BUNDLE_SHOP_ITEMS, load_indexes
 from fashionbench.index import hnsw
+from fashionbench.tracking.races import lost_race, retry_lost_race
 from fashionbench.tracking.store import TrackingSettings, ensure_experiment
 
 # What the recommender imports where it is served (fashionbench itself travels as code).
@@ -110,10 +111,17 @@ def register_recommender(settings: TrackingSettings, model_name: str, bundle: Pa
     try:
         client.get_registered_model(model_name)
     except mlflow.exceptions.MlflowException:
-        client.create_registered_model(model_name, description="fashionbench recommender: Keras "
-                                       "classifier + per-category Annoy indexes + shop items")
-    version = client.create_model_version(model_name, source=info.model_uri, run_id=source_run_id,
-                                          tags={k: str(v) for k, v in tags.items()})
+        try:
+            client.create_registered_model(model_name, description="fashionbench recommender: Keras "
+                                           "classifier + per-category Annoy indexes + shop items")
+        except mlflow.exceptions.MlflowException as error:  # another promote created it since we looked
+            if not lost_race(error):
+                raise
+    # Two promotes at once may both take the next version number: the loser takes the one after.
+    version = retry_lost_race(lambda: client.create_model_version(model_name, source=info.model_uri,
+                                                                  run_id=source_run_id,
+                                                                  tags={k: str(v) for k, v in tags.items()}),
+                              f"a version of {model_name}")
     return str(version.version)
 
 

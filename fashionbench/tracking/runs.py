@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from fashionbench.artifacts import (
     SWEEP_RUNS_KILLED,
     SWEEP_RUNS_SKIPPED,
     SWEEP_RUNS_UNFINISHED,
+    TAG_DIAGNOSTIC_FAILED_PREFIX,
     TAG_ERROR,
     TAG_GIT_COMMIT,
     TAG_HOST,
@@ -47,7 +48,8 @@ from fashionbench.artifacts import (
 )
 from fashionbench.fingerprint import flatten
 from fashionbench.processes import process_alive, process_start
-from fashionbench.stage import StageResult
+from fashionbench.stage import Dataset, StageResult
+from fashionbench.tracking.races import retry_lost_race
 from fashionbench.tracking.store import TrackingSettings, ensure_experiment, sweep_runs, writable_store
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,17 @@ _ALIAS = re.compile(r"^\$\{[A-Za-z_][\w.]*\}$")  # a value that is another key's
 def flatten_config(config: Mapping[str, Any]) -> dict[str, str]:
     """Nested config -> {"model.freeze": "4", ...}, the form MLflow params take."""
     return {name: str(value) for name, value in flatten(config).items()}
+
+
+def log_dataset(dataset: Dataset) -> None:
+    """Log ``dataset`` as an input of the active run. Parallel runs logging the same dataset into one
+    experiment race in MLflow's get-or-create of the dataset row: the loser tries again."""
+    # A folder is a local source; a generator (no folder) is code. Passed as objects: a plain path
+    # string is ambiguous to MLflow's source registry, which warns about it.
+    source = (LocalArtifactDatasetSource(dataset.source) if Path(dataset.source).is_absolute()
+              else CodeDatasetSource({"generator": dataset.source}))
+    logged = mlflow.data.from_pandas(dataset.table, source=source, name=dataset.name, digest=dataset.digest)
+    retry_lost_race(lambda: mlflow.log_input(logged, context=dataset.context), f"dataset {dataset.name}")
 
 
 def git_commit() -> str:
@@ -92,17 +105,36 @@ class TrackedRun:
                 mlflow.log_metric(name, float(value), step=step)
         self.set_tags(result.tags())
         for dataset in result.datasets():
-            # A folder is a local source; a generator (no folder) is code. Passed as objects: a plain
-            # path string is ambiguous to MLflow's source registry, which warns about it.
-            source = (LocalArtifactDatasetSource(dataset.source) if Path(dataset.source).is_absolute()
-                      else CodeDatasetSource({"generator": dataset.source}))
-            mlflow.log_input(mlflow.data.from_pandas(dataset.table, source=source, name=dataset.name,
-                                                     digest=dataset.digest), context=dataset.context)
+            self.diagnostic(f"dataset_{dataset.context}", lambda dataset=dataset: log_dataset(dataset))
         with tempfile.TemporaryDirectory() as scratch:
             result.write_artifacts(Path(scratch))
             if any(Path(scratch).iterdir()):
                 mlflow.log_artifacts(scratch)
+        if type(result).write_diagnostics is not StageResult.write_diagnostics:
+            self.diagnostic(f"plots_{result.stage or type(result).__name__}", lambda: self._log_diagnostics(result))
         self._since = time.perf_counter()  # logging is the harness's time, not the next stage's
+
+    def diagnostic(self, what: str, log_it: Callable[[], object]) -> bool:
+        """``log_it()``, for what only helps a person read the run (a dataset input, a plot): when it
+        fails, a warning and the run's ``diagnostic_failed/<what>`` tag say why, and the run goes on.
+        Returns whether it was logged."""
+        try:
+            log_it()
+            return True
+        except Exception as error:  # noqa: BLE001 - whatever MLflow, matplotlib or the disk raised
+            reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:300]}"
+            log.warning("%s was not logged (the run goes on): %s", what, reason)
+            try:
+                mlflow.set_tag(TAG_DIAGNOSTIC_FAILED_PREFIX + what, reason)
+            except Exception:  # noqa: BLE001 - a store that refuses this too will fail the run's next call
+                log.debug("could not record that %s failed", what, exc_info=True)
+            return False
+
+    def _log_diagnostics(self, result: StageResult) -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            result.write_diagnostics(Path(scratch))
+            if any(Path(scratch).iterdir()):
+                mlflow.log_artifacts(scratch)
 
     def log_config(self, config: DictConfig) -> None:
         """The resolved config as ``config.yaml``, and as params (flattened: ``data.scale``) without

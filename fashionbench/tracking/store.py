@@ -24,13 +24,13 @@ from typing import Any
 import mlflow
 from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import PAIRS, TAG_SWEEP_ID, TAG_SWEEP_REUSED_PREFIX
 from fashionbench.comparison import RunPairs
 from fashionbench.pair_results import load_pairs
 from fashionbench.paths import absolute_path
+from fashionbench.tracking.races import lost_race, retry_lost_race
 from fashionbench.tracking.records import LATEST, RunRecord, latest_sweep_id
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def ensure_experiment(settings: TrackingSettings) -> str:
             return client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location,
                                             tags=EXPERIMENT_KIND)
         except MlflowException as error:  # another process created it since we looked
-            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            if not lost_race(error):
                 raise
             experiment = client.get_experiment_by_name(settings.experiment_name)
     if settings.uri.startswith(SERVER_SCHEMES) and _on_client_disk(experiment.artifact_location):
@@ -192,7 +192,8 @@ def ensure_experiment(settings: TrackingSettings) -> str:
                     settings.uri, experiment.artifact_location)
     for key, value in EXPERIMENT_KIND.items():
         if experiment.tags.get(key) != value:  # created before the tag was set
-            client.set_experiment_tag(experiment.experiment_id, key, value)
+            tag = (experiment.experiment_id, key, value)
+            retry_lost_race(lambda tag=tag: client.set_experiment_tag(*tag), "the experiment's tag")
     return experiment.experiment_id
 
 

@@ -80,7 +80,10 @@ def compare_runs(settings: TrackingSettings, sweep: str | None = None, run_ids: 
     if run_ids:
         unknown = sorted(set(run_ids) - {run.run_id for run in runs})
         if unknown:
-            raise LookupError(f"--runs: no such run(s) {unknown} in experiment {settings.experiment_name!r}")
+            where = f"sweep {sweep_id}" if sweep_id else f"experiment {settings.experiment_name!r}"
+            known = ", ".join(f"{run.run_id} ({run.run_name})" for run in runs[::-1][:5]) or "none"
+            raise LookupError(f"--runs: no such run(s) {unknown} in {where}; its runs, newest first: {known}"
+                              f"{' ...' if len(runs) > 5 else ''} ({len(runs)} in all)")
         runs = [run for run in runs if run.run_id in run_ids]
     finished = [run for run in runs if run.status == "FINISHED"]
     if not finished:

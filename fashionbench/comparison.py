@@ -38,7 +38,7 @@ from fashionbench.options import UPSTREAM, Stage, role_of
 from fashionbench.pair_results import eval_fingerprint
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM
 from fashionbench.stats import PairedTest, holm, mean_confidence_interval, paired_test
-from fashionbench.tracking.records import RunRecord, swept_parameters
+from fashionbench.tracking.records import RunRecord, closest, swept_parameters
 
 _ROLES = option_roles()
 # Params that choose a draw, not a design (options declared seed=True): runs differing only in these
@@ -213,6 +213,14 @@ def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alp
         if metric not in run.table.columns:
             raise ValueError(f"--metric {metric!r}: run {run.run.run_id} has no such per-pair column; it has "
                              f"{[c for c in run.table.columns if '_at_' in c]}")
+    if group_by:
+        params = set().union(*(r.run.params for r in runs))
+        unknown = [p for p in group_by if p not in params]
+        if unknown:
+            close = sorted({p for u in unknown for p in closest(u, sorted(params))})
+            raise ValueError(f"--group-by: no run has the param(s) {unknown}; "
+                             + (f"the closest: {', '.join(close[:12])}" if close else
+                                f"the runs have {', '.join(sorted(params)[:12])} ... ({len(params)} params)"))
     swept = list(group_by) if group_by else [p for p in swept_parameters([r.run for r in runs])
                                              if p not in SEED_PARAMS]
     groups: dict[str, list[RunPairs]] = {}

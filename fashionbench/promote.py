@@ -43,8 +43,8 @@ from fashionbench.tracking.records import (  # noqa: E402
     Selection,
     add_run_selection_arguments,
     is_experiment_run,
+    require_metric,
     resolve_constraints,
-    resolve_metric,
     select_runs,
     swept_parameters,
 )
@@ -107,7 +107,7 @@ def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str
     """
     sweep_id = resolve_sweep(settings, sweep_id)
     runs = experiment_runs(settings, sweep_id)
-    metric, constraints = resolve_metric(metric, runs), resolve_constraints(constraints, runs)
+    metric, constraints = require_metric(metric, runs), resolve_constraints(constraints, runs)
     selection = select_runs(runs, metric, higher_is_better, constraints)
     if not selection.ranked:
         where = f"experiment {settings.experiment_name!r}" + (f", sweep {sweep_id}" if sweep_id else "")

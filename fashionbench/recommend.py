@@ -30,7 +30,7 @@ from fashionbench.artifacts import HEADLINE_METRIC, ArtifactError, build_bundle 
 from fashionbench.data import CATEGORIES  # noqa: E402
 from fashionbench.data.images import UnusableImage, decode_image  # noqa: E402
 from fashionbench.recommender import DEFAULT_MODEL_NAME, BundleError, Recommendations, ShopRecommender  # noqa: E402
-from fashionbench.tracking.registry import load_recommender  # noqa: E402
+from fashionbench.tracking.registry import check_registered, load_recommender  # noqa: E402
 from fashionbench.tracking.store import StoredRun, experiment_runs, require_store, tracking_settings  # noqa: E402
 
 # One grid cell: a picture and a two-line caption, in inches at GRID_DPI; a strip for the title.
@@ -144,6 +144,7 @@ def open_recommender(tracking_uri: str | None, model_name: str, alias: str | Non
         if not runs:
             raise BundleError(f"--run {run_id}: no such run in experiment {experiment!r} of {settings.uri}")
         return ShopRecommender(build_bundle(StoredRun(settings, runs[0]), scratch, experiment, HEADLINE_METRIC))
+    check_registered(settings, model_name, alias, version)  # one line naming what the registry has instead
     uri = f"models:/{model_name}/{version}" if version else f"models:/{model_name}@{alias or 'champion'}"
     return load_recommender(settings, uri)
 

@@ -47,7 +47,7 @@ from fashionbench.tracking.records import (
     RunRecord,
     add_run_selection_arguments,
     is_experiment_run,
-    resolve_metric,
+    require_metric,
     swept_parameters,
     uneven_parameters,
 )
@@ -340,7 +340,7 @@ def write_report(settings: TrackingSettings, out: Path, sweep_id: str | None = N
     source = f"experiment `{settings.experiment_name}`" + (f", sweep `{sweep_id}`" if sweep_id else "")
     if not finished:
         raise ReportError(f"no finished run in {source.replace('`', '')} of {settings.uri}")
-    metric = resolve_metric(metric, finished)
+    metric = require_metric(metric, finished)
     best = best_run(runs, metric) or finished[-1]
     out.parent.mkdir(parents=True, exist_ok=True)
     split = per_class = None

@@ -66,7 +66,7 @@ def test_unknown_users_files_and_versions_are_named(tracked_store, champion, tmp
     assert cli(tracked_store, "--images", str(tmp_path / "missing.jpg")) == 1
     assert f"no file {tmp_path / 'missing.jpg'}" in capsys.readouterr().err
     assert cli(tracked_store, "--user", "user-0000", "--version", "99") == 1
-    assert f"cannot load models:/{MODEL_NAME}/99" in capsys.readouterr().err
+    assert f"--version '99': {MODEL_NAME!r} has no such version; its versions are 1" in capsys.readouterr().err
 
 
 def test_a_run_that_was_never_registered_recommends_the_same(tracked_store, recommender, tmp_path, capsys):

@@ -7,6 +7,7 @@ runs as ``RunRecord`` values that ``tracking.store.experiment_runs`` reads from 
 from __future__ import annotations
 
 import argparse
+import difflib
 import operator
 import re
 from collections import Counter
@@ -135,7 +136,38 @@ def resolve_metric(name: str, runs: list[RunRecord]) -> str:
 
 
 def resolve_constraints(constraints: tuple[Constraint, ...], runs: list[RunRecord]) -> tuple[Constraint, ...]:
-    return tuple(Constraint(resolve_metric(c.metric, runs), c.op, c.value) for c in constraints)
+    return tuple(Constraint(require_metric(c.metric, runs, f"--constraint {c}"), c.op, c.value) for c in constraints)
+
+
+def closest(name: str, known: list[str]) -> list[str]:
+    """The names in ``known`` a mistyped ``name`` may have meant: those that contain it, and those
+    whose whole name or last part (after ``/`` or ``.``) is spelled alike, in ``known``'s order."""
+    lowered = name.lower()
+    alike = set(difflib.get_close_matches(lowered, [k.lower() for k in known], n=10, cutoff=0.75))
+    last = {k for k in known if difflib.get_close_matches(lowered, [re.split(r"[/.]", k)[-1].lower()], cutoff=0.75)}
+    return [k for k in known if lowered in k.lower() or k.lower() in alike or k in last]
+
+
+class MetricNotFoundError(LookupError):
+    """A metric that no run logged (or a short name that several logged keys end in)."""
+
+
+def require_metric(name: str, runs: list[RunRecord], option: str = "--metric") -> str:
+    """``resolve_metric``, for a metric some run must have: raises MetricNotFoundError, in one line
+    naming the option, the metric and the logged keys it could have meant, when none has it."""
+    runs = [run for run in runs if is_experiment_run(run)]
+    resolved = resolve_metric(name, runs)
+    keys = sorted(set().union(*(run.metrics for run in runs))) if runs else []
+    if resolved in keys or not runs:  # no runs: the caller says there is nothing to read
+        return resolved
+    endings = [key for key in keys if key.endswith("/" + name)]
+    if len(endings) > 1:
+        raise MetricNotFoundError(f"{option}: {name!r} could be any of {endings}; name one in full")
+    close = closest(name, keys)
+    listed = close or keys
+    raise MetricNotFoundError(f"{option}: no run logged a metric {name!r}; "
+                              f"{'the closest' if close else 'the runs have'}: {', '.join(listed[:12])}"
+                              f"{' ...' if len(listed) > 12 else ''} ({len(keys)} metrics in all)")
 
 
 def not_swept(param: str) -> bool:

@@ -144,10 +144,36 @@ class RegisteredModelNotFoundError(LookupError):
 def load_recommender(settings: TrackingSettings, model_uri: str) -> Any:
     """The ShopRecommender registered at ``model_uri`` (``models:/name@alias``, ``models:/name/3``).
 
-    Raises RegisteredModelNotFoundError when the store has no such model, version or alias."""
+    Raises RegisteredModelNotFoundError when the store has no such model, version or alias
+    (``check_registered`` says, before, what it has instead)."""
     mlflow.set_tracking_uri(settings.uri)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except mlflow.exceptions.MlflowException as error:
         raise RegisteredModelNotFoundError(f"cannot load {model_uri} from {settings.uri}: {error}") from None
     return model.unwrap_python_model().recommender
+
+
+def check_registered(settings: TrackingSettings, model_name: str, alias: str | None = None,
+                     version: str | None = None) -> None:
+    """RegisteredModelNotFoundError (one line: ``--model-name``, ``--version`` or ``--alias``, and what
+    the registry holds instead) unless the model, and its version or alias, are registered."""
+    client = MlflowClient(settings.uri)
+    try:
+        model = client.get_registered_model(model_name)
+    except mlflow.exceptions.MlflowException:
+        names = sorted(m.name for m in client.search_registered_models(max_results=50))
+        raise RegisteredModelNotFoundError(
+            f"--model-name {model_name!r}: no such registered model in {settings.uri}; it has "
+            f"{', '.join(map(repr, names)) if names else 'none (promote a run first: python -m fashionbench.promote)'}"
+        ) from None
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{model_name}'"))
+    aliases = dict(sorted(model.aliases.items()))  # alias -> version
+    if version is not None and (not str(version).isdigit() or int(version) not in versions):
+        raise RegisteredModelNotFoundError(f"--version {version!r}: {model_name!r} has no such version; its versions "
+                                           f"are {', '.join(map(str, versions)) or 'none'}")
+    wanted = alias or "champion"
+    if version is None and wanted not in aliases:
+        known = ", ".join(f"{name} -> version {number}" for name, number in aliases.items()) or "none"
+        raise RegisteredModelNotFoundError(f"--alias {wanted!r}: {model_name!r} has no such alias; its aliases: {known}"
+                                           f" (versions {', '.join(map(str, versions)) or 'none'}: --version N)")

@@ -26,7 +26,7 @@ from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from fashionbench.artifacts import PAIRS, TAG_SWEEP_ID, TAG_SWEEP_REUSED_PREFIX
+from fashionbench.artifacts import PAIRS, SWEEP_PARENT, TAG_SWEEP, TAG_SWEEP_ID, TAG_SWEEP_REUSED_PREFIX
 from fashionbench.comparison import RunPairs
 from fashionbench.pair_results import load_pairs
 from fashionbench.paths import absolute_path
@@ -222,8 +222,7 @@ def sweep_runs(settings: TrackingSettings, parent_id: str) -> tuple[list[RunReco
                   if key.startswith(TAG_SWEEP_REUSED_PREFIX) and key[len(TAG_SWEEP_REUSED_PREFIX):] not in own]
     reused = []
     for start in range(0, len(reused_ids), 100):  # a bounded IN list per search
-        ids = ", ".join(f"'{run_id}'" for run_id in reused_ids[start:start + 100])
-        reused += _search_runs(settings, f"attributes.run_id IN ({ids})")
+        reused += _search_runs(settings, _run_id_filter(reused_ids[start:start + 100]))
     return children, sorted(reused, key=lambda run: run.start_time)
 
 
@@ -262,14 +261,29 @@ def _search_runs(settings: TrackingSettings, filter_string: str) -> list[RunReco
 
 
 def resolve_sweep(settings: TrackingSettings, sweep: str | None) -> str | None:
-    """``--sweep``: a parent run id as given, ``latest`` as the most recently started sweep's id,
-    or None (the whole experiment). Raises SweepNotFoundError when there is no sweep."""
-    if sweep != LATEST:
+    """``--sweep``: a sweep parent run's id, ``latest`` as the most recently started sweep's id, or
+    None (the whole experiment). Raises SweepNotFoundError, in one line naming the id and the
+    experiment's sweeps, when there is no such sweep (or no sweep at all, for ``latest``)."""
+    if sweep is None:
+        return None
+    parents = _search_runs(settings, f"tags.{TAG_SWEEP} = '{SWEEP_PARENT}'")
+    if sweep == LATEST:
+        sweep_id = latest_sweep_id(parents)
+        if sweep_id is None:
+            raise SweepNotFoundError(f"--sweep {LATEST}: experiment {settings.experiment_name!r} has no sweep")
+        return sweep_id
+    if any(parent.run_id == sweep for parent in parents):
         return sweep
-    sweep_id = latest_sweep_id(experiment_runs(settings))
-    if sweep_id is None:
-        raise SweepNotFoundError(f"--sweep {LATEST}: experiment {settings.experiment_name!r} has no sweep")
-    return sweep_id
+    known = ", ".join(f"{p.run_id} ({p.run_name})" for p in parents[::-1][:5]) + (" ..." if len(parents) > 5 else "")
+    name = settings.experiment_name
+    what = (f"run {sweep} of experiment {name!r} is not a sweep's parent run"
+            if _search_runs(settings, _run_id_filter([sweep])) else f"experiment {name!r} has no run {sweep}")
+    raise SweepNotFoundError(f"--sweep {sweep}: {what}; " + (f"its sweeps, newest first: {known}" if parents
+                                                             else "it has no sweep") + f" (or --sweep {LATEST})")
+
+
+def _run_id_filter(run_ids: list[str]) -> str:
+    return "attributes.run_id IN (" + ", ".join(f"'{run_id}'" for run_id in run_ids) + ")"
 
 
 def download_run_artifacts(settings: TrackingSettings, run_id: str, artifact_path: str, destination: Path) -> Path:

@@ -15,6 +15,7 @@ whole config has a FINISHED run is skipped (``tracking.resume``); see ``fashionb
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass, field, replace
 
@@ -85,6 +86,7 @@ from fashionbench.trunk_cache import TrunkCache  # noqa: E402
 from fashionbench.users import hold_out_favourites  # noqa: E402
 
 log = logging.getLogger("fashionbench")
+SUBMITIT_JOB = "SUBMITIT_FOLDER"  # set by submitit in each job it runs (hydra/launcher=slurm or local)
 
 # MLflow 3.17's UI opens an experiment on its GenAI view unless the browser last chose "Model
 # training"; this query parameter picks the training runs' view (and the browser remembers it).
@@ -336,7 +338,11 @@ def main(cfg: DictConfig) -> float | None:
             return earlier
     try:
         summary = run_experiment(cfg)
-    except (Terminated, KeyboardInterrupt) as interruption:  # the run is marked KILLED; a sweep stops here
+    except (Terminated, KeyboardInterrupt) as interruption:  # the run is marked KILLED
+        if multirun and SUBMITIT_JOB in os.environ:  # a scheduler's job (scancel, a time limit), a process of its own
+            # Returning lets submitit write the job's result, so the sweep collects its other jobs; an
+            # exit here left it without one and the launcher stopped the whole sweep.
+            return failed_job(f"job interrupted ({interruption or 'Ctrl-C'}); its MLflow run is marked KILLED")
         sys.exit(f"fashionbench.run: {interruption or 'interrupted'}; the MLflow run is marked KILLED"
                  if isinstance(interruption, Terminated) else 130)
     except Exception as error:

@@ -76,6 +76,21 @@ def test_a_sigterm_that_native_code_turns_into_another_error_still_ends_the_run_
     assert MlflowClient(settings.uri).get_run(failing.run_id).info.status == "FAILED"
 
 
+def test_a_job_past_its_schedulers_time_limit_ends_killed_naming_the_limit(tmp_path):
+    """Under SLURM, submitit's USR2 handler raises UncompletedJobError inside the job at the time
+    limit (when it does not requeue it): the run was cut short, not broken."""
+    from submitit.core.utils import UncompletedJobError
+
+    settings = tracking_settings("sqlite:///" + str(tmp_path / "mlflow.db"), "time limit")
+    with pytest.raises(UncompletedJobError):
+        with tracked_run(settings) as run:
+            raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+    ended = MlflowClient(settings.uri).get_run(run.run_id)
+    assert ended.info.status == "KILLED"
+    assert ended.data.tags["error"] == ("the scheduler's time limit or a preemption (SLURM's USR2) ended the job: "
+                                        "UncompletedJobError: Job not requeued because: timed-out too many times.")
+
+
 def test_a_run_whose_process_was_killed_is_found_and_marked_killed(tmp_path, caplog):
     process = start_run(tmp_path)
     client, run_id = wait_until_running(tmp_path, process)

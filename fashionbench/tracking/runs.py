@@ -282,12 +282,18 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: M
                     raise terminated from error
                 # SystemExit: the process is told to exit from outside the pipeline; submitit does so
                 # in its signal handler after requeueing a preempted or timed-out job (SLURM's USR2).
-                interrupted = isinstance(error, (KeyboardInterrupt, Terminated, SystemExit))
+                interrupted = isinstance(error, (KeyboardInterrupt, Terminated, SystemExit)) or time_limit(error)
                 _end_with_error(error, "KILLED" if interrupted else "FAILED")
                 raise
     finally:
         if handles_sigterm:
             signal.signal(signal.SIGTERM, previous)
+
+
+def time_limit(error: BaseException) -> bool:
+    """The scheduler's time limit (or a preemption) ended the job: submitit's handler of SLURM's
+    USR2 raises UncompletedJobError inside the job when it does not requeue it."""
+    return type(error).__name__ == "UncompletedJobError" and type(error).__module__.startswith("submitit")
 
 
 def disk_full(error: BaseException | None) -> bool:
@@ -311,6 +317,8 @@ def _end_with_error(error: BaseException, status: str) -> None:
     disk the run's local artifacts, partial ones included, are removed to give the space back."""
     message = "interrupted (KeyboardInterrupt: Ctrl-C)" if isinstance(error, KeyboardInterrupt) else \
         f"{type(error).__name__}: {error}"
+    if time_limit(error):
+        message = f"the scheduler's time limit or a preemption (SLURM's USR2) ended the job: {message}"
     if disk_full(error):
         _remove_local_artifacts(mlflow.active_run())
     records = [lambda: mlflow.set_tag(TAG_ERROR, message[:5000])]

@@ -134,6 +134,10 @@ SWEEP_RUNS_FAILED = SWEEP_SECTION + "runs_failed"
 SWEEP_RUNS_KILLED = SWEEP_SECTION + "runs_killed"
 SWEEP_RUNS_UNFINISHED = SWEEP_SECTION + "runs_unfinished"
 SWEEP_RUNS_SKIPPED = SWEEP_SECTION + "runs_skipped"
+# Jobs the sweeper planned (Hydra's basic sweeper says so up front) that have neither a run nor an
+# earlier run they skipped for: the sweep was cut short before it launched them.
+SWEEP_JOBS_NOT_RUN = SWEEP_SECTION + "jobs_not_run"
+TAG_SWEEP_JOBS = "sweep_jobs"  # on a sweep's parent: how many jobs it planned, where the sweeper tells
 
 
 # --- a recommender bundle (what promote registers) ---------------------------------------

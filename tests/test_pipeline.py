@@ -160,7 +160,8 @@ def test_multirun_goes_on_after_a_failed_job_and_groups_runs_under_a_parent(tmp_
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics == {"sweep/runs": 2.0, "sweep/runs_finished": 1.0, "sweep/runs_failed": 1.0,
-                                   "sweep/runs_killed": 0.0, "sweep/runs_unfinished": 0.0, "sweep/runs_skipped": 0.0}
+                                   "sweep/runs_killed": 0.0, "sweep/runs_unfinished": 0.0, "sweep/runs_skipped": 0.0,
+                                   "sweep/jobs_not_run": 0.0}
     # The sweep ends with one line per job: its swept values, status and headline metrics.
     assert "model.embedding_layer=fc7" in result.stdout and "FAILED" in result.stdout
     assert "headline/precision_at_k" in children[1].data.metrics

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from fashionbench.artifacts import HEADLINE_METRIC, TAG_PID, TAG_SWEEP, TAG_SWEEP_ID
+from fashionbench.artifacts import HEADLINE_METRIC, TAG_ERROR, TAG_PID, TAG_SWEEP, TAG_SWEEP_ID
 from tests.conftest import TINY_RUN
 
 SCALE_OUT = Path(__file__).resolve().parents[1] / "experiments" / "scale_out"
@@ -71,3 +71,28 @@ def test_a_slurm_sweep_runs_each_job_as_a_slurm_array_task_and_every_run_finishe
     assert "#SBATCH --array=0-1%2" in (sweep_dir / ".submitit" / array / f"{array}_submission.sh").read_text()
     assert [(row.job, row.slurm_job, row.run_status) for row in outcome.rows] == [
         ("freeze=2", f"{array}_0", "FINISHED"), ("freeze=4", f"{array}_1", "FINISHED")]
+
+
+def test_a_cancelled_slurm_job_ends_its_run_killed_and_the_sweep_collects_the_other_job(tmp_path, scale_out):
+    slurm_cluster, slurm_sweep = scale_out
+    with slurm_cluster.one_node_cluster(tmp_path / "cluster") as cluster:
+        # The long job (200 epochs without the trunk cache: minutes) is cancelled once its run is RUNNING.
+        done = slurm_sweep.cancelled_sweep(cluster, tmp_path, tmp_path / "sweep", long_epochs=200, timeout=240)
+        slurm_jobs = cluster.job_states()
+    assert done.exit_code == 0, done.log[-4000:]
+    assert "UncompletedJobError" not in done.log  # submitit got the cancelled job's result: the sweep went on
+    assert "job interrupted (terminated by SIGTERM); its MLflow run is marked KILLED" in done.log
+
+    client = MlflowClient(slurm_sweep.store_uri(tmp_path))
+    runs = client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get(TAG_SWEEP) == "parent"]
+    jobs = {r.info.run_name: r for r in runs if r.data.tags.get(TAG_SWEEP_ID) == parent.info.run_id}
+    assert sorted(jobs) == ["train.epochs=1", "train.epochs=200"]
+    assert jobs["train.epochs=1"].info.status == "FINISHED"
+    cancelled = jobs["train.epochs=200"]
+    assert cancelled.info.status == "KILLED"
+    assert cancelled.data.tags[TAG_ERROR].startswith("Terminated: terminated by SIGTERM")
+    assert parent.info.status == "FINISHED"
+    assert {k: parent.data.metrics[k] for k in ("sweep/runs", "sweep/runs_finished", "sweep/runs_killed")} == {
+        "sweep/runs": 2, "sweep/runs_finished": 1, "sweep/runs_killed": 1}
+    assert slurm_jobs[done.slurm_job]["JobState"] == "CANCELLED"

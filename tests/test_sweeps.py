@@ -12,15 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import TEST_ACCURACY, TRAIN_SECONDS, TRAINING_SECTION
+from fashionbench.config import CONFIG_MODULE, CONFIG_NAME
 from fashionbench.fingerprint import job_fingerprint, training_fingerprint
 from fashionbench.run import run_experiment
 from fashionbench.tracking.run_models import load_run_model
 from fashionbench.tracking.runs import end_sweep, reap_orphaned_runs
 from fashionbench.tracking.store import ensure_experiment, experiment_runs, resolve_sweep, tracking_settings
-from fashionbench.tracking.sweep import job_name
+from fashionbench.tracking.sweep import job_name, planned_jobs
 from tests.conftest import TINY_RUN, compose_config
 
 EPOCH_LOSS = TRAINING_SECTION + "epoch_loss"
@@ -65,7 +67,8 @@ def test_an_interrupted_sweep_is_closed_killed_and_its_rerun_skips_the_finished_
     (parent,), jobs = runs_by_role(client)
     assert parent.info.status == "KILLED", stderr
     assert parent.data.metrics == {"sweep/runs": 2.0, "sweep/runs_finished": 1.0, "sweep/runs_failed": 0.0,
-                                   "sweep/runs_killed": 1.0, "sweep/runs_unfinished": 0.0, "sweep/runs_skipped": 0.0}
+                                   "sweep/runs_killed": 1.0, "sweep/runs_unfinished": 0.0, "sweep/runs_skipped": 0.0,
+                                   "sweep/jobs_not_run": 0.0}
     assert [(j.info.run_name, j.info.status) for j in jobs] == [("train.learning_rate=0.001", "FINISHED"),
                                                                 ("train.learning_rate=0.002", "KILLED")]
     # The parent's id reached each job through its config, not the environment.
@@ -179,3 +182,17 @@ def test_a_sweep_ends_by_how_its_jobs_ended(planted_store, jobs, completed, inte
     client, parent = plant_sweep(planted_store, jobs, os.getpid())
     assert end_sweep(tracking_settings(planted_store), parent, completed=completed, interrupted=interrupted) == status
     assert client.get_run(parent).info.status == status
+
+
+def test_the_jobs_a_sweep_planned_and_never_launched_are_counted(planted_store):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(config_name=CONFIG_NAME, return_hydra_config=True)  # with hydra.sweeper, as a sweep has it
+    assert planned_jobs(cfg, ["freeze=2,4,8", "index.n_trees=range(1,3)", "seed=0"]) == 6
+    assert planned_jobs(cfg, ["index=glob(*)"]) is None  # the values are the group's files
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    client, parent = plant_sweep(planted_store, ["FINISHED", "RUNNING"], int(gone.stdout))
+    client.set_tag(parent, "sweep_jobs", "5")  # the sweep was cut short after launching 2 of its 5 jobs
+    reap_orphaned_runs(tracking_settings(planted_store))
+    run = client.get_run(parent)
+    assert run.info.status == "KILLED"
+    assert (run.data.metrics["sweep/runs"], run.data.metrics["sweep/jobs_not_run"]) == (2.0, 3.0)

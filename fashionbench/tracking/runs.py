@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from fashionbench.artifacts import (
     CONFIG,
     ERROR,
+    SWEEP_JOBS_NOT_RUN,
     SWEEP_PARENT,
     SWEEP_RUNS,
     SWEEP_RUNS_FAILED,
@@ -45,6 +46,7 @@ from fashionbench.artifacts import (
     TAG_PID_START,
     TAG_SWEEP,
     TAG_SWEEP_ID,
+    TAG_SWEEP_JOBS,
 )
 from fashionbench.fingerprint import flatten
 from fashionbench.processes import process_alive, process_start
@@ -248,6 +250,9 @@ def end_sweep(settings: TrackingSettings, parent_id: str, *, completed: bool, in
                SWEEP_RUNS_KILLED: counts["KILLED"], SWEEP_RUNS_UNFINISHED: len(children) - ended,
                SWEEP_RUNS_SKIPPED: len(reused)}
     client = MlflowClient(settings.uri)
+    planned = client.get_run(parent_id).data.tags.get(TAG_SWEEP_JOBS, "")
+    if planned.isdigit():
+        metrics[SWEEP_JOBS_NOT_RUN] = max(0, int(planned) - len(children) - len(reused))
     now = int(time.time() * 1000)
     client.log_batch(parent_id, metrics=[Metric(name, float(value), now, 0) for name, value in metrics.items()])
     client.set_terminated(parent_id, status)

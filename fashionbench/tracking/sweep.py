@@ -17,17 +17,20 @@ import threading
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, open_dict, read_write
 
 from fashionbench.artifacts import (
     HEADLINE_METRIC,
+    SWEEP_JOBS_NOT_RUN,
     SWEEP_PARENT,
     TAG_CONFIG_FINGERPRINT,
     TAG_GIT_COMMIT,
     TAG_OVERRIDES,
     TAG_SWEEP,
+    TAG_SWEEP_JOBS,
     TAG_SWEEP_REUSED_PREFIX,
     TEST_ACCURACY,
     random_counterpart,
@@ -77,10 +80,11 @@ class SweepCallback(Callback):
             sys.exit(f"fashionbench.run: {error}")
         reap_orphaned_runs(settings)  # an earlier sweep killed outright is closed, with its counts
         overrides = [o for o in config.hydra.overrides.task if _key(o) != PARENT_RUN_KEY]
+        planned = planned_jobs(config, overrides)
         run = MlflowClient(settings.uri).create_run(
             experiment_id, run_name=_fitting(f"sweep {' '.join(overrides)}".strip(), RUN_NAME_LIMIT),
             tags={TAG_SWEEP: SWEEP_PARENT, TAG_OVERRIDES: " ".join(overrides), TAG_GIT_COMMIT: git_commit(),
-                  **this_process()})
+                  **({TAG_SWEEP_JOBS: str(planned)} if planned is not None else {}), **this_process()})
         with read_write(config.hydra), open_dict(config.hydra):
             # The sweeper reads the sweep's overrides after this callback: each job gets this one.
             config.hydra.overrides.task = [*overrides, f"{PARENT_RUN_KEY}='{run.info.run_id}'"]
@@ -123,6 +127,27 @@ class SweepCallback(Callback):
         status = end_sweep(settings, run_id, completed=completed, interrupted=self._interrupted)
         children, reused = sweep_runs(settings, run_id)
         print(sweep_table(children, reused, run_id, status))
+        not_run = int(MlflowClient(settings.uri).get_run(run_id).data.metrics.get(SWEEP_JOBS_NOT_RUN, 0))
+        if not_run:
+            print(f"  {not_run} planned job(s) not run: the sweep was cut short before it launched them "
+                  "(the same command runs them, and skips the FINISHED ones)")
+
+
+def planned_jobs(config: DictConfig, overrides: list[str]) -> int | None:
+    """How many jobs Hydra's basic sweeper will launch for these overrides (and ``hydra.sweeper.params``):
+    the product of each swept key's number of values. None for another sweeper (Optuna decides as it
+    goes) or a glob sweep (its values are the config group's files)."""
+    sweeper = config.hydra.sweeper
+    if not str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        return None
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    count = 1
+    for override in OverridesParser.create().parse_overrides([*params, *overrides]):
+        if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+            return None
+        if override.is_sweep_override():
+            count *= sum(1 for _ in override.sweep_string_iterator())
+    return count
 
 
 def _fitting(text: str, limit: int) -> str:

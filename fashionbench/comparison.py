@@ -37,7 +37,15 @@ from fashionbench.config import option_roles
 from fashionbench.options import UPSTREAM, Stage, role_of
 from fashionbench.pair_results import eval_fingerprint
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM
-from fashionbench.stats import PairedTest, holm, mean_confidence_interval, paired_test
+from fashionbench.stats import (
+    MIN_REPLICATES,
+    PairedTest,
+    ReplicateTest,
+    holm,
+    mean_confidence_interval,
+    paired_test,
+    replicate_test,
+)
 from fashionbench.tracking.records import RunRecord, closest, swept_parameters
 
 _ROLES = option_roles()
@@ -90,21 +98,35 @@ class ConfigurationSummary:
 
 @dataclass(frozen=True)
 class PairwiseComparison:
-    """Configuration ``a`` minus ``b`` on shared pairs."""
+    """Configuration ``a`` minus ``b``, answering two questions.
+
+    - These trainings, for these users (``test``, ``p_holm``): are the trained models of ``a``
+      better than those of ``b`` on the shared (user, category) pairs? Users are resampled, the
+      trained models are held fixed: training noise is not in it.
+    - Configuration against configuration (``configuration``, ``configuration_p_holm``): does ``a``
+      train better models than ``b``? The unit is the replicate (a training of each, seeded alike),
+      so training noise is in it (``stats.replicate_test``); None when the study cannot answer it,
+      and ``untested`` says why.
+    """
 
     a: str
     b: str
     test: PairedTest
     p_holm: float
     strata_agreeing: int  # strata whose mean difference has the sign of the overall one
+    configuration: ReplicateTest | None = None
+    configuration_p_holm: float = 1.0
+    untested: str = ""
 
     def significant(self, alpha: float) -> bool:
+        """These trained models differ for these users (the per-pair test)."""
         return self.p_holm <= alpha and self.test.difference != 0
 
     def beats(self, alpha: float) -> bool:
-        """``a`` is better than ``b``: significantly, and in every seed when there are several."""
-        consistent = self.test.n_strata == 1 or self.strata_agreeing == self.test.n_strata
-        return self.significant(alpha) and self.test.difference > 0 and consistent
+        """Configuration ``a`` trains better models than ``b``: by the configuration test, never by
+        the per-pair test alone (one training's luck is not a configuration's effect)."""
+        return (self.configuration is not None and self.configuration_p_holm <= alpha
+                and self.configuration.difference > 0)
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,7 @@ class Comparison:
     stratum_labels: dict[str, str] = field(default_factory=dict)  # eval fingerprint -> "seed=0"
     best: str | None = None
     tied: list[str] = field(default_factory=list)  # with the top configuration (itself first), when no best
+    untested: str = ""  # why configurations could not be tested against each other (then no best, none tied)
 
     def between(self, a: str, b: str) -> PairwiseComparison:
         """The comparison of a and b, oriented as a minus b."""
@@ -131,7 +154,12 @@ class Comparison:
                 test = comparison.test
                 flipped = PairedTest(-test.difference, -test.ci_high, -test.ci_low, test.p_value, test.n_pairs,
                                      test.n_clusters, test.n_strata, test.confidence)
-                return PairwiseComparison(a, b, flipped, comparison.p_holm, comparison.strata_agreeing)
+                config = comparison.configuration
+                if config is not None:
+                    config = replace(config, difference=-config.difference, ci_low=-config.ci_high,
+                                     ci_high=-config.ci_low)
+                return PairwiseComparison(a, b, flipped, comparison.p_holm, comparison.strata_agreeing, config,
+                                          comparison.configuration_p_holm, comparison.untested)
         raise KeyError((a, b))
 
     def verdict(self) -> str:
@@ -139,17 +167,24 @@ class Comparison:
         if len(self.summaries) == 1:
             return f"one configuration ({self.summaries[0].label}): nothing to compare."
         top = self.summaries[0].label
+        if self.untested:
+            return (f"cannot tell configurations apart: {self.untested}. {top} has the highest mean {self.metric} "
+                    f"({self.recommender}); the per-pair test below is about these trained models for these users "
+                    f"only. To compare configurations, train each at least {MIN_REPLICATES} times with the same "
+                    f"seeds (add model.seed=0,1,2 to the sweep, e.g. -m freeze=2,8 model.seed=0,1,2).")
         if self.best is not None:
-            every_seed = f" and in each of the {self.n_strata} seeds" if self.n_strata > 1 else ""
-            return (f"best: {self.best} beats every other configuration on {self.metric} ({self.recommender}), "
-                    f"Holm-adjusted p <= {self.alpha:g} in each of {len(self.summaries) - 1} comparison(s)"
-                    f"{every_seed}.")
+            n = min(c.configuration.n_replicates for c in self.comparisons if c.configuration is not None)
+            return (f"best: {self.best} beats every other configuration on {self.metric} ({self.recommender}): "
+                    f"configuration test over >= {n} trainings each (training noise included), Holm-adjusted "
+                    f"p <= {self.alpha:g} in each of {len(self.summaries) - 1} comparison(s).")
         reasons = []
         for other in self.tied[1:]:
             c = self.between(top, other)
+            t = c.configuration
             seeds = f", {c.strata_agreeing} of {c.test.n_strata} seeds agreeing" if c.test.n_strata > 1 else ""
-            reasons.append(f"{other} (difference {c.test.difference:+.4f}, 95 % CI {c.test.ci_low:+.4f} .. "
-                           f"{c.test.ci_high:+.4f}, Holm p = {c.p_holm:.3g}{seeds})")
+            reasons.append(f"{other} (difference {t.difference:+.4f}, 95 % CI {t.ci_low:+.4f} .. {t.ci_high:+.4f} "
+                           f"over {t.n_replicates} trainings, Holm p = {c.configuration_p_holm:.3g}{seeds}; "
+                           f"this study detects a difference of {t.minimum_detectable:.4f} with 80 % power)")
         return (f"no configuration is best: {top} has the highest mean {self.metric} ({self.recommender}) but "
                 f"cannot be told apart from " + "; ".join(reasons) + f" at alpha = {self.alpha:g}.")
 
@@ -185,11 +220,31 @@ class Comparison:
                           f"{c.test.p_value:.3g}", f"{c.p_holm:.3g}", f"{c.strata_agreeing}/{c.test.n_strata}",
                           "yes" if c.significant(self.alpha) else "no"]
                          for c in self.comparisons]
+            tested = [c for c in self.comparisons if c.configuration is not None]
+            if tested:
+                config_rows = [[c.a, c.b, f"{t.difference:+.4f}", f"{t.ci_low:+.4f} .. {t.ci_high:+.4f}",
+                                f"{t.p_value:.3g}", f"{c.configuration_p_holm:.3g}", str(t.n_replicates),
+                                f"{t.share_training:.0%} / {t.share_users:.0%}", f"{t.minimum_detectable:.4f}",
+                                "yes" if c.configuration_p_holm <= self.alpha and t.difference != 0 else "no"]
+                               for c in tested for t in [c.configuration]]
+                parts += [
+                    "**Configuration against configuration** (the verdict; training noise included): one paired "
+                    "difference per replicate (a training of each configuration, seeded alike, on the same users "
+                    "and splits), Student t over the replicates with the users' clustered standard error added "
+                    "where every replicate has the same users (Bouthillier et al., MLSys 2021), Holm-corrected. "
+                    "'variance from' splits the squared standard error into the spread between trainings (and "
+                    "data splits, where seeds vary) and the users'; 'detectable' is the difference this study "
+                    "finds with 80 % power at the alpha.",
+                    markdown_table(["a", "b", "difference", "95 % CI", "p", "Holm p", "trainings",
+                                    "variance from training / users", "detectable", f"significant at {self.alpha:g}"],
+                                   config_rows),
+                ]
             parts += [
-                "Paired differences (a − b) over shared pairs: 95 % bootstrap CI resampling users within each "
-                "seed, two-sided sign-flip p-value flipping all pairs of a user together, Holm-corrected over "
-                f"all {len(self.comparisons)} comparison(s); 'seeds agreeing' counts the seeds whose mean "
-                "difference has the same sign (the per-pair test holds the trained models fixed).",
+                "**These trainings, for these users** (not a verdict on configurations): paired differences "
+                "(a − b) over shared pairs, 95 % bootstrap CI resampling users within each seed, two-sided "
+                "sign-flip p-value flipping all pairs of a user together, Holm-corrected over all "
+                f"{len(self.comparisons)} comparison(s); 'seeds agreeing' counts the seeds whose mean difference "
+                "has the same sign. It holds the trained models fixed: training noise is not in it.",
                 markdown_table(["a", "b", "difference", "95 % CI", "p", "Holm p", "seeds agreeing",
                                  f"significant at {self.alpha:g}"], pair_rows),
             ]
@@ -240,18 +295,69 @@ def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alp
                            n_resamples=n_resamples, seed=seed)
         per_stratum = difference.groupby(joined["stratum"]).mean()
         agreeing = int((np.sign(per_stratum) == np.sign(test.difference)).sum())
-        tests.append((a, b, test, agreeing))
+        configuration, untested = configuration_test(groups[a], groups[b], metric, recommender, alpha)
+        tests.append((a, b, test, agreeing, configuration, untested))
     adjusted = holm([t[2].p_value for t in tests]) if tests else []
-    comparisons = [PairwiseComparison(a, b, test, float(p), agreeing)
-                   for (a, b, test, agreeing), p in zip(tests, adjusted, strict=True)]
+    tested = [i for i, t in enumerate(tests) if t[4] is not None]
+    config_adjusted = dict(zip(tested, holm([tests[i][4].p_value for i in tested]), strict=True)) if tested else {}
+    comparisons = [PairwiseComparison(a, b, test, float(p), agreeing, configuration,
+                                      float(config_adjusted.get(i, 1.0)), untested)
+                   for i, ((a, b, test, agreeing, configuration, untested), p) in enumerate(zip(tests, adjusted,
+                                                                                                 strict=True))]
     result = Comparison(metric, recommender, alpha, summaries, comparisons, swept,
                         len({r.stratum for r in runs}), stratum_labels(runs))
     top = order[0]
     beaten = [result.between(top, other) for other in order[1:]]
+    untested = next((c.untested for c in beaten if c.configuration is None), "")
+    if untested:
+        return replace(result, untested=untested)
     if beaten and all(c.beats(alpha) for c in beaten):
         return replace(result, best=top)
     tied = [top] + [c.b for c in beaten if not c.beats(alpha)]
     return replace(result, tied=tied if len(order) > 1 else [])
+
+
+def replicate_key(run: RunRecord) -> tuple:
+    """Which replicate a run is: its values of the seed params (runs of two configurations with the
+    same seeds are one replicate of each)."""
+    return tuple(run.params.get(param) for param in SEED_PARAMS)
+
+
+def configuration_test(members_a: list[RunPairs], members_b: list[RunPairs], metric: str, recommender: str,
+                       alpha: float) -> tuple[ReplicateTest | None, str]:
+    """Configuration ``a`` minus ``b`` with the replicate as the unit (``stats.replicate_test``), or
+    None and why the study cannot answer it (too few trainings, or trainings not seeded alike)."""
+    by_key_a, by_key_b = _by_replicate(members_a), _by_replicate(members_b)
+    shared = sorted(set(by_key_a) & set(by_key_b), key=str)
+    if len(shared) < MIN_REPLICATES:
+        if max(len(by_key_a), len(by_key_b)) <= 1:
+            return None, "each configuration was trained once, and one training's luck is not a configuration's effect"
+        return None, (f"the configurations share {len(shared)} training seed(s) (replicates of each, seeded "
+                      f"alike); the configuration test needs >= {MIN_REPLICATES}")
+    differences, per_pair = [], []
+    for key in shared:
+        joined = _pair_values(by_key_a[key], metric, recommender).merge(
+            _pair_values(by_key_b[key], metric, recommender), on=PAIR_KEYS, suffixes=("_a", "_b"))
+        difference = joined["value_a"] - joined["value_b"]
+        differences.append(float(difference.mean()))
+        per_pair.append(joined[PAIR_KEYS].assign(difference=difference.to_numpy()))
+    pairs = pd.concat(per_pair)
+    per_user = None
+    if pairs["stratum"].nunique() == 1:  # every replicate has the same users: their sampling error is common
+        # Each user's share of its replicate's mean difference: its pairs' sum over the replicate's pair count,
+        # times the number of users (so that a replicate's mean over users is its difference).
+        sums = pairs.assign(replicate=np.repeat(np.arange(len(shared)), [len(p) for p in per_pair])) \
+            .pivot_table(index="replicate", columns="user_id", values="difference", aggfunc="sum", fill_value=0.0)
+        counts = np.array([len(p) for p in per_pair], dtype=float)[:, None]
+        per_user = sums.to_numpy() / counts * sums.shape[1]
+    return replicate_test(differences, per_user, alpha=alpha), ""
+
+
+def _by_replicate(members: list[RunPairs]) -> dict[tuple, list[RunPairs]]:
+    grouped: dict[tuple, list[RunPairs]] = {}
+    for run in members:
+        grouped.setdefault(replicate_key(run.run), []).append(run)
+    return grouped
 
 
 def stratum_labels(runs: Sequence[RunPairs]) -> dict[str, str]:

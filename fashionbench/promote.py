@@ -153,6 +153,10 @@ def evidence_lines(settings: TrackingSettings, selection: Selection, metric: str
     except (LookupError, ValueError) as error:  # no per-pair results, incomparable runs, not a per-pair metric
         return lines + [f"verdict: not tested ({error})"]
     lines.append(f"verdict: {comparison.verdict()}")
+    if comparison.untested:
+        lines.append(f"WARNING: the promoted run's configuration was not tested against the others "
+                     f"({comparison.untested}): it may have won on one training's luck.")
+        return lines
     label = configuration_label(winner, comparison.swept)
     if comparison.is_tied(label) and len(comparison.tied) > 1:
         others = [other for other in comparison.tied if other != label]

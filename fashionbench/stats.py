@@ -11,6 +11,9 @@ here draws or flips whole users (clusters), never single pairs:
 - ``holm``: Holm's step-down adjustment when several comparisons are tested at once.
 - ``mean_confidence_interval``: a Student t interval over independent replicates
   (e.g. one mean per seed).
+- ``replicate_test``: configuration A minus B with the noise of training in it: one paired
+  difference per replicate (a training of each configuration on the same users and splits),
+  tested with the replicate as the unit.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from numbers import Integral
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
+from scipy.optimize import brentq
 
 # Largest index/sign matrix (resamples x clusters) built at once: bounds memory for many
 # users while keeping each block a single vectorised numpy operation.
@@ -150,6 +154,145 @@ def mean_confidence_interval(values, confidence: float = 0.95) -> tuple[float, f
         return mean, float("nan"), float("nan")
     half_width = scipy_stats.t.ppf((1 + confidence) / 2, df=x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
     return mean, float(mean - half_width), float(mean + half_width)
+
+
+# The fewest replicates (trainings of each configuration) ``replicate_test`` accepts: with two, the
+# spread between trainings rests on one degree of freedom and the test has almost no power.
+MIN_REPLICATES = 3
+
+
+class TooFewReplicatesError(ValueError):
+    """A configuration test asked of fewer replicates than it needs; the message says how many."""
+
+
+@dataclass(frozen=True)
+class ReplicateTest:
+    """The outcome of ``replicate_test``: configuration A minus B, training noise included."""
+
+    difference: float  # mean over replicates of the paired difference
+    ci_low: float  # Student t interval
+    ci_high: float
+    p_value: float  # two-sided t test
+    n_replicates: int
+    df: int
+    standard_error: float
+    # Of the variance of the difference: the spread between trainings (with the users and splits
+    # each replicate drew, when they draw their own), the users' lasting preferences (users shared by
+    # every replicate), and what is left (how a user's result moves from training to training).
+    share_training: float
+    share_users: float
+    share_interaction: float
+    minimum_detectable: float  # the true difference found with ``power`` at ``alpha``, this study as run
+    confidence: float
+
+
+def replicate_test(replicate_differences, per_user=None, *, alpha: float = 0.05, power: float = 0.8,
+                   confidence: float = 0.95) -> ReplicateTest:
+    """Test whether configuration A trains better models than B, with the replicate as the unit.
+
+    ``replicate_differences[r]`` is A's mean metric minus B's over the shared (user, category) pairs
+    of replicate r: one training of each configuration (seeded alike) on the same users and splits.
+    A replicate that draws its own seeds for everything (model, data, users) carries every source of
+    noise, so the spread of the replicates is the whole uncertainty (Bouthillier et al., "Accounting
+    for Variance in Machine Learning Benchmarks", MLSys 2021: re-randomise every source of variation
+    and compare over the replicates): the standard error is s / sqrt(R), with R - 1 degrees of freedom.
+
+    When every replicate has the same users, their sampling error is common to all replicates and
+    their spread cannot show it. ``per_user`` (R x N: user i's share of replicate r's difference,
+    scaled so that each row's mean is ``replicate_differences[r]``) then gives the two-way crossed
+    random-effects decomposition (replicates x users, as in generalisability theory): with the mean
+    squares of replicates, users and residual, Var(mean) = (MS_r + MS_u - MS_e) / (R N), the
+    components clipped at zero, on the replicates' R - 1 degrees of freedom.
+
+    The minimum detectable difference is ``detectable_effect_size`` (the exact power of the
+    two-sided t test, from the noncentral t) times the standard error. Raises TooFewReplicatesError for fewer than
+    MIN_REPLICATES replicates, ValueError naming the argument for values that are not finite,
+    a ``per_user`` that does not match, or options out of range.
+    """
+    d = np.asarray(replicate_differences, dtype=float)
+    if d.ndim != 1:
+        raise ValueError(f"replicate_differences: expected a 1-D array, got shape {d.shape}")
+    if d.size < MIN_REPLICATES:
+        raise TooFewReplicatesError(f"{d.size} replicate(s): the configuration test needs at least {MIN_REPLICATES} "
+                                    "trainings of each configuration, seeded alike")
+    if not np.all(np.isfinite(d)):
+        raise ValueError(f"replicate_differences: expected finite values, got {d.tolist()}")
+    for name, value in (("alpha", alpha), ("power", power), ("confidence", confidence)):
+        if not 0 < value < 1:
+            raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}")
+    n = int(d.size)
+    if per_user is None:
+        variance = float(d.var(ddof=1)) / n
+        df = n - 1
+        parts = (variance, 0.0, 0.0)
+    else:
+        variance, df, parts = _crossed_variance(np.asarray(per_user, dtype=float), d)
+    mean = float(d.mean())
+    t = scipy_stats.t
+    if variance == 0:  # every replicate and user agrees exactly: an exact difference, or none
+        p_value, half_width, shares = (1.0 if mean == 0 else 0.0), 0.0, (0.0, 0.0, 0.0)
+    else:
+        p_value = float(2 * t.sf(abs(mean) / np.sqrt(variance), df))
+        half_width = float(t.ppf((1 + confidence) / 2, df) * np.sqrt(variance))
+        shares = tuple(part / variance for part in parts)
+    detectable = float(detectable_effect_size(df, alpha, power) * np.sqrt(variance))
+    return ReplicateTest(mean, mean - half_width, mean + half_width, p_value, n, df, float(np.sqrt(variance)),
+                         *shares, detectable, float(confidence))
+
+
+def detectable_effect_size(df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The true difference, in standard errors, that a two-sided t test at ``alpha`` with ``df``
+    degrees of freedom rejects with probability ``power``: the noncentrality at which
+    P(|T| > t_{1-alpha/2}) = power for T ~ noncentral t(df) (Cohen 1988, ch. 2). With few
+    degrees of freedom it is well above the normal approximation's 2.8."""
+    critical = scipy_stats.t.ppf(1 - alpha / 2, df)
+
+    def shortfall(ncp: float) -> float:
+        lower = scipy_stats.nct.cdf(-critical, df, ncp)  # the wrong tail: tiny, and NaN where it underflows
+        return scipy_stats.nct.sf(critical, df, ncp) + (0.0 if np.isnan(lower) else lower) - power
+
+    return float(brentq(shortfall, 0.0, 40.0))
+
+
+def _crossed_variance(y: np.ndarray, d: np.ndarray) -> tuple[float, int, tuple[float, float, float]]:
+    """Var of the grand mean of a replicates x users table with crossed random effects, its degrees
+    of freedom, and the variance's parts (replicates, users, residual). The degrees of freedom are
+    the replicates' R - 1, the fewer of the two levels': Satterthwaite's would jump to the users'
+    N - 1 whenever the training component is clipped at zero, and promise power a study of three
+    trainings does not have."""
+    if y.ndim != 2 or y.shape[0] != d.size or y.shape[1] < 2 or not np.all(np.isfinite(y)) \
+            or not np.allclose(y.mean(axis=1), d):
+        raise ValueError(f"per_user: expected a finite {d.size} x N table (N >= 2 users) whose row means are the "
+                         f"replicate differences, got shape {y.shape}")
+    r, u = y.shape
+    grand = y.mean()
+    rows, columns = y.mean(axis=1), y.mean(axis=0)
+    ms_rep = u * np.sum((rows - grand) ** 2) / (r - 1)
+    ms_users = r * np.sum((columns - grand) ** 2) / (u - 1)
+    residual = y - rows[:, None] - columns[None, :] + grand
+    ms_error = np.sum(residual ** 2) / ((r - 1) * (u - 1))
+    training = max(0.0, (ms_rep - ms_error) / u) / r
+    users = max(0.0, (ms_users - ms_error) / r) / u
+    interaction = ms_error / (r * u)
+    variance = training + users + interaction
+    return float(variance), r - 1, (float(training), float(users), float(interaction))
+
+
+def clustered_standard_error(values, clusters) -> float:
+    """The standard error of the mean of ``values`` when the values of one cluster (a user's
+    pairs) are not independent: the cluster-robust (sandwich) variance of a mean,
+    G / (G - 1) * sum_g (S_g - n_g * mean)^2 / n^2 for G clusters with sums S_g and sizes n_g.
+    0 for a single cluster (no spread to measure)."""
+    x = np.asarray(values, dtype=float)
+    codes = _label_codes(clusters, "clusters", x.size)
+    _, cluster = np.unique(codes, return_inverse=True)
+    groups = int(cluster.max()) + 1 if x.size else 0
+    if groups < 2:
+        return 0.0
+    sums = np.bincount(cluster, weights=x, minlength=groups)
+    sizes = np.bincount(cluster, minlength=groups)
+    residual = sums - sizes * x.mean()
+    return float(np.sqrt(groups / (groups - 1) * np.sum(residual ** 2)) / x.size)
 
 
 def _label_codes(labels, name: str, n: int) -> np.ndarray:

@@ -120,3 +120,59 @@ def test_a_difference_that_one_seed_contradicts_is_not_best():
     (pair,) = result.comparisons
     assert pair.significant(result.alpha) and pair.strata_agreeing == 2
     assert result.best is None and "2 of 3 seeds agreeing" in result.verdict()
+
+
+def test_one_training_per_configuration_never_makes_a_best_however_large_the_difference():
+    result = compare(sweep({2: 0.0, 8: 0.15}, seeds=(0,)), "precision_at_5", n_resamples=2000)
+    (pair,) = result.comparisons
+    assert pair.significant(result.alpha)  # these trained models do differ for these users ...
+    assert pair.configuration is None and not pair.beats(result.alpha)  # ... which says nothing of configurations
+    assert result.best is None and result.tied == [] and "trained once" in result.untested
+    verdict = result.verdict()
+    assert verdict.startswith("cannot tell configurations apart") and "model.seed=0,1,2" in verdict
+    assert "**best**" not in result.markdown() and "These trainings, for these users" in result.markdown()
+
+
+def test_two_trainings_each_are_too_few_for_the_configuration_test():
+    result = compare(sweep({2: 0.0, 8: 0.15}, seeds=(0, 1)), "precision_at_5", n_resamples=2000)
+    assert result.best is None and "share 2 training seed(s)" in result.untested
+
+
+def model_seed_sweep(skills: dict[int, float], training_sd: float, model_seeds=(0, 1, 2), seed: int = 0):
+    """Configurations trained with several model seeds on one set of users and splits: each training
+    shifts the model by its own luck (``training_sd``)."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for model_seed in model_seeds:
+        for freeze, skill in skills.items():
+            luck = rng.normal(0, training_sd)
+            runs.append(run(f"r{freeze}-{model_seed}", freeze, 0, pair_table(0, skill + luck, rng),
+                            **{"model.seed": str(model_seed)}))
+    return runs
+
+
+def test_trainings_on_shared_users_are_replicates_of_the_configuration_test():
+    result = compare(model_seed_sweep({2: 0.0, 8: 0.2}, training_sd=0.005), "precision_at_5", n_resamples=999)
+    (pair,) = result.comparisons
+    assert result.swept == ["freeze"] and pair.configuration.n_replicates == 3
+    assert result.best == "freeze=8" and "configuration test over >= 3 trainings each" in result.verdict()
+    assert "variance from training / users" in result.markdown()
+
+
+def test_equal_configurations_whose_trainings_differ_by_luck_are_tied_with_a_detectable_difference():
+    result = compare(model_seed_sweep({2: 0.0, 8: 0.0}, training_sd=0.05, seed=0), "precision_at_5",
+                     n_resamples=999)
+    assert result.best is None and sorted(result.tied) == ["freeze=2", "freeze=8"]
+    assert "this study detects a difference of" in result.verdict()
+
+
+def test_an_aa_study_of_equal_configurations_calls_a_winner_about_one_time_in_twenty_not_more():
+    """Equal configurations whose trainings differ by luck (training sd 0.05 on 120 users): the
+    per-pair test holds each training fixed and finds a difference most of the time; the verdict,
+    by the configuration test, rarely calls a best."""
+    studies = [compare(model_seed_sweep({2: 0.0, 8: 0.0}, training_sd=0.05, seed=seed), "precision_at_5",
+                       n_resamples=99) for seed in range(30)]
+    per_pair = sum(study.comparisons[0].significant(study.alpha) for study in studies)
+    best = sum(study.best is not None for study in studies)
+    assert per_pair >= 12  # 18 of 30 here: the trainings' luck, called a difference
+    assert best <= 4  # 2 of 30 here; 1.5 expected at alpha = 0.05, and <= 4 with probability 0.98

@@ -1,6 +1,7 @@
 """``hydra/launcher=slurm`` against a real SLURM scheduler: slurmctld, slurmd and MUNGE started in
 the test's temp dir (experiments/scale_out/slurm_cluster.py), a 2-job sweep of tiny runs through
-sbatch, into a SQLite store. Needs root and Debian's slurm-wlm and munge packages."""
+sbatch, into a SQLite store; and one whose long job is cancelled (scancel) while its run is
+RUNNING. Needs root and Debian's slurm-wlm and munge packages."""
 
 import importlib
 import os
@@ -81,7 +82,11 @@ def test_a_cancelled_slurm_job_ends_its_run_killed_and_the_sweep_collects_the_ot
         slurm_jobs = cluster.job_states()
     assert done.exit_code == 0, done.log[-4000:]
     assert "UncompletedJobError" not in done.log  # submitit got the cancelled job's result: the sweep went on
-    assert "job interrupted (terminated by SIGTERM); its MLflow run is marked KILLED" in done.log
+    # The job's process returned from the task: submitit wrote its result before SLURM's KillWait ran out.
+    job_folder = tmp_path / "sweep" / ".submitit" / done.slurm_job
+    assert "job interrupted (terminated by SIGTERM); its MLflow run is marked KILLED" in (
+        job_folder / f"{done.slurm_job}_0_log.err").read_text()
+    assert (job_folder / f"{done.slurm_job}_0_result.pkl").exists()
 
     client = MlflowClient(slurm_sweep.store_uri(tmp_path))
     runs = client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])

@@ -12,7 +12,16 @@ import pytest
 from scipy import stats as scipy_stats
 from scipy.special import expit
 
-from fashionbench.stats import PairedTest, holm, mean_confidence_interval, paired_test
+from fashionbench.stats import (
+    PairedTest,
+    TooFewReplicatesError,
+    clustered_standard_error,
+    detectable_effect_size,
+    holm,
+    mean_confidence_interval,
+    paired_test,
+    replicate_test,
+)
 
 ALPHA = 0.05
 DRAWS = 400
@@ -235,3 +244,100 @@ def test_bad_p_values_and_replicates_name_the_argument():
         mean_confidence_interval([])
     with pytest.raises(ValueError, match="values"):
         mean_confidence_interval([0.1, np.inf])
+
+
+# Two-level data as a configuration study has it: each replicate is one training of A and one of
+# B on the same users; training adds a shared shift per replicate, each user a lasting preference
+# for A or B, and each pair its own noise. The true difference is ``effect``.
+TWO_LEVEL_TRAINING_SD, TWO_LEVEL_USER_SD, TWO_LEVEL_PAIR_SD, TWO_LEVEL_USERS, TWO_LEVEL_REPLICATES = 0.01, 0.03, 0.2, 150, 3
+
+
+def simulated_study(rng: np.random.Generator, effect: float, replicates: int = TWO_LEVEL_REPLICATES,
+                    users_shared: bool = True):
+    """(replicate differences, per-user table or None) of one simulated two-level study."""
+    preference = rng.normal(0, TWO_LEVEL_USER_SD, TWO_LEVEL_USERS)
+    table = []
+    for _ in range(replicates):
+        if not users_shared:
+            preference = rng.normal(0, TWO_LEVEL_USER_SD, TWO_LEVEL_USERS)
+        training = rng.normal(0, TWO_LEVEL_TRAINING_SD * np.sqrt(2))  # two independent trainings: A's and B's
+        table.append(effect + training + preference + rng.normal(0, TWO_LEVEL_PAIR_SD, TWO_LEVEL_USERS))
+    table = np.array(table)
+    return table.mean(axis=1), (table if users_shared else None)
+
+
+@pytest.mark.parametrize("users_shared", [True, False])
+def test_the_configuration_test_rejects_no_more_than_alpha_when_configurations_are_equal(users_shared):
+    rng = np.random.default_rng(7)
+    trials = 2000
+    rejected = sum(replicate_test(*simulated_study(rng, 0.0, users_shared=users_shared)).p_value <= 0.05
+                   for _ in range(trials))
+    assert rejected / trials <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / trials)  # within Monte-Carlo error of alpha
+
+
+def test_the_per_pair_test_alone_calls_training_noise_a_difference():
+    """Why the verdict needs the configuration test: with one training each, the per-pair test
+    holds the trainings fixed and rejects far more often than alpha on equal configurations."""
+    rng = np.random.default_rng(8)
+    trials, rejected = 300, 0
+    for _ in range(trials):
+        preference = rng.normal(0, TWO_LEVEL_USER_SD, TWO_LEVEL_USERS)
+        pairs = rng.normal(0, TWO_LEVEL_TRAINING_SD * np.sqrt(2)) + preference + rng.normal(0, TWO_LEVEL_PAIR_SD, TWO_LEVEL_USERS)
+        users = np.arange(TWO_LEVEL_USERS)
+        rejected += paired_test(pairs, users, n_resamples=199, seed=0).p_value <= 0.05
+    assert rejected / trials > 0.10
+
+
+def test_the_configuration_test_finds_a_planted_difference_it_says_it_can_detect():
+    rng = np.random.default_rng(9)
+    # The standard error of the mean difference the simulation draws, and what the test promises for it.
+    true_error = np.sqrt(2 * TWO_LEVEL_TRAINING_SD ** 2 / TWO_LEVEL_REPLICATES + TWO_LEVEL_USER_SD ** 2 / TWO_LEVEL_USERS
+                         + TWO_LEVEL_PAIR_SD ** 2 / (TWO_LEVEL_REPLICATES * TWO_LEVEL_USERS))
+    promised = [replicate_test(*simulated_study(rng, 0.0)) for _ in range(300)]
+    effect = detectable_effect_size(TWO_LEVEL_REPLICATES - 1) * true_error
+    trials = 1000
+    found = sum(replicate_test(*simulated_study(rng, effect)).p_value <= 0.05 for _ in range(trials))
+    assert found / trials >= 0.8 - 3 * np.sqrt(0.8 * 0.2 / trials)  # the promised 80 % power, or more
+    assert np.median([t.minimum_detectable for t in promised]) == pytest.approx(effect, rel=0.35)
+
+
+def test_few_degrees_of_freedom_need_a_larger_difference():
+    assert detectable_effect_size(1000) == pytest.approx(2.80, abs=0.02)  # the normal approximation's 1.96 + 0.84
+    assert detectable_effect_size(2) > 5
+
+
+def test_the_configuration_interval_covers_the_true_difference():
+    rng = np.random.default_rng(10)
+    trials, effect = 2000, 0.02
+    covered = 0
+    for _ in range(trials):
+        test = replicate_test(*simulated_study(rng, effect))
+        covered += test.ci_low <= effect <= test.ci_high
+    assert covered / trials >= 0.95 - 3 * np.sqrt(0.05 * 0.95 / trials)
+
+
+def test_the_configuration_test_says_where_its_noise_comes_from_and_refuses_too_few_trainings():
+    drawn = replicate_test([0.01, 0.03, 0.02])  # every replicate drew its own users: its spread is all of it
+    assert drawn.df == 2 and drawn.n_replicates == 3 and drawn.share_training == 1.0
+    assert drawn.standard_error == pytest.approx(np.sqrt(np.var([0.01, 0.03, 0.02], ddof=1) / 3))
+    assert drawn.ci_low < drawn.difference < drawn.ci_high and drawn.minimum_detectable > drawn.standard_error
+    # The same users in every replicate, users that differ a lot and trainings that barely do.
+    rng = np.random.default_rng(3)
+    users = rng.normal(0, 0.1, 200)
+    table = np.array([0.02 + shift + users + rng.normal(0, 0.01, 200) for shift in (0.0, 0.001, -0.001)])
+    shared = replicate_test(table.mean(axis=1), table)
+    assert shared.share_users > 0.9 and shared.df == 2  # on the replicates' degrees of freedom: conservative
+    assert shared.share_training + shared.share_users + shared.share_interaction == pytest.approx(1.0)
+    with pytest.raises(TooFewReplicatesError, match="needs at least 3 trainings"):
+        replicate_test([0.01, 0.02])
+    with pytest.raises(ValueError, match="per_user"):
+        replicate_test([0.01, 0.02, 0.03], np.zeros((3, 5)))
+
+
+def test_the_clustered_standard_error_counts_users_not_pairs():
+    # Two pairs per user, identical within a user: 2x the pairs, the same information.
+    values = np.repeat(np.random.default_rng(1).normal(size=50), 2)
+    users = np.repeat(np.arange(50), 2)
+    assert clustered_standard_error(values, users) == pytest.approx(
+        clustered_standard_error(values[::2], users[::2]), rel=1e-9)
+    assert clustered_standard_error(values, np.zeros(100)) == 0.0

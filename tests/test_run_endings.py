@@ -37,8 +37,7 @@ def wait_until_running(tmp_path: Path, process: subprocess.Popen, timeout: float
         if (tmp_path / "mlflow.db").exists():
             experiment = client.get_experiment_by_name("fashionbench")
             runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            if runs and "model/trainable_backbone_layers" in runs[0].data.metrics:
-                time.sleep(3)  # into data loading and training
+            if runs and "model/trainable_backbone_layers" in runs[0].data.metrics:  # built: training comes next
                 return client, runs[0].info.run_id
         time.sleep(0.5)
     raise AssertionError("the run never started")

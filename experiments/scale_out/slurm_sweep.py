@@ -6,11 +6,14 @@
 2. A sweep with a job that outlives its SLURM time limit (``train.epochs=1,200`` without the trunk
    cache, ``hydra.launcher.timeout_min=3``, ``signal_delay_s=30``, ``max_num_timeout=0``): SLURM
    sends USR2 30 to 60 s before the limit (slurmctld looks every 30 s) and submitit's handler
-   raises inside the run. Then the same sweep with more time (``timeout_min`` is the launcher's,
-   not part of a job's config, so tracking.resume still knows the finished job): the finished job
-   is skipped, the cut one runs to FINISHED.
-3. The same sweep, one job cancelled while it trains (``scancel``: what SLURM also does at the
-   time limit to a job still running after USR2): printed, not checked.
+   raises UncompletedJobError inside the run, which ends KILLED with the time limit as its reason;
+   the sweep goes on. Then the same sweep with more time (``timeout_min`` is the launcher's, not
+   part of a job's config, so tracking.resume still knows the finished job): the finished job is
+   skipped, the cut one runs to FINISHED.
+3. The same sweep, the long job cancelled (``scancel``: SIGTERM, what SLURM also does at the time
+   limit to a job still running after USR2) once its MLflow run is RUNNING and some seconds into
+   its training: that run ends KILLED ("Terminated"), the job returns, and the sweep's process
+   collects the other job and exits 0 with its parent FINISHED.
 
 Each sweep prints the job table: swept values, SLURM job id (from the job's ``.hydra/hydra.yaml``,
 which submitit fills from ``SLURM_ARRAY_JOB_ID``/``SLURM_ARRAY_TASK_ID``), SLURM's state and run
@@ -39,7 +42,12 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from slurm_cluster import SlurmCluster, one_node_cluster
 
-from fashionbench.artifacts import (
+# This checkout's fashionbench, here and in the sweeps' processes (which run in another folder), not
+# whichever checkout is pip-installed (-e) on the machine.
+CHECKOUT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(CHECKOUT))
+
+from fashionbench.artifacts import (  # noqa: E402
     SWEEP_PARENT,
     SWEEP_SECTION,
     TAG_ERROR,
@@ -48,7 +56,7 @@ from fashionbench.artifacts import (
     TAG_SWEEP_ID,
     TAG_SWEEP_REUSED_PREFIX,
 )
-from fashionbench.tracking.sweep import job_name
+from fashionbench.tracking.sweep import job_name  # noqa: E402
 
 # tests/conftest.py's TINY_RUN: a whole run in seconds (32 px, a few items per split, one epoch).
 TINY_RUN = ["data.image_size=32", "data.scale=0.01", "data.min_per_split=3", "train.epochs=1", "train.batch_size=16",
@@ -57,6 +65,7 @@ TINY_RUN = ["data.image_size=32", "data.scale=0.01", "data.min_per_split=3", "tr
 # A job that trains for minutes: every backbone layer trainable (no trunk cache), many epochs.
 LONG_EPOCHS = 200  # about 3 min of training on this machine (0.9 s an epoch at a load of 6)
 SWEEP_TIMEOUT_S = 900  # a sweep that has not ended by then is stuck (submitit waits for a result file)
+TIME_LIMIT_REASON = "the scheduler's time limit or a preemption (SLURM's USR2) ended the job: UncompletedJobError"
 
 
 def launcher_overrides(cluster: SlurmCluster, timeout_min: int, signal_delay_s: int = 120) -> list[str]:
@@ -77,11 +86,32 @@ def run_sweep(cluster: SlurmCluster, root: Path, sweep_dir: Path, overrides: Seq
     """``python -m fashionbench.run -m <overrides>`` in ``root`` (submitit's folders and the caches
     go there), into ``root/mlflow.db``, with the cluster's environment; output also in
     ``<sweep_dir>.log``."""
-    result = subprocess.run(sweep_command(root, sweep_dir, overrides), cwd=root,
-                            env={**cluster.env, "HYDRA_FULL_ERROR": "0"}, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(sweep_command(root, sweep_dir, overrides), cwd=root, env=sweep_env(cluster),
+                            capture_output=True, text=True, timeout=timeout)
     Path(f"{sweep_dir}.log").write_text(result.stdout + result.stderr)
     return result
+
+
+def start_sweep(cluster: SlurmCluster, root: Path, sweep_dir: Path, overrides: Sequence[str]) -> subprocess.Popen:
+    """``run_sweep`` in the background; its output goes to ``<sweep_dir>.log``."""
+    with Path(f"{sweep_dir}.log").open("w") as log:
+        return subprocess.Popen(sweep_command(root, sweep_dir, overrides), cwd=root, env=sweep_env(cluster),
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def sweep_env(cluster: SlurmCluster) -> dict[str, str]:
+    """The cluster's environment, with this checkout first on PYTHONPATH: sbatch exports it to the
+    jobs, so the sweep and its jobs import the fashionbench of this checkout."""
+    path = os.pathsep.join(p for p in (str(CHECKOUT), cluster.env.get("PYTHONPATH", "")) if p)
+    return {**cluster.env, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": path}
+
+
+def checkout_commit() -> str:
+    """This checkout's HEAD (short), "+ uncommitted changes" when its tracked files differ."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=CHECKOUT, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain", "-uno")
+                                                  else "")
 
 
 def sweep_command(root: Path, sweep_dir: Path, overrides: Sequence[str]) -> list[str]:
@@ -170,15 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     failures = []
     with one_node_cluster(root / "cluster") as cluster:
         print(f"cluster: node {cluster.node}, {cluster.cpus} CPUs, partition {cluster.partition}; "
-              f"SLURM_CONF={cluster.conf}", flush=True)
+              f"SLURM_CONF={cluster.conf}\nfashionbench: {CHECKOUT} at {checkout_commit()}", flush=True)
         print(cluster.command("sinfo"), end="")
         if args.only in (None, "sweep"):
             failures += two_job_sweep(cluster, root)
         if args.only in (None, "time-limit"):
             failures += time_limit(cluster, root, args.long_epochs)
         if args.only in (None, "cancel"):
-            cancelled_job(cluster, root, args.long_epochs)
-        print(f"\nlogs: {root}/sweep-*.log, {root}/cluster/log/; submitit's folders: {root}/sweep-*/.submitit/")
+            failures += cancelled_job(cluster, root, args.long_epochs)
+        print(f"\nlogs: {root}/sweep-*.log, {root}/cluster/log/; submitit's folders: {root}/sweep-*/.submitit/\n"
+              f"fashionbench at the end: {checkout_commit()}")
     for failure in failures:
         print(f"FAILED: {failure}")
     return 1 if failures else 0
@@ -212,49 +243,108 @@ def time_limit(cluster: SlurmCluster, root: Path, long_epochs: int) -> list[str]
         report(f"train.epochs=1,{long_epochs}, timeout_min={timeout_min}, signal_delay_s=30", result, outcome,
                time.monotonic() - started)
         short, long = outcome.rows
-        if part == "cut" and (short.run_status != "FINISHED" or long.run_status not in ("KILLED", "FAILED")
-                              or "time" not in long.reason.lower()):
-            failures.append(f"the job past its time limit: {long.run_status} {long.reason!r} (short job "
-                            f"{short.run_status}; log: {sweep}.log)")
-        if part == "again" and (outcome.parent_status, short.run_status, long.run_status) != (
-                "FINISHED", "skipped", "FINISHED"):
-            failures.append(f"the sweep run again: parent {outcome.parent_status}, short job {short.run_status}, "
-                            f"long job {long.run_status} (log: {sweep}.log)")
+        ended = (result.returncode, outcome.parent_status, short.run_status, long.run_status)
+        if part == "cut" and (ended != (0, "FINISHED", "FINISHED", "KILLED")
+                              or not long.reason.startswith(TIME_LIMIT_REASON)):
+            failures.append(f"the job past its time limit: exit {result.returncode}, parent {outcome.parent_status}, "
+                            f"short job {short.run_status}, long job {long.run_status} {long.reason!r} "
+                            f"(log: {sweep}.log)")
+        if part == "again" and ended != (0, "FINISHED", "skipped", "FINISHED"):
+            failures.append(f"the sweep run again: exit {result.returncode}, parent {outcome.parent_status}, short "
+                            f"job {short.run_status}, long job {long.run_status} (log: {sweep}.log)")
     return failures
 
 
-def cancelled_job(cluster: SlurmCluster, root: Path, long_epochs: int) -> None:
-    """Part 3, shown, not checked: SLURM ends a job whose run is training (``scancel``; SLURM does
-    the same at the time limit to a job still running after USR2): SIGTERM, then SIGKILL after
-    ``KillWait``. What the run, the sweep's process and the other job do is printed."""
+@dataclass(frozen=True)
+class CancelledSweep:
+    """What a sweep did when one of its jobs was cancelled (``cancelled_sweep``)."""
+
+    exit_code: int | None  # None: still waiting after its timeout (then stopped with SIGTERM)
+    slurm_job: str  # the cancelled one
+    cancelled_at_s: float  # since the sweep started
+    seconds: float  # the sweep's process, start to exit
+    log: str  # that process's output
+    outcome: SweepOutcome
+
+
+def wait_for_running_run(root: Path, sweep_dir: Path, job_num: int, run_name: str, process: subprocess.Popen,
+                         timeout: float = SWEEP_TIMEOUT_S) -> str:
+    """Wait until job ``job_num`` of the sweep has started and its MLflow run (``run_name``) is
+    RUNNING; return the SLURM job that runs it. Raises RuntimeError when the sweep's process ends
+    first or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    # The job's config, composed in its process, exists only once the sweep has created the store
+    # and the parent run: a client's first touch of a fresh SQLite file would race with the sweep's.
+    hydra_file = sweep_dir / str(job_num) / ".hydra" / "hydra.yaml"
+    query = None
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the sweep ended (exit {process.returncode}) before run {run_name!r} was "
+                               f"RUNNING; its last lines:\n{Path(f'{sweep_dir}.log').read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run {run_name!r} not RUNNING after {timeout:.0f} s (log: {sweep_dir}.log)")
+        if query is None and hydra_file.exists():
+            job = OmegaConf.load(hydra_file).hydra
+            parent_id = next(o.split("=", 1)[1].strip("'") for o in job.overrides.task
+                             if o.startswith("tracking.parent_run_id="))
+            client = MlflowClient(store_uri(root))
+            experiment_id = client.get_experiment_by_name("fashionbench").experiment_id
+            query = (f"tags.{TAG_SWEEP_ID} = '{parent_id}' and attributes.run_name = '{run_name}' "
+                     "and attributes.status = 'RUNNING'")
+        if query is not None and client.search_runs([experiment_id], query, max_results=1):
+            return str(job.job.id)
+        time.sleep(0.5)  # the store is polled: the run may start at any moment
+
+
+def cancelled_sweep(cluster: SlurmCluster, root: Path, sweep_dir: Path, long_epochs: int,
+                    seconds_into_run: float = 0, timeout: float = 300) -> CancelledSweep:
+    """A 2-job sweep, ``train.epochs=1,<long_epochs>`` without the trunk cache, whose long job
+    is cancelled (``scancel``) once its MLflow run is RUNNING and ``seconds_into_run`` later; wait
+    (``timeout`` seconds at most after the cancel) for the sweep's process to exit."""
     swept = [*(o for o in TINY_RUN if not o.startswith("train.epochs=")), "freeze=2", "train.cache=false",
              f"train.epochs=1,{long_epochs}", "tracking.resume=false"]
-    sweep = root / "sweep-cancelled"
     started = time.monotonic()
-    with Path(f"{sweep}.log").open("w") as log:
-        process = subprocess.Popen(sweep_command(root, sweep, [*launcher_overrides(cluster, 30), *swept]), cwd=root,
-                                   env={**cluster.env, "HYDRA_FULL_ERROR": "0"}, stdout=log, stderr=subprocess.STDOUT)
+    process = start_sweep(cluster, root, sweep_dir, [*launcher_overrides(cluster, 30), *swept])
     try:
-        long_job = sweep / "1" / ".hydra" / "hydra.yaml"
-        while not long_job.exists() and process.poll() is None:  # the job has started: its config is composed
-            time.sleep(1)
-        time.sleep(30)  # into its training
-        slurm_id = str(OmegaConf.load(long_job).hydra.job.id)
+        slurm_id = wait_for_running_run(root, sweep_dir, 1, f"train.epochs={long_epochs}", process)
+        if seconds_into_run:
+            time.sleep(seconds_into_run)  # into its training (the run starts before the data are loaded)
         cluster.command("scancel", slurm_id)
-        print(f"\n== train.epochs=1,{long_epochs}: scancel {slurm_id} at {time.monotonic() - started:.0f} s",
-              flush=True)
+        cancelled_at = time.monotonic() - started
         try:
-            code = process.wait(timeout=180)
+            code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            code = "none (still waiting after 180 s: stopped with SIGTERM)"
+            code = None
             process.terminate()
             process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    print(f"the sweep's process: exit {code}, {time.monotonic() - started:.0f} s; its last lines:")
-    print("\n".join("  " + line for line in Path(f"{sweep}.log").read_text().splitlines()[-6:]))
-    print(sweep_outcome(cluster, root, sweep).table(), flush=True)
+            process.wait()
+    seconds = time.monotonic() - started
+    return CancelledSweep(code, slurm_id, cancelled_at, seconds, Path(f"{sweep_dir}.log").read_text(),
+                          sweep_outcome(cluster, root, sweep_dir))
+
+
+def cancelled_job(cluster: SlurmCluster, root: Path, long_epochs: int) -> list[str]:
+    """Part 3: SLURM ends a job whose run is training (``scancel``; SLURM does the same at the time
+    limit to a job still running after USR2): SIGTERM, then SIGKILL after ``KillWait``. What went
+    wrong, if anything: the run must end KILLED, the other job FINISHED, the sweep exit 0."""
+    sweep = root / "sweep-cancelled"
+    done = cancelled_sweep(cluster, root, sweep, long_epochs, seconds_into_run=20)
+    print(f"\n== train.epochs=1,{long_epochs}: scancel {done.slurm_job} at {done.cancelled_at_s:.0f} s "
+          f"(its run RUNNING, then 20 s)", flush=True)
+    shown = "none (still waiting: stopped with SIGTERM)" if done.exit_code is None else done.exit_code
+    print(f"the sweep's process: exit {shown}, {done.seconds:.0f} s; its last lines:")
+    print("\n".join("  " + line for line in done.log.splitlines()[-6:]))
+    print(done.outcome.table(), flush=True)
+    short, long = done.outcome.rows
+    if (done.exit_code, done.outcome.parent_status, short.run_status, long.run_status) == (
+            0, "FINISHED", "FINISHED", "KILLED") and long.reason.startswith("Terminated") and \
+            "UncompletedJobError" not in done.log:
+        return []
+    return [f"the cancelled job: exit {done.exit_code}, parent {done.outcome.parent_status}, short job "
+            f"{short.run_status}, long job {long.run_status} {long.reason!r} (log: {sweep}.log)"]
 
 
 if __name__ == "__main__":

@@ -67,7 +67,13 @@ from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name 
 from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, UNTRAINED  # noqa: E402
 from fashionbench.tracking.records import RunRecord  # noqa: E402
 from fashionbench.tracking.run_models import model_tags  # noqa: E402
-from fashionbench.tracking.runs import Terminated, disk_full, reap_orphaned_runs, tracked_run  # noqa: E402
+from fashionbench.tracking.runs import (  # noqa: E402
+    Terminated,
+    disk_full,
+    reap_orphaned_runs,
+    time_limit,
+    tracked_run,
+)
 from fashionbench.tracking.store import (  # noqa: E402
     StoredRun,
     TrackingSettings,
@@ -346,6 +352,9 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(f"fashionbench.run: {interruption or 'interrupted'}; the MLflow run is marked KILLED"
                  if isinstance(interruption, Terminated) else 130)
     except Exception as error:
+        if multirun and time_limit(error):  # its run is marked KILLED, naming the limit; the next job runs
+            return failed_job(f"job cut short by the scheduler's time limit (its MLflow run is marked KILLED): "
+                              f"{type(error).__name__}: {error}")
         if multirun:  # a started run is already marked FAILED in MLflow; the next job runs
             return failed_job(f"job failed (its MLflow run, if one started, is marked FAILED): "
                               f"{type(error).__name__}: {error}")

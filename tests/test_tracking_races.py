@@ -79,8 +79,8 @@ def race(tmp_path: Path, attempts: int, rounds: int) -> tuple[list, list]:
 
 @pytest.mark.slow
 def test_processes_logging_the_same_dataset_at_once_all_log_it(tmp_path):
-    statuses, failures = race(tmp_path, races.ATTEMPTS, rounds=2)
-    assert statuses == ["FINISHED"] * (2 * WORKERS)
+    statuses, failures = race(tmp_path, races.ATTEMPTS, rounds=1)
+    assert statuses == ["FINISHED"] * WORKERS
     assert failures == []  # not one input given up: every loser of the race tried again
 
 

@@ -174,7 +174,7 @@ class ReplicateTest:
     ci_high: float
     p_value: float  # two-sided t test
     n_replicates: int
-    df: int
+    df: float
     standard_error: float
     # Of the variance of the difference: the spread between trainings (with the users and splits
     # each replicate drew, when they draw their own), the users' lasting preferences (users shared by
@@ -201,8 +201,9 @@ def replicate_test(replicate_differences, per_user=None, *, alpha: float = 0.05,
     their spread cannot show it. ``per_user`` (R x N: user i's share of replicate r's difference,
     scaled so that each row's mean is ``replicate_differences[r]``) then gives the two-way crossed
     random-effects decomposition (replicates x users, as in generalisability theory): with the mean
-    squares of replicates, users and residual, Var(mean) = (MS_r + MS_u - MS_e) / (R N), the
-    components clipped at zero, on the replicates' R - 1 degrees of freedom.
+    squares of replicates, users and residual, Var(mean) = (MS_r + max(0, MS_u - MS_e)) / (R N): the
+    replicates' spread, as the t test over replicates has it, plus the users' lasting part it cannot
+    see, on Satterthwaite's degrees of freedom (at least R - 1).
 
     The minimum detectable difference is ``detectable_effect_size`` (the exact power of the
     two-sided t test, from the noncentral t) times the standard error. Raises TooFewReplicatesError for fewer than
@@ -223,7 +224,7 @@ def replicate_test(replicate_differences, per_user=None, *, alpha: float = 0.05,
     n = int(d.size)
     if per_user is None:
         variance = float(d.var(ddof=1)) / n
-        df = n - 1
+        df = float(n - 1)
         parts = (variance, 0.0, 0.0)
     else:
         variance, df, parts = _crossed_variance(np.asarray(per_user, dtype=float), d)
@@ -254,12 +255,10 @@ def detectable_effect_size(df: float, alpha: float = 0.05, power: float = 0.8) -
     return float(brentq(shortfall, 0.0, 40.0))
 
 
-def _crossed_variance(y: np.ndarray, d: np.ndarray) -> tuple[float, int, tuple[float, float, float]]:
-    """Var of the grand mean of a replicates x users table with crossed random effects, its degrees
-    of freedom, and the variance's parts (replicates, users, residual). The degrees of freedom are
-    the replicates' R - 1, the fewer of the two levels': Satterthwaite's would jump to the users'
-    N - 1 whenever the training component is clipped at zero, and promise power a study of three
-    trainings does not have."""
+def _crossed_variance(y: np.ndarray, d: np.ndarray) -> tuple[float, float, tuple[float, float, float]]:
+    """Var of the grand mean of a replicates x users table with crossed random effects, its
+    Satterthwaite degrees of freedom (at least R - 1), and the variance's parts (replicates, users,
+    residual)."""
     if y.ndim != 2 or y.shape[0] != d.size or y.shape[1] < 2 or not np.all(np.isfinite(y)) \
             or not np.allclose(y.mean(axis=1), d):
         raise ValueError(f"per_user: expected a finite {d.size} x N table (N >= 2 users) whose row means are the "
@@ -271,11 +270,21 @@ def _crossed_variance(y: np.ndarray, d: np.ndarray) -> tuple[float, int, tuple[f
     ms_users = r * np.sum((columns - grand) ** 2) / (u - 1)
     residual = y - rows[:, None] - columns[None, :] + grand
     ms_error = np.sum(residual ** 2) / ((r - 1) * (u - 1))
-    training = max(0.0, (ms_rep - ms_error) / u) / r
-    users = max(0.0, (ms_users - ms_error) / r) / u
-    interaction = ms_error / (r * u)
-    variance = training + users + interaction
-    return float(variance), r - 1, (float(training), float(users), float(interaction))
+    # The replicates' spread (MS_r, on R - 1 degrees of freedom) measures training and each user's
+    # training-to-training wobble together, exactly as the t test over replicates does; it is not
+    # clipped to the wobble's share, which would put a floor under the standard error that a t
+    # reference on R - 1 degrees of freedom then makes far too cautious. The users' lasting part
+    # (MS_u - MS_e) / (R N), clipped at zero, is what the spread cannot see.
+    spread = ms_rep / (r * u)
+    interaction = min(ms_error, ms_rep) / (r * u)
+    training = spread - interaction
+    users = max(0.0, ms_users - ms_error) / (r * u)
+    variance = spread + users
+    # Satterthwaite (1946) for MS_r + (MS_u - MS_e), never fewer than the replicates' R - 1.
+    terms = [(ms_rep, r - 1)] + ([(ms_users, u - 1), (-ms_error, (r - 1) * (u - 1))] if users else [])
+    denominator = sum(value ** 2 / dof for value, dof in terms)
+    df = (variance * r * u) ** 2 / denominator if denominator > 0 else float(r - 1)
+    return float(variance), float(max(r - 1, df)), (float(training), float(users), float(interaction))
 
 
 def clustered_standard_error(values, clusters) -> float:

@@ -8,7 +8,7 @@ queries. See README.md for the pipeline and how to run it.
 __version__ = "0.1.0"
 
 # Before anything imports TensorFlow: a parallel sweep's worker takes one GPU of the pool
-# (fashionbench.gpu_pool explains why it must be here); without a pool this does nothing.
-from fashionbench.gpu_pool import claim_from_environment  # noqa: E402
+# (fashionbench.runtime.gpu_pool explains why it must be here); without a pool this does nothing.
+from fashionbench.runtime.gpu_pool import claim_from_environment  # noqa: E402
 
 claim_from_environment()

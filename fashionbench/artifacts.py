@@ -39,9 +39,9 @@ CONFUSION_MATRIX = "plots/confusion_matrix.png"
 CLASSIFICATION_TABLE = "eval/classification.csv"  # precision, recall, f1, support per category
 INDEX_QUALITY_TABLE = "eval/index_quality.csv"  # the index against exact search, per category
 LADDER_PLOT = "plots/ladder.png"  # the run at a glance: precision@k per recommender and category
-PAIRS = "eval/pairs.csv"  # one row per (user, category) pair and recommender (fashionbench.pair_results)
+PAIRS = "eval/pairs.csv"  # one row per (user, category) pair and recommender (fashionbench.evaluation.pairs)
 PAIR_SUMMARY = "eval/summary.csv"  # the pairs' means per recommender and category
-MODEL = "model"  # the run's model: its own weights and architecture (fashionbench.model_parts)
+MODEL = "model"  # the run's model: its own weights and architecture (fashionbench.model.parts)
 BACKBONES = "backbones"  # in the experiment's backbone store run: <fingerprint>/ holds one backbone
 REPORT = "report"  # where a report run keeps the report and its plot
 
@@ -60,7 +60,7 @@ TAG_DIAGNOSTIC_FAILED_PREFIX = "diagnostic_failed/"
 TAG_HOST = "host"  # where the run's process runs ...
 TAG_PID = "pid"  # ... its process id ...
 TAG_PID_START = "pid_start"  # ... and when that process started: a later process can tell it is gone
-TAG_GPU = "gpu"  # the GPU of the sweep's pool the job ran on (fashionbench.gpu_pool)
+TAG_GPU = "gpu"  # the GPU of the sweep's pool the job ran on (fashionbench.runtime.gpu_pool)
 TAG_SWEEP_ID = "sweep_id"  # on every job of a sweep: its parent run's id
 TAG_SWEEP = "sweep"  # "parent" on a sweep's parent run
 SWEEP_PARENT = "parent"
@@ -82,7 +82,7 @@ TAG_INDEX_BACKEND = "index_backend"  # annoy | exact | hnsw: which index the run
 # and orders the sections alphabetically; keys without "/" land in a last "Model metrics" pile.
 # So every key has a section, and the section names are chosen to read in this order:
 #   headline/                the answer: the model's precision@k beside the random floor, normalised
-#   ladder/<metric>_at_<k>   one chart per recommender, random to oracle (fashionbench.pair_results)
+#   ladder/<metric>_at_<k>   one chart per recommender, random to oracle (fashionbench.evaluation.pairs)
 #   model/...                the classifier: test scores, training times and curves
 #   pipeline/<stage>         diagnostics apart: data counts, caches, users, index quality
 HEADLINE_SECTION = "headline/"
@@ -92,7 +92,7 @@ TRAINING_SECTION = "model/training/"
 DATA_SECTION = "pipeline/data/"
 CACHE_SECTION = "pipeline/cache/"
 USERS_SECTION = "pipeline/users/"
-INDEX_SECTION = "pipeline/index/"  # the index against exact search (fashionbench.index_quality)
+INDEX_SECTION = "pipeline/index/"  # the index against exact search (fashionbench.index.quality)
 # The same names for every backend (the tag index_backend says which), the shop's totals:
 INDEX_RECALL = INDEX_SECTION + "recall_at_k"  # recall@index.quality_k as ann-benchmarks counts it
 INDEX_QPS = INDEX_SECTION + "qps"  # the index's queries per second, one query at a time
@@ -232,7 +232,7 @@ class RunArtifacts(Protocol):
 
 def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_by: str) -> Path:
     """Gather what a recommender needs from ``run`` into ``directory`` (a bundle: see BUNDLE_FILES
-    and ``fashionbench.recommender``). Raises ArtifactError naming the artifact a run lacks."""
+    and ``fashionbench.serving.recommender``). Raises ArtifactError naming the artifact a run lacks."""
     scratch = directory / "_downloads"
     for artifact, name in ((CONFIG, BUNDLE_CONFIG), (SHOP_ITEMS, BUNDLE_SHOP_ITEMS), (SHOP_IMAGES, BUNDLE_SHOP_IMAGES),
                            (USER_RATINGS, BUNDLE_USERS), (INDEXES, BUNDLE_INDEXES)):

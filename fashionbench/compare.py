@@ -6,7 +6,7 @@
 
 Reads the runs' per-pair results (``eval/pairs.csv``), groups the runs into configurations by
 the params the sweep varied (seeds aside), and compares them pair by pair on shared users and
-held-out splits (``fashionbench.comparison``): per configuration a mean with a 95 % CI, per two
+held-out splits (``fashionbench.analysis.comparison``): per configuration a mean with a 95 % CI, per two
 configurations a paired difference with a user-clustered bootstrap CI and a sign-flip p-value,
 Holm-corrected, and a verdict that names a best configuration only when it beats every other
 one significantly. Writes Markdown to ``--out`` (default ``reports/compare.md``) and prints it.
@@ -21,9 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fashionbench.analysis.comparison import Comparison, IncomparableRunsError, compare
 from fashionbench.artifacts import HEADLINE_METRIC, HEADLINE_SECTION, LADDER_SECTION
-from fashionbench.comparison import Comparison, IncomparableRunsError, compare
-from fashionbench.references import LADDER, MODEL
+from fashionbench.evaluation.references import LADDER, MODEL
 from fashionbench.tracking.records import RunRecord, add_run_selection_arguments, is_experiment_run
 from fashionbench.tracking.runs import reap_orphaned_runs
 from fashionbench.tracking.store import (

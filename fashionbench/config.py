@@ -5,7 +5,7 @@ the YAML files in ``configs/`` extend them (``defaults: [<name>_schema, _self_]`
 what differs from the schema, so each default lives in one place: the dataclass field.
 
 - The swappable parts are their own schemas: a data source (``fashionbench.data.*Source``), a
-  users simulation (``fashionbench.users.TasteUsers``/``CourseUsers``) and an index backend
+  users simulation (``fashionbench.users.simulation.TasteUsers``/``CourseUsers``) and an index backend
   (``fashionbench.index.AnnoyIndexConfig``/``ExactIndexConfig``/``HnswIndexConfig``) are each a dataclass of their
   options with the method that does the work (``load``, ``simulate``, ``build``).
 - The fixed stages' schemas are below: model, train, eval, tracking, data_store, device.
@@ -32,11 +32,11 @@ from fashionbench.data.deepfashion import DeepFashionSource
 from fashionbench.data.folders import FolderSource
 from fashionbench.data.image_csv import ImageCsvSource
 from fashionbench.data.synthetic import SyntheticSource
+from fashionbench.evaluation.references import REFERENCES
 from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig, HnswIndexConfig
 from fashionbench.options import Role, Stage, option, schema_roles
-from fashionbench.paths import absolute_path
-from fashionbench.references import REFERENCES
-from fashionbench.users import CourseUsers, TasteUsers
+from fashionbench.runtime.paths import absolute_path
+from fashionbench.users.simulation import CourseUsers, TasteUsers
 
 # The installed package carries configs/ as this module (see pyproject.toml), so the entry
 # points and the compose API find it from any working directory, editable install or not.
@@ -71,7 +71,7 @@ class EvalConfigError(ConfigError):
 
 @dataclass
 class ModelConfig:
-    """The classifier (fashionbench.model): ResNet50 backbone, the course's head, the embedding layer."""
+    """The classifier (fashionbench.model.classifier): ResNet50 backbone, the course's head, the embedding layer."""
 
     # imagenet | auto (ImageNet if Keras can load it, else random) | null (random) | /path/to/weights.h5
     weights: str | None = option("auto", decides=Stage.TRAINING)
@@ -105,7 +105,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Fine-tuning (fashionbench.train): Adam, ``model.fit`` on the train split, timed."""
+    """Fine-tuning (fashionbench.training.fit): Adam, ``model.fit`` on the train split, timed."""
 
     # From random initialisation the frozen trunk's pooled features share a large offset, and the
     # head needs small steps and many of them to learn past it: at 3 epochs and 1e-3 it predicted
@@ -113,7 +113,7 @@ class TrainConfig:
     epochs: int = option(30, decides=Stage.TRAINING)
     batch_size: int = option(32, decides=Stage.TRAINING)
     learning_rate: float = option(3e-4, decides=Stage.TRAINING)  # Adam
-    # Frozen-trunk cache (fashionbench.trunk_cache): the activations crossing the freeze
+    # Frozen-trunk cache (fashionbench.training.trunk_cache): the activations crossing the freeze
     # boundary are computed once per (trunk weights, images, boundary); only the tail is fitted.
     cache: bool = option(True, decides=Stage.TRAINING)
     # null: $FASHIONBENCH_CACHE_DIR, else .cache/trunk; relative to where the command is launched (every job
@@ -148,15 +148,15 @@ def check_cache_options(max_gb: float, dtype: str) -> None:
 
 @dataclass
 class EvalConfig:
-    """Evaluation: classification on the test split (fashionbench.evaluate), and recommendations
-    of the model and the reference ladder on every (user, category) pair (fashionbench.pair_results)."""
+    """Evaluation: classification on the test split (fashionbench.evaluation.classification), and recommendations
+    of the model and the reference ladder on every (user, category) pair (fashionbench.evaluation.pairs)."""
 
     k: int = option(5, decides=Stage.EVALUATION)  # the headline: precision@k (precision_at_k)
     ks: list[int] = option(factory=lambda: [5, 10], decides=Stage.EVALUATION)  # every metric at each of these too
     # of each user's favourites per category, hidden and to be found
     holdout_fraction: float = option(0.5, decides=Stage.USERS)
     batch_size: int = option(128, decides=Stage.EMBEDDING)  # for prediction and embedding
-    # Reference recommenders scored on the same pairs (fashionbench.references), floor to ceiling.
+    # Reference recommenders scored on the same pairs (fashionbench.evaluation.references), floor to ceiling.
     references: list[str] = option(factory=lambda: list(REFERENCES), decides=Stage.EVALUATION)
     # the pixels reference: thumbnails of this many pixels a side
     pixels_size: int = option(8, decides=Stage.EVALUATION)
@@ -217,7 +217,7 @@ class DataStoreConfig:
 
 @dataclass
 class DeviceConfig:
-    """How TensorFlow uses the machine (fashionbench.device), set at the start of a run.
+    """How TensorFlow uses the machine (fashionbench.runtime.device), set at the start of a run.
 
     Top level, not a config group: every default suits a CPU and a GPU alike."""
 

@@ -2,7 +2,7 @@
 
 Picks the best FINISHED run of an experiment (or of one sweep) by a metric, subject to
 constraints, and registers one MLflow model version (an ``mlflow.pyfunc`` model around a
-recommender bundle, see ``fashionbench.recommender``) with the alias ``champion``::
+recommender bundle, see ``fashionbench.serving.recommender``) with the alias ``champion``::
 
     python -m fashionbench.promote --experiment fashionbench
     python -m fashionbench.promote --sweep <parent run id> --metric test_accuracy
@@ -26,6 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
+from fashionbench.analysis.comparison import configuration_label  # noqa: E402
 from fashionbench.artifacts import (  # noqa: E402
     HEADLINE_METRIC,
     TAG_CLASSIFIER_WARNING,
@@ -35,8 +36,7 @@ from fashionbench.artifacts import (  # noqa: E402
     build_bundle,
 )
 from fashionbench.compare import compare_finished  # noqa: E402
-from fashionbench.comparison import configuration_label  # noqa: E402
-from fashionbench.recommender import DEFAULT_MODEL_NAME  # noqa: E402
+from fashionbench.serving.recommender import DEFAULT_MODEL_NAME  # noqa: E402
 from fashionbench.tracking.records import (  # noqa: E402
     Constraint,
     RunRecord,

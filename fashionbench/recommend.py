@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from fashionbench.artifacts import HEADLINE_METRIC, ArtifactError, build_bundle  # noqa: E402
 from fashionbench.data import CATEGORIES  # noqa: E402
 from fashionbench.data.images import UnusableImage, decode_image  # noqa: E402
-from fashionbench.recommender import DEFAULT_MODEL_NAME, BundleError, Recommendations, ShopRecommender  # noqa: E402
+from fashionbench.serving.recommender import DEFAULT_MODEL_NAME, BundleError, Recommendations, ShopRecommender  # noqa: E402
 from fashionbench.tracking.registry import check_registered, load_recommender  # noqa: E402
 from fashionbench.tracking.store import StoredRun, experiment_runs, require_store, tracking_settings  # noqa: E402
 

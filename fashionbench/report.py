@@ -7,7 +7,7 @@ Reads the runs of an experiment (or of one sweep) and writes, each beside the co
 numbers: the training-time table, the data-set split table, the per-class classification
 table with accuracy, a sweep table (swept params, train_seconds, accuracy, precision@k and
 the random baseline) with a PNG plot of precision@k against each swept param, and the paired
-comparison of the sweep's configurations (``fashionbench.comparison``) whose verdict marks a
+comparison of the sweep's configurations (``fashionbench.analysis.comparison``) whose verdict marks a
 configuration best only when it beats every other one significantly. The report and plot are
 also logged as artifacts of a "report" run (tag ``report``).
 Plain argparse, as for ``promote``: it reads runs, it composes no experiment.
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fashionbench.analysis.comparison import SEED_PARAMS, Comparison, configuration_label, markdown_table
 from fashionbench.artifacts import (
     CLASSIFICATION_TABLE,
     FIT_SECONDS,
@@ -41,7 +42,6 @@ from fashionbench.artifacts import (
     random_counterpart,
 )
 from fashionbench.compare import compare_finished
-from fashionbench.comparison import SEED_PARAMS, Comparison, configuration_label, markdown_table
 from fashionbench.data import COURSE_SPLIT_SIZES
 from fashionbench.tracking.records import (
     RunRecord,

@@ -9,7 +9,7 @@ to the run (``TrackedRun.record``).
 
 Work already done is not done again: a run whose training settings, data and code match a
 FINISHED run's reuses its trained weights (``tracking.reuse_training``), and a sweep job whose
-whole config has a FINISHED run is skipped (``tracking.resume``); see ``fashionbench.fingerprint``.
+whole config has a FINISHED run is skipped (``tracking.resume``); see ``fashionbench.pipeline.fingerprints``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import os
 import sys
 from dataclasses import dataclass, field, replace
 
-from fashionbench.console import quiet_tensorflow
-from fashionbench.paths import anchor_path_variables
+from fashionbench.runtime.console import quiet_tensorflow
+from fashionbench.runtime.paths import anchor_path_variables
 
 quiet_tensorflow()  # before anything imports TensorFlow: its start-up messages are set aside
 anchor_path_variables()  # before Keras reads $KERAS_HOME and before Hydra moves a job elsewhere
@@ -30,7 +30,6 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from fashionbench import gpu_pool  # noqa: E402
 from fashionbench.artifacts import (  # noqa: E402
     BALANCED_ACCURACY,
     EVAL_PAIRS,
@@ -55,16 +54,17 @@ from fashionbench.config import (  # noqa: E402
 )
 from fashionbench.data import Catalogue  # noqa: E402
 from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
-from fashionbench.device import configure_device  # noqa: E402
-from fashionbench.embed import embed_items  # noqa: E402
-from fashionbench.evaluate import evaluate_classifier  # noqa: E402
-from fashionbench.fingerprint import job_fingerprint, stage_fingerprint, training_fingerprint  # noqa: E402
+from fashionbench.evaluation.classification import evaluate_classifier  # noqa: E402
+from fashionbench.evaluation.pairs import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
+from fashionbench.evaluation.references import LADDER, MODEL, ORACLE, RANDOM, UNTRAINED  # noqa: E402
 from fashionbench.index import build_shop_index  # noqa: E402
-from fashionbench.index_quality import measure_shop_index  # noqa: E402
-from fashionbench.model import Classifier, build_classifier  # noqa: E402
+from fashionbench.index.quality import measure_shop_index  # noqa: E402
+from fashionbench.model.classifier import Classifier, build_classifier  # noqa: E402
+from fashionbench.model.embed import embed_items  # noqa: E402
 from fashionbench.options import Stage  # noqa: E402
-from fashionbench.pair_results import check_cutoffs, evaluate_shop, metric_name  # noqa: E402
-from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, UNTRAINED  # noqa: E402
+from fashionbench.pipeline.fingerprints import job_fingerprint, stage_fingerprint, training_fingerprint  # noqa: E402
+from fashionbench.runtime import gpu_pool  # noqa: E402
+from fashionbench.runtime.device import configure_device  # noqa: E402
 from fashionbench.tracking.records import RunRecord  # noqa: E402
 from fashionbench.tracking.run_models import model_tags  # noqa: E402
 from fashionbench.tracking.runs import (  # noqa: E402
@@ -87,9 +87,9 @@ from fashionbench.tracking.sweep import (  # noqa: E402
     record_skipped_job,
     sweep_command_overrides,
 )
-from fashionbench.train import ReusedTraining, train_classifier  # noqa: E402
-from fashionbench.trunk_cache import TrunkCache  # noqa: E402
-from fashionbench.users import hold_out_favourites  # noqa: E402
+from fashionbench.training.fit import ReusedTraining, train_classifier  # noqa: E402
+from fashionbench.training.trunk_cache import TrunkCache  # noqa: E402
+from fashionbench.users.simulation import hold_out_favourites  # noqa: E402
 
 log = logging.getLogger("fashionbench")
 SUBMITIT_JOB = "SUBMITIT_FOLDER"  # set by submitit in each job it runs (hydra/launcher=slurm or local)
@@ -246,7 +246,7 @@ def resolved_values(cfg: DictConfig | ExperimentConfig) -> dict:
 
 
 def fingerprint_tags(values: dict, data_fingerprint: str) -> dict[str, str]:
-    """The run's fingerprints, by which a later run finds it (fashionbench.fingerprint)."""
+    """The run's fingerprints, by which a later run finds it (fashionbench.pipeline.fingerprints)."""
     return {TAG_CONFIG_FINGERPRINT: job_fingerprint(values),
             TAG_TRAINING_FINGERPRINT: training_fingerprint(values, data_fingerprint)}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashionbench.comparison import IncomparableRunsError, RunPairs, compare
+from fashionbench.analysis.comparison import IncomparableRunsError, RunPairs, compare
 from fashionbench.tracking.records import RunRecord
 
 USERS = [f"user-{i:04d}" for i in range(120)]

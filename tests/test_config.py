@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from fashionbench.config import ExperimentConfig, ModelConfig, experiment_config
 from fashionbench.data.synthetic import SyntheticSource
 from fashionbench.index import ExactIndexConfig
-from fashionbench.users import TasteUsers
+from fashionbench.users.simulation import TasteUsers
 from tests.conftest import compose_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from fashionbench.config import DeviceConfig, ModelConfig, TrainConfig
-from fashionbench.device import configure_device
-from fashionbench.model import build_classifier, predict_in_batches
-from fashionbench.train import train_classifier
-from fashionbench.trunk_cache import TrunkCache
+from fashionbench.model.classifier import build_classifier, predict_in_batches
+from fashionbench.runtime.device import configure_device
+from fashionbench.training.fit import train_classifier
+from fashionbench.training.trunk_cache import TrunkCache
 from tests.test_trunk_cache import toy_classifier
 
 PROJECT = Path(__file__).resolve().parents[1]

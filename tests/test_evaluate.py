@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fashionbench.evaluate import classification_report
+from fashionbench.evaluation.classification import classification_report
 
 
 def test_classification_report_on_planted_predictions(tmp_path):

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from fashionbench.data import Catalogue
-from fashionbench.embed import ItemEmbeddings
 from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig, IndexConfigError, build_shop_index, load_index
 from fashionbench.index.exact import metric_distances
+from fashionbench.model.embed import ItemEmbeddings
 
 
 def embeddings(n: int = 30, dim: int = 8, seed: int = 0, category: str = "Dresses") -> ItemEmbeddings:

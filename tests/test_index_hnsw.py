@@ -10,7 +10,6 @@ import pytest
 
 from fashionbench.artifacts import INDEX_BUILD_SECONDS, INDEX_BYTES, INDEX_QPS, INDEX_RECALL
 from fashionbench.config import experiment_config
-from fashionbench.embed import ItemEmbeddings
 from fashionbench.index import (
     AnnoyIndexConfig,
     ExactIndexConfig,
@@ -19,7 +18,8 @@ from fashionbench.index import (
     IndexConfigError,
     load_index,
 )
-from fashionbench.index_quality import ShopIndexQuality, measure_index
+from fashionbench.index.quality import ShopIndexQuality, measure_index
+from fashionbench.model.embed import ItemEmbeddings
 from tests.conftest import TINY_RUN, compose_config
 
 METRICS = ["angular", "euclidean", "manhattan", "dot"]

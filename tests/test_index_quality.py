@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from fashionbench.artifacts import INDEX_BYTES, INDEX_EXACT_QPS, INDEX_QPS, INDEX_RECALL, INDEX_SPEEDUP
-from fashionbench.embed import ItemEmbeddings
 from fashionbench.index import AnnoyIndexConfig
 from fashionbench.index.exact import ExactSearch, exact_neighbours, metric_distances
-from fashionbench.index_quality import ShopIndexQuality, measure_index, recall_at_k
+from fashionbench.index.quality import ShopIndexQuality, measure_index, recall_at_k
+from fashionbench.model.embed import ItemEmbeddings
 
 
 def items(n: int, dim: int = 8, seed: int = 0, category: str = "Dresses") -> ItemEmbeddings:

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import HEADLINE_METRIC, TAG_ERROR, TAG_GPU, TAG_PID, TAG_SWEEP, TAG_SWEEP_ID
 from fashionbench.config import CONFIG_MODULE, CONFIG_NAME
-from fashionbench.gpu_pool import LOCK_DIR_ENV, POOL_ENV, GpuPoolError, lock_names
+from fashionbench.runtime.gpu_pool import LOCK_DIR_ENV, POOL_ENV, GpuPoolError, lock_names
 from fashionbench.tracking.runs import tracked_run
 from fashionbench.tracking.store import tracking_settings
 from tests.conftest import TINY_RUN

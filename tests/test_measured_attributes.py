@@ -6,7 +6,7 @@ import pandas as pd
 from fashionbench.data import Catalogue
 from fashionbench.data.measured_attributes import measured_attributes
 from fashionbench.data.synthetic import SyntheticSource
-from fashionbench.users import TasteUsers
+from fashionbench.users.simulation import TasteUsers
 
 
 def test_measured_colour_agrees_with_the_drawn_colour():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fashionbench.config import ModelConfig
-from fashionbench.model import EMBEDDING_LAYERS, ModelConfigError, WeightsUnavailableError, build_classifier
+from fashionbench.model.classifier import EMBEDDING_LAYERS, ModelConfigError, WeightsUnavailableError, build_classifier
 
 
 @pytest.fixture(scope="module")

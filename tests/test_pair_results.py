@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashionbench.index import ExactIndexConfig
-from fashionbench.pair_results import (
+from fashionbench.evaluation.pairs import (
     PairResults,
     attribute_distances,
     eval_fingerprint,
@@ -17,15 +16,16 @@ from fashionbench.pair_results import (
     metric_name,
     save_pairs,
 )
-from fashionbench.ranking import random_expectations
-from fashionbench.references import (
+from fashionbench.evaluation.ranking import random_expectations
+from fashionbench.evaluation.references import (
     IndexRecommender,
     PopularityRecommender,
     RandomRecommender,
     reference_ladder,
     thumbnail_vectors,
 )
-from fashionbench.users import HeldOutFavourites, SimulatedUsers
+from fashionbench.index import ExactIndexConfig
+from fashionbench.users.simulation import HeldOutFavourites, SimulatedUsers
 
 SHOP = {"Skirts": ["s0", "s1", "s2", "s3", "s4", "s5"], "Dresses": ["d0", "d1", "d2", "d3", "d4"]}
 SPLITS = [

@@ -22,8 +22,8 @@ from fashionbench.artifacts import (
 )
 from fashionbench.config import ModelConfig
 from fashionbench.data import CATEGORIES
-from fashionbench.model import build_classifier
-from fashionbench.pair_results import load_pairs
+from fashionbench.evaluation.pairs import load_pairs
+from fashionbench.model.classifier import build_classifier
 from fashionbench.run import run_experiment
 from fashionbench.tracking.run_models import load_run_model
 from fashionbench.tracking.store import tracking_settings

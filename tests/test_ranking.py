@@ -7,7 +7,7 @@ from itertools import permutations
 import numpy as np
 import pytest
 
-from fashionbench.ranking import (
+from fashionbench.evaluation.ranking import (
     METRICS,
     intra_list_diversity,
     list_metrics,

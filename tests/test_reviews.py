@@ -2,7 +2,7 @@
 
 import pytest
 
-from fashionbench.reviews import ReviewsError, load_reviews
+from fashionbench.users.reviews import ReviewsError, load_reviews
 from tests.conftest import SHARED_DATA
 
 HEADER = ",Clothing ID,Age,Title,Review Text,Rating,Recommended IND,Positive Feedback Count,Division Name,Department Name,Class Name\n"

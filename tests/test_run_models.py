@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import BUNDLE_CLASSIFIER, TAG_BACKBONE, TAG_BACKBONE_STORE_RUN, TAG_MODEL_URI, ArtifactError
 from fashionbench.config import ModelConfig, TrainConfig
-from fashionbench.model import build_classifier, predict_in_batches
-from fashionbench.model_parts import split_classifier
+from fashionbench.model.classifier import build_classifier, predict_in_batches
+from fashionbench.model.parts import split_classifier
 from fashionbench.tracking.records import is_experiment_run
 from fashionbench.tracking.run_models import BackboneStore, BackboneUnavailableError, load_run_model
 from fashionbench.tracking.runs import tracked_run
@@ -52,7 +52,7 @@ def trained(tmp_path_factory, tiny_catalogue):
 
 
 def train_classifier_once(classifier, catalogue):
-    from fashionbench.train import train_classifier
+    from fashionbench.training.fit import train_classifier
 
     train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"),
                      TrainConfig(epochs=1, batch_size=16, cache=False), seed=0)

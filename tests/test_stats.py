@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as scipy_stats
 from scipy.special import expit
 
-from fashionbench.stats import (
+from fashionbench.analysis.stats import (
     PairedTest,
     TooFewReplicatesError,
     clustered_standard_error,

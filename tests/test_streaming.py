@@ -12,10 +12,10 @@ from fashionbench.config import ModelConfig, TrainConfig
 from fashionbench.data.catalogue_store import load_catalogue
 from fashionbench.data.rows import StoredRows, batched_rows
 from fashionbench.data.synthetic import SyntheticSource
-from fashionbench.embed import embed_items
-from fashionbench.model import build_classifier, predict_in_batches, preprocess_images
-from fashionbench.train import train_classifier
-from fashionbench.trunk_cache import TrunkCache, split_at_freeze
+from fashionbench.model.classifier import build_classifier, predict_in_batches, preprocess_images
+from fashionbench.model.embed import embed_items
+from fashionbench.training.fit import train_classifier
+from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
 from tests.test_trunk_cache import toy_classifier
 
 SOURCE = SyntheticSource(seed=0, image_size=32, scale=0.01, min_per_split=3)

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import TEST_ACCURACY, TRAIN_SECONDS, TRAINING_SECTION
 from fashionbench.config import CONFIG_MODULE, CONFIG_NAME
-from fashionbench.fingerprint import job_fingerprint, training_fingerprint
+from fashionbench.pipeline.fingerprints import job_fingerprint, training_fingerprint
 from fashionbench.run import run_experiment
 from fashionbench.tracking.run_models import load_run_model
 from fashionbench.tracking.runs import end_sweep, reap_orphaned_runs

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fashionbench.run import run_experiment
-from fashionbench.trunk_cache import TrunkCache, split_at_freeze
+from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
 from tests.conftest import TINY_RUN, compose_config
 from tests.test_trunk_cache import toy_classifier
 
@@ -51,7 +51,7 @@ def truncate(path: Path) -> None:
 def test_a_damaged_entry_is_reported_removed_and_computed_again(stored, damage, caplog):
     directory, split, images, fresh, entry = stored
     damage(entry)
-    with caplog.at_level(logging.WARNING, logger="fashionbench.trunk_cache"):
+    with caplog.at_level(logging.WARNING, logger="fashionbench.training.trunk_cache"):
         again = TrunkCache(directory).features(split, images)
     assert not again.hit  # never served
     np.testing.assert_array_equal(again.arrays[0], fresh)
@@ -64,7 +64,7 @@ def test_a_damaged_entry_is_reported_removed_and_computed_again(stored, damage, 
 def test_an_entry_without_metadata_is_an_orphan_removed_and_repaired(stored, caplog):
     directory, split, images, fresh, entry = stored
     (entry / "meta.json").unlink()
-    with caplog.at_level(logging.WARNING, logger="fashionbench.trunk_cache"):
+    with caplog.at_level(logging.WARNING, logger="fashionbench.training.trunk_cache"):
         cache = TrunkCache(directory)
     assert not entry.exists() and "a partial or orphaned entry" in caplog.text
     assert not cache.features(split, images).hit
@@ -87,7 +87,7 @@ FULL_DISK = textwrap.dedent("""
     import resource, signal, sys
     import numpy as np
     sys.path.insert(0, sys.argv[2])
-    from fashionbench.trunk_cache import TrunkCache, split_at_freeze
+    from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
     from tests.test_trunk_cache import toy_classifier
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit raise OSError (EFBIG)
     split, _ = split_at_freeze(toy_classifier())

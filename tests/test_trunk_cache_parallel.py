@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fashionbench.trunk_cache import META, TrunkCache, split_at_freeze
+from fashionbench.training.trunk_cache import META, TrunkCache, split_at_freeze
 from tests.test_trunk_cache import toy_classifier
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -31,9 +31,9 @@ JOB = textwrap.dedent("""
     parser.add_argument("--hold", type=float, default=0)  # seconds to keep what was read (and its lease)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    import fashionbench.trunk_cache as trunk_cache
+    import fashionbench.training.trunk_cache as trunk_cache
     from fashionbench.config import ModelConfig
-    from fashionbench.model import build_classifier
+    from fashionbench.model.classifier import build_classifier
     from tests.test_trunk_cache import toy_classifier
     model = build_classifier(ModelConfig(weights=None, freeze=args.freeze), 32).model if args.freeze else toy_classifier()
     split, _ = trunk_cache.split_at_freeze(model)
@@ -138,7 +138,7 @@ def test_eviction_passes_over_an_entry_another_job_is_reading(tiny_catalogue, tm
     reader = Job(cache_dir, "reader", "--hold", "600")
     try:
         reader.wait_for("HIT True")  # it holds the entry's shared lock
-        with caplog.at_level(logging.INFO, logger="fashionbench.trunk_cache"):
+        with caplog.at_level(logging.INFO, logger="fashionbench.training.trunk_cache"):
             cache.features(split, tiny_catalogue.images[:12])  # a second entry: over the limit
         assert read.exists() and staging.exists()
         assert "1 entry is in use by other jobs" in caplog.text

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from fashionbench.data.synthetic import SyntheticSource
-from fashionbench.users import TasteUsers, UsersConfigError, hold_out_favourites
+from fashionbench.users.simulation import TasteUsers, UsersConfigError, hold_out_favourites
 
 
 def shop_of(tiny_catalogue):
@@ -95,7 +95,7 @@ def test_taste_users_calibrated_on_reviews_follow_each_class(tiny_catalogue, tmp
 
 
 def test_course_users_deal_review_rows_to_named_users(tiny_catalogue, tmp_path):
-    from fashionbench.users import CourseUsers
+    from fashionbench.users.simulation import CourseUsers
 
     shop = shop_of(tiny_catalogue)
     path = str(reviews_without_shorts(tmp_path))

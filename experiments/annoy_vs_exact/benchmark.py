@@ -10,7 +10,7 @@ ReLU, plus a little noise; held-out queries are drawn the same way. (Isotropic n
 leaves every item of a cluster at nearly the same distance, k-th / median distance 0.96, so
 any index scores recall ~1; here it is 0.62.) Every backend is built by its config
 (``index=exact|annoy|hnsw``) and searched through the ``CategoryIndex.nearest`` a run uses, then
-measured as ``fashionbench.index_quality`` measures runs (ann-benchmarks): recall@k with ties
+measured as ``fashionbench.index.quality`` measures runs (ann-benchmarks): recall@k with ties
 at the k-th distance tolerated, against one ground truth per size; QPS = queries / the best total
 time over repeats, one query at a time on one thread (BLAS and OpenMP pinned to one thread, as
 ann-benchmarks gives each algorithm one CPU). Search-time settings (Annoy's search_k, HNSW's
@@ -32,12 +32,12 @@ from pathlib import Path
 
 for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before NumPy and faiss load
     os.environ[variable] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # fashionbench.embed imports TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # fashionbench.model.embed imports TensorFlow
 
 import numpy as np  # noqa: E402
 
 from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig, HnswIndexConfig, ItemEmbeddings  # noqa: E402
-from fashionbench.index_quality import GroundTruth, queries_per_second  # noqa: E402
+from fashionbench.index.quality import GroundTruth, queries_per_second  # noqa: E402
 
 
 def pooled_like_embeddings(n: int, queries: int, dim: int, rng: np.random.Generator, clusters: int = 40,

@@ -8,7 +8,7 @@ Runs configuration A and B of the embedded default once each per protocol with `
 users, then, for the first n users of those runs (which are exactly the users an n-user run
 draws: users are drawn one after the other from the users seed), computes the paired
 difference of precision@k per (user, category) pair and its standard error from a
-user-clustered bootstrap (fashionbench.stats), and the random -> oracle window. Protocols:
+user-clustered bootstrap (fashionbench.analysis.stats), and the random -> oracle window. Protocols:
 ``sample`` (each user rates users.items_per_user shop items, the default) and ``all``
 (users.rate_all=true: every user rates every shop item). Prints a table; asserts nothing.
 """
@@ -26,10 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import mlflow  # noqa: E402
 
+from fashionbench.analysis.stats import paired_test  # noqa: E402
 from fashionbench.config import compose_config  # noqa: E402
-from fashionbench.pair_results import load_pairs  # noqa: E402
+from fashionbench.evaluation.pairs import load_pairs  # noqa: E402
 from fashionbench.run import run_experiment  # noqa: E402
-from fashionbench.stats import paired_test  # noqa: E402
 
 
 def pairs_of(run_id: str, uri: str, scratch: Path):

@@ -51,15 +51,15 @@ def measure(config_overrides: list[str]) -> dict:
     """The run's stages, timed one by one (as fashionbench.run.run_experiment calls them)."""
     from fashionbench.config import compose_config, experiment_config
     from fashionbench.data.catalogue_store import load_catalogue
-    from fashionbench.embed import embed_items
-    from fashionbench.evaluate import evaluate_classifier
+    from fashionbench.evaluation.classification import evaluate_classifier
+    from fashionbench.evaluation.pairs import evaluate_shop, metric_name
+    from fashionbench.evaluation.references import MODEL, UNTRAINED
     from fashionbench.index import build_shop_index
-    from fashionbench.model import build_classifier
-    from fashionbench.pair_results import evaluate_shop, metric_name
-    from fashionbench.references import MODEL, UNTRAINED
-    from fashionbench.train import train_classifier
-    from fashionbench.trunk_cache import TrunkCache
-    from fashionbench.users import hold_out_favourites
+    from fashionbench.model.classifier import build_classifier
+    from fashionbench.model.embed import embed_items
+    from fashionbench.training.fit import train_classifier
+    from fashionbench.training.trunk_cache import TrunkCache
+    from fashionbench.users.simulation import hold_out_favourites
 
     x = experiment_config(compose_config(config_overrides))
     seconds: dict[str, float] = {}

@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 
 from fashionbench.config import ModelConfig, TrainConfig  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
-from fashionbench.model import build_classifier, predict_in_batches  # noqa: E402
-from fashionbench.train import train_classifier  # noqa: E402
+from fashionbench.model.classifier import build_classifier, predict_in_batches  # noqa: E402
+from fashionbench.training.fit import train_classifier  # noqa: E402
 
 
 def main() -> None:

@@ -37,10 +37,10 @@ import numpy as np  # noqa: E402
 from fashionbench.artifacts import CACHE_SECTION, TRUNK_CACHE_USED  # noqa: E402
 from fashionbench.config import ModelConfig, TrainConfig  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
-from fashionbench.model import build_classifier, predict_in_batches  # noqa: E402
+from fashionbench.model.classifier import build_classifier, predict_in_batches  # noqa: E402
 from fashionbench.tracking.store import experiment_runs, tracking_settings  # noqa: E402
-from fashionbench.train import train_classifier  # noqa: E402
-from fashionbench.trunk_cache import TrunkCache  # noqa: E402
+from fashionbench.training.fit import train_classifier  # noqa: E402
+from fashionbench.training.trunk_cache import TrunkCache  # noqa: E402
 
 # What a parallel job runs: a small whole experiment (its trunk-cache figures are what is read).
 PARALLEL_RUN = ["data.image_size=64", "data.scale=0.05", "train.epochs=2", "model.weights=null", "users.n_users=20",

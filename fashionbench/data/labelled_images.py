@@ -35,7 +35,7 @@ from fashionbench.data.rows import RowsInMemory, RowsWriter
 from fashionbench.data.skips import SkipLog
 from fashionbench.data.splitting import stratified_course_split
 from fashionbench.options import Stage, option
-from fashionbench.paths import absolute_path
+from fashionbench.runtime.paths import absolute_path
 
 log = logging.getLogger("fashionbench.data")
 

@@ -21,7 +21,7 @@ METRICS = ("angular", "euclidean", "manhattan", "dot")
 class ItemEmbeddings(StageResult):
     """One vector per item; ``vectors[i]`` belongs to ``item_ids[i]`` of ``categories[i]``.
 
-    What ``fashionbench.embed.embed_items`` makes of the shop, and what every index and
+    What ``fashionbench.model.embed.embed_items`` makes of the shop, and what every index and
     reference recommender is built from."""
 
     item_ids: np.ndarray
@@ -71,7 +71,7 @@ def check_integer(option: str, value: object, minimum: int) -> None:
 @dataclass
 class IndexConfig(ABC):
     """What every backend's options share: the metric, and how each run measures the index it
-    builds against exact search (``fashionbench.index_quality``, as ann-benchmarks counts it).
+    builds against exact search (``fashionbench.index.quality``, as ann-benchmarks counts it).
 
     A backend's config extends this with its own options and implements ``build``. The quality
     options are keyword-only so that they come after each backend's own options.

@@ -39,7 +39,7 @@ def serving_requirements(bundle: Path) -> list[str]:
 
 class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     """The registered recommender as an ``mlflow.pyfunc`` model around a bundle
-    (fashionbench.recommender). It lives here because it must subclass an mlflow class.
+    (fashionbench.serving.recommender). It lives here because it must subclass an mlflow class.
 
     ``predict(DataFrame)``: rows with an ``item_id`` are favourites -> top-k per category of those
     shop items (the items themselves excluded); rows with an ``image`` (an encoded photo's bytes)
@@ -54,12 +54,12 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        from fashionbench.recommender import ShopRecommender  # TensorFlow: imported where the model loads
+        from fashionbench.serving.recommender import ShopRecommender  # TensorFlow: imported where the model loads
 
         self.recommender = ShopRecommender(Path(context.artifacts["bundle"]))
 
     def predict(self, context, model_input, params=None):
-        from fashionbench.recommender import BundleError
+        from fashionbench.serving.recommender import BundleError
 
         params = params or {}
         try:

@@ -2,7 +2,7 @@
 backbone once.
 
 A run logs its architecture and trainable layers' weights under ``model/``
-(``fashionbench.model_parts``) and tags the fingerprint of the backbone it was built from.
+(``fashionbench.model.parts``) and tags the fingerprint of the backbone it was built from.
 Backbones live in the experiment's *backbone store*: one run tagged ``backbone_store`` whose
 artifacts are ``backbones/<fingerprint>/<writer>.npz`` plus a ``<writer>.json`` marker. A run,
 rather than the experiment's artifact root, because MLflow's public client writes and reads a
@@ -37,8 +37,8 @@ from fashionbench.artifacts import (
     TAG_MODEL_URI,
     ArtifactError,
 )
-from fashionbench.model import Classifier
-from fashionbench.model_parts import Backbone, BackboneMismatchError, ModelParts, assemble, split_classifier
+from fashionbench.model.classifier import Classifier
+from fashionbench.model.parts import Backbone, BackboneMismatchError, ModelParts, assemble, split_classifier
 from fashionbench.tracking.store import TrackingSettings
 
 log = logging.getLogger(__name__)

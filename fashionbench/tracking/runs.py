@@ -48,8 +48,8 @@ from fashionbench.artifacts import (
     TAG_SWEEP_ID,
     TAG_SWEEP_JOBS,
 )
-from fashionbench.fingerprint import flatten
-from fashionbench.processes import process_alive, process_start
+from fashionbench.pipeline.fingerprints import flatten
+from fashionbench.runtime.processes import process_alive, process_start
 from fashionbench.stage import Dataset, StageResult
 from fashionbench.tracking.races import retry_lost_race
 from fashionbench.tracking.store import TrackingSettings, ensure_experiment, sweep_runs, writable_store

@@ -26,10 +26,10 @@ from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from fashionbench.analysis.comparison import RunPairs
 from fashionbench.artifacts import PAIRS, SWEEP_PARENT, TAG_SWEEP, TAG_SWEEP_ID, TAG_SWEEP_REUSED_PREFIX
-from fashionbench.comparison import RunPairs
-from fashionbench.pair_results import load_pairs
-from fashionbench.paths import absolute_path
+from fashionbench.evaluation.pairs import load_pairs
+from fashionbench.runtime.paths import absolute_path
 from fashionbench.tracking.races import lost_race, retry_lost_race
 from fashionbench.tracking.records import LATEST, RunRecord, latest_sweep_id
 
@@ -150,7 +150,7 @@ def tracking_settings(uri: str | None = None, experiment_name: str = "fashionben
                       artifact_location: str | None = None) -> TrackingSettings:
     """Resolve the store: the configured ``uri`` wins over ``MLFLOW_TRACKING_URI``, which wins
     over the default ``mlflow.db``; a plain path is a SQLite file. A relative SQLite path is made
-    absolute against the directory the command was launched from (fashionbench.paths), the same
+    absolute against the directory the command was launched from (fashionbench.runtime.paths), the same
     for every job of a sweep. (Explicit config first also because ``mlflow.set_tracking_uri``
     exports the variable to the process.) A SQLite store keeps its artifacts beside it in
     ``mlartifacts/`` unless ``artifact_location`` says otherwise; a server keeps them in its own

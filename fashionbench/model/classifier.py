@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from fashionbench.artifacts import MODEL_SECTION, TAG_WEIGHTS_USED
 from fashionbench.config import NO_WEIGHTS, ModelConfig, ModelConfigError
-from fashionbench.console import progress
 from fashionbench.data import CATEGORIES
 from fashionbench.data.rows import StoredRows, batched_rows
+from fashionbench.runtime.console import progress
 from fashionbench.stage import StageResult
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Classifier(StageResult):
     trainable_backbone_layers: int
     embedding_layer: str
     # The trainable backbone layers' weights as built, before training: with the frozen layers
-    # (which keep theirs) the backbone a run shares with the experiment (fashionbench.model_parts).
+    # (which keep theirs) the backbone a run shares with the experiment (fashionbench.model.parts).
     # Without them a run still stores an exact model, but shares its backbone with no other run.
     built_backbone_weights: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 

@@ -30,7 +30,7 @@ from PIL import Image
 
 from fashionbench.data import Catalogue
 from fashionbench.index import CategoryIndex, ExactIndexConfig, ItemEmbeddings
-from fashionbench.users import HeldOutFavourites, SimulatedUsers
+from fashionbench.users.simulation import HeldOutFavourites, SimulatedUsers
 
 MODEL = "model"
 RANDOM = "random"

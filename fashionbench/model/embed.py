@@ -6,7 +6,7 @@ import numpy as np
 
 from fashionbench.data import Catalogue
 from fashionbench.index.base import ItemEmbeddings
-from fashionbench.model import Classifier, predict_in_batches
+from fashionbench.model.classifier import Classifier, predict_in_batches
 
 __all__ = ["ItemEmbeddings", "embed_items"]
 

@@ -59,8 +59,8 @@ import numpy as np
 
 from fashionbench.config import EvalConfig, TrainConfig, check_cache_options
 from fashionbench.data.rows import StoredRows, update_digest
-from fashionbench.model import predict_batches
-from fashionbench.processes import process_alive
+from fashionbench.model.classifier import predict_batches
+from fashionbench.runtime.processes import process_alive
 
 log = logging.getLogger(__name__)
 

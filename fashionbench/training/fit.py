@@ -25,12 +25,12 @@ from fashionbench.artifacts import (
     TRUNK_CACHE_USED,
 )
 from fashionbench.config import TrainConfig
-from fashionbench.console import progress
 from fashionbench.data import Catalogue
 from fashionbench.data.rows import StoredRows, batched_rows
-from fashionbench.model import preprocess_images
+from fashionbench.model.classifier import preprocess_images
+from fashionbench.runtime.console import progress
 from fashionbench.stage import StageResult
-from fashionbench.trunk_cache import TrunkCache, split_at_freeze
+from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batc
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """A progress bar over the epochs (on a terminal only; see fashionbench.console.progress)."""
+    """A progress bar over the epochs (on a terminal only; see fashionbench.runtime.console.progress)."""
 
     def __init__(self, epochs: int) -> None:
         super().__init__()

@@ -28,7 +28,7 @@ def configure_device(options: DeviceConfig) -> list[str]:
         except RuntimeError:  # the GPU is in use already in this process: the first run's choice stands
             log.info("device.memory_growth: %s is initialised already; its memory growth is unchanged", gpu.name)
     keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICY if options.mixed_precision else "float32")
-    # Prediction runs through plain tf.functions (fashionbench.model): XLA's auto-clustering
+    # Prediction runs through plain tf.functions (fashionbench.model.classifier): XLA's auto-clustering
     # compiles them on a GPU when asked; model.fit gets jit_compile from train_classifier.
     tf.config.optimizer.set_jit("autoclustering" if options.jit_compile else False)
     names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]

@@ -150,7 +150,7 @@ class ShopRecommender:
 
         Raises BundleError for images of the wrong shape or an unknown category.
         """
-        from fashionbench.model import predict_in_batches
+        from fashionbench.model.classifier import predict_in_batches
 
         k = k or self.k
         images = np.asarray(images)

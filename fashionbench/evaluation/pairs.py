@@ -38,12 +38,10 @@ from fashionbench.artifacts import (
     random_counterpart,
 )
 from fashionbench.config import EvalConfig, EvalConfigError
-from fashionbench.console import progress
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.catalogue import ATTRIBUTE_PREFIX
 from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
-from fashionbench.index import ItemEmbeddings, ShopIndex
-from fashionbench.ranking import (
+from fashionbench.evaluation.ranking import (
     METRICS,
     intra_list_diversity,
     list_metrics,
@@ -52,9 +50,19 @@ from fashionbench.ranking import (
     random_expectations,
     random_intra_list_diversity,
 )
-from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM, IndexRecommender, RandomRecommender, reference_ladder
+from fashionbench.evaluation.references import (
+    LADDER,
+    MODEL,
+    ORACLE,
+    RANDOM,
+    IndexRecommender,
+    RandomRecommender,
+    reference_ladder,
+)
+from fashionbench.index import ItemEmbeddings, ShopIndex
+from fashionbench.runtime.console import progress
 from fashionbench.stage import StageResult
-from fashionbench.users import HeldOutFavourites, SimulatedUsers
+from fashionbench.users.simulation import HeldOutFavourites, SimulatedUsers
 
 ID_COLUMNS = ("user_id", "category", "recommender")
 COUNT_COLUMNS = ("n_queries", "n_held_out", "n_candidates")
@@ -119,7 +127,7 @@ def evaluate_recommenders(recommenders: Sequence, splits: Sequence[HeldOutFavour
                           shop_items: Mapping[str, list[str]], ks: Sequence[int], headline_k: int,
                           distances: Mapping[str, np.ndarray] | None = None,
                           notes: Mapping[str, str] | None = None) -> PairResults:
-    """Score every recommender on every split at every k (``fashionbench.ranking``).
+    """Score every recommender on every split at every k (``fashionbench.evaluation.ranking``).
 
     Each recommender is asked once per split for max(ks) items; the random recommender is
     scored by its exact expectation. Raises ValueError for a k < 1.

@@ -25,8 +25,9 @@ from fashionbench.artifacts import EVAL_PAIRS, USER_RATINGS, USERS_SECTION, save
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
 from fashionbench.options import Stage, option
-from fashionbench.paths import absolute_path
-from fashionbench.reviews import (
+from fashionbench.runtime.paths import absolute_path
+from fashionbench.stage import StageResult
+from fashionbench.users.reviews import (
     DEFAULT_CLASS_MAP,
     RATING_SCALE,
     Reviews,
@@ -34,7 +35,6 @@ from fashionbench.reviews import (
     check_reviews_file,
     load_reviews,
 )
-from fashionbench.stage import StageResult
 
 log = logging.getLogger(__name__)
 

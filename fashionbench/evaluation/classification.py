@@ -1,6 +1,6 @@
 """Classification on the test split: accuracy against the majority class, per-class scores, confusion.
 
-(Recommendations are evaluated pair by pair in ``fashionbench.pair_results``.)
+(Recommendations are evaluated pair by pair in ``fashionbench.evaluation.pairs``.)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fashionbench.artifacts import (
     TEST_F1,
 )
 from fashionbench.data import CATEGORIES, Catalogue
-from fashionbench.model import predict_in_batches
+from fashionbench.model.classifier import predict_in_batches
 from fashionbench.stage import StageResult
 
 log = logging.getLogger(__name__)

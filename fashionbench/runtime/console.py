@@ -75,7 +75,7 @@ class ConsoleFilter(logging.Filter):
 
 class ConsoleFormatter(logging.Formatter):
     """The console's format: a stage line as it is, anything else with its level and logger
-    (``WARNING fashionbench.evaluate: the classifier does not beat ...``)."""
+    (``WARNING fashionbench.evaluation.classification: the classifier does not beat ...``)."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()

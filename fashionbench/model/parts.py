@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from fashionbench.artifacts import ArtifactError
-from fashionbench.model import HEAD_LAYERS, Classifier
+from fashionbench.model.classifier import HEAD_LAYERS, Classifier
 
 # The files of a run's model (inside its MODEL artifact folder) and of a stored backbone.
 ARCHITECTURE_FILE = "architecture.json"  # Keras' model config: layers, their wiring and trainable flags

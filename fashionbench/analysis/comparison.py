@@ -3,7 +3,7 @@
 Runs are grouped into configurations by the params a sweep varied, seeds aside; runs that share
 users and held-out splits (the same ``eval_fingerprint``: in a sweep, the same seed) form a
 stratum. Within a stratum every configuration is scored on exactly the same (user, category)
-pairs, so configurations are compared pair by pair (fashionbench.stats):
+pairs, so configurations are compared pair by pair (fashionbench.analysis.stats):
 
 - per configuration: the mean over strata of its mean over pairs, with a 95 % CI — a Student t
   interval over the strata's means when there are several seeds (it then includes the noise of
@@ -32,12 +32,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from fashionbench.artifacts import TAG_DATA_FINGERPRINT, TAG_EVAL_FINGERPRINT, TAG_GIT_COMMIT
-from fashionbench.config import option_roles
-from fashionbench.options import UPSTREAM, Stage, role_of
-from fashionbench.pair_results import eval_fingerprint
-from fashionbench.references import LADDER, MODEL, ORACLE, RANDOM
-from fashionbench.stats import (
+from fashionbench.analysis.stats import (
     MIN_REPLICATES,
     PairedTest,
     ReplicateTest,
@@ -46,6 +41,11 @@ from fashionbench.stats import (
     paired_test,
     replicate_test,
 )
+from fashionbench.artifacts import TAG_DATA_FINGERPRINT, TAG_EVAL_FINGERPRINT, TAG_GIT_COMMIT
+from fashionbench.config import option_roles
+from fashionbench.evaluation.pairs import eval_fingerprint
+from fashionbench.evaluation.references import LADDER, MODEL, ORACLE, RANDOM
+from fashionbench.options import UPSTREAM, Stage, role_of
 from fashionbench.tracking.records import RunRecord, closest, swept_parameters
 
 _ROLES = option_roles()

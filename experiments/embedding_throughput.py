@@ -20,10 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from fashionbench.config import ModelConfig  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
 from fashionbench.model.classifier import build_classifier, preprocess_images  # noqa: E402
 from fashionbench.model.embed import embed_items  # noqa: E402
+from fashionbench.model.schema import ModelConfig  # noqa: E402
 
 
 def best_seconds(functions: list, repeats: int) -> list[float]:

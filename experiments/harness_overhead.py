@@ -3,7 +3,7 @@
     python experiments/harness_overhead.py                       # ~ 3 minutes on 2 cores
     python experiments/harness_overhead.py data.scale=0.02 train.epochs=1   # Hydra overrides
 
-Runs ``fashionbench.run.run_experiment`` twice in one process (trunk cache off, then on with
+Runs ``fashionbench.pipeline.experiment.run_experiment`` twice in one process (trunk cache off, then on with
 an empty cache), into a temporary MLflow store created before timing. ``keras.Model.fit``,
 ``keras.Model.predict`` (and the per-model tf.functions ``predict_in_batches`` calls) and
 ``AnnoyCategoryIndex.build`` are wrapped with timers; everything else
@@ -29,10 +29,11 @@ import fashionbench.model.classifier  # noqa: E402
 import fashionbench.run  # noqa: E402
 from fashionbench.config import compose_config  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
-from fashionbench.index import AnnoyCategoryIndex  # noqa: E402
-from fashionbench.run import run_experiment  # noqa: E402
+from fashionbench.index.annoy import AnnoyCategoryIndex  # noqa: E402
+from fashionbench.pipeline.experiment import run_experiment  # noqa: E402
 from fashionbench.tracking.runs import TrackedRun  # noqa: E402
-from fashionbench.tracking.store import ensure_experiment, tracking_settings  # noqa: E402
+from fashionbench.tracking.settings import tracking_settings  # noqa: E402
+from fashionbench.tracking.store import ensure_experiment  # noqa: E402
 
 DEFAULT_OVERRIDES = ["data.scale=0.05", "model.weights=null"]
 

@@ -1,30 +1,20 @@
-"""The artifact contract: what a run stores, under which names, and how it is read back.
+"""The artifact contract's names: what a run stores and under which names. Names only.
 
-Every artifact path, tag and headline metric name that more than one module uses is a
-constant here, and every file a later command reads (the shop, the users' ratings, the
-indexes, the split table) has its writer and its reader side by side, so a rename or a
-format change is made in one place. ``build_bundle`` turns a run's artifacts into the
-self-contained recommender that ``promote`` registers and ``recommend --run`` loads.
+Every artifact path, tag and metric name that more than one module uses is a constant here, with
+one formatter and one parser of metric names (``MetricName``), so a rename is made in one place.
+The files themselves are written and read by the package that owns what they hold: the shop and
+the split table by ``data.artifact_files``, the users' ratings by ``users.ratings``, the indexes by
+``index.store``, a recommender bundle by ``serving.bundle``.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import zipfile
-from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
-from omegaconf import OmegaConf
 
-from fashionbench.data import Catalogue
-from fashionbench.data.rows import row_chunks
+class ArtifactError(ValueError):
+    """A stored artifact that cannot be used; the message names the file and what is wrong."""
 
-if TYPE_CHECKING:  # fashionbench.index measures itself under names defined here
-    from fashionbench.index import CategoryIndex
 
 # --- artifact paths inside a run ---------------------------------------------------------
 CONFIG = "config.yaml"  # the resolved config
@@ -111,8 +101,14 @@ MAJORITY_RATE = MODEL_SECTION + "test_majority_rate"  # always predicting the te
 TEST_F1 = MODEL_SECTION + "test_f1/"  # + <Category>
 TRAIN_SECONDS = TRAINING_SECTION + "train_seconds"  # training's wall time (with the trunk cache: activations + fit)
 FIT_SECONDS = TRAINING_SECTION + "fit_seconds"  # model.fit alone
+EMBEDDING_DIM = MODEL_SECTION + "embedding_dim"  # the embedding layer's width
 TRUNK_CACHE_USED = CACHE_SECTION + "trunk_cache_used"
 EVAL_PAIRS = USERS_SECTION + "eval_pairs"
+
+
+def metric_column(metric: str, k: int) -> str:
+    """A metric at k: ``precision_at_5``, the per-pair table's column and a ladder metric's middle part."""
+    return f"{metric}_at_{k}"
 
 
 def random_counterpart(metric: str) -> str:
@@ -124,6 +120,47 @@ def random_counterpart(metric: str) -> str:
 def ladder_metric(column: str, recommender: str, category: str | None = None) -> str:
     """A ladder metric's name: ``ladder/precision_at_5/model``, ``ladder/precision_at_5/model/Dresses``."""
     return f"{LADDER_SECTION}{column}/{recommender}" + (f"/{category}" if category else "")
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """A recommendation metric's parts, as ``parse_metric_name`` reads them from a logged name or a
+    per-pair column: ``ladder/ndcg_at_10/pixels/Dresses`` is ndcg at 10 of the pixels recommender in
+    Dresses; ``headline/precision_at_k`` is the model's precision at ``eval.k`` (``k`` None)."""
+
+    metric: str  # precision, recall, ndcg, hit, mrr, hits, coverage, ild
+    k: int | None  # None: the run's headline k (eval.k)
+    recommender: str | None = None  # None: not named (a per-pair column; headline: the model)
+    category: str | None = None
+
+    @property
+    def column(self) -> str | None:
+        """The per-pair column (``precision_at_5``); None for the headline, whose k is the run's."""
+        return None if self.k is None else metric_column(self.metric, self.k)
+
+
+def parse_metric_name(name: str) -> MetricName | None:
+    """The parts of a recommendation metric's name (``ladder/<metric>_at_<k>/<recommender>[/<Category>]``,
+    ``headline/<metric>_at_k``, ``headline/random_<metric>_at_k``, or a per-pair column
+    ``<metric>_at_<k>``); None for any other name (``model/test_accuracy``)."""
+    if name.startswith(HEADLINE_SECTION):
+        leaf = name.removeprefix(HEADLINE_SECTION)
+        recommender = "model"
+        if leaf.startswith(RANDOM_PREFIX):
+            leaf, recommender = leaf.removeprefix(RANDOM_PREFIX), "random"
+        if leaf.startswith("normalised_") or not leaf.endswith("_at_k"):
+            return None
+        return MetricName(leaf.removesuffix("_at_k"), None, recommender)
+    parts = name.removeprefix(LADDER_SECTION).split("/")
+    if name.startswith(LADDER_SECTION) and len(parts) not in (2, 3):
+        return None
+    if not name.startswith(LADDER_SECTION) and len(parts) != 1:
+        return None
+    metric, _, k = parts[0].rpartition("_at_")
+    if not metric or not k.isdigit():
+        return None
+    return MetricName(metric, int(k), *(parts[1:] + [None, None])[:2])
+
 
 # On a sweep's parent: how its jobs ended (SWEEP_RUNS counts its own runs; skipped jobs reused
 # an earlier FINISHED run and are counted apart).
@@ -140,117 +177,3 @@ SWEEP_JOBS_NOT_RUN = SWEEP_SECTION + "jobs_not_run"
 TAG_SWEEP_JOBS = "sweep_jobs"  # on a sweep's parent: how many jobs it planned, where the sweeper tells
 
 
-# --- a recommender bundle (what promote registers) ---------------------------------------
-BUNDLE_CLASSIFIER = "classifier.keras"  # the fine-tuned Keras classifier
-BUNDLE_META = "recommender.json"  # embedding layer, image size, k, metric, the source run
-BUNDLE_CONFIG = "config.yaml"  # the run's resolved config
-BUNDLE_INDEXES = "indexes"  # the run's indexes
-BUNDLE_SHOP_ITEMS = "shop_items.csv"
-BUNDLE_SHOP_IMAGES = "shop_images.npz"
-BUNDLE_USERS = "users.csv"  # the run's users' ratings
-BUNDLE_FILES = (BUNDLE_CLASSIFIER, BUNDLE_META, BUNDLE_CONFIG, BUNDLE_INDEXES, BUNDLE_SHOP_ITEMS,
-                BUNDLE_SHOP_IMAGES, BUNDLE_USERS)
-
-
-class ArtifactError(ValueError):
-    """A stored artifact that cannot be used; the message names the file and what is wrong."""
-
-
-def save_shop(shop: Catalogue, items_csv: Path, images_npz: Path) -> None:
-    """The shop's item table (CSV) and images (compressed npz with the item ids beside them, as
-    ``np.savez_compressed`` writes it, but a chunk of images at a time: the shop's images are
-    rows on disk and are never all in memory here)."""
-    items_csv.parent.mkdir(parents=True, exist_ok=True)
-    images_npz.parent.mkdir(parents=True, exist_ok=True)
-    shop.items.to_csv(items_csv, index=False)
-    with zipfile.ZipFile(images_npz, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as npz:
-        with npz.open("item_ids.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array(member, shop.items["item_id"].to_numpy(str), allow_pickle=False)
-        with npz.open("images.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(shop.images.dtype),
-                                                          "fortran_order": False, "shape": tuple(shop.images.shape)})
-            for block in row_chunks(shop.images):
-                member.write(memoryview(block).cast("B"))
-
-
-def load_shop(items_csv: Path, images_npz: Path) -> Catalogue:
-    """The shop ``save_shop`` wrote. Raises ArtifactError when the two files do not describe the same items."""
-    # Every column as written (str): attribute values like "none" must not become NaN.
-    items = pd.read_csv(items_csv, dtype=str, keep_default_na=False)
-    with np.load(images_npz) as stored:
-        image_ids, images = stored["item_ids"].astype(str), stored["images"]
-    if image_ids.tolist() != items["item_id"].tolist():
-        raise ArtifactError(f"{images_npz} does not hold the images of the items in {items_csv} (ids differ)")
-    return Catalogue(items, images)
-
-
-def save_ratings(ratings: pd.DataFrame, path: Path) -> None:
-    """Users' ratings: one row per (user_id, item_id) with the item's category and the rating."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ratings.to_csv(path, index=False)
-
-
-def load_ratings(path: Path) -> pd.DataFrame:
-    """The ratings ``save_ratings`` wrote, ids as text."""
-    return pd.read_csv(path, dtype={"user_id": str, "item_id": str})
-
-
-def save_split_table(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path)
-
-
-def load_split_table(path: Path) -> pd.DataFrame:
-    """Items per category (index) and split (columns train, val, test)."""
-    return pd.read_csv(path, index_col=0)
-
-
-def save_indexes(indexes: Mapping[str, CategoryIndex], directory: Path) -> None:
-    for index in indexes.values():
-        index.save(directory)
-
-
-def load_indexes(directory: Path) -> dict[str, CategoryIndex]:
-    """Every category's index saved in ``directory``, whatever its backend."""
-    from fashionbench.index import load_index
-
-    return {path.stem: load_index(directory, path.stem) for path in sorted(Path(directory).glob("*.json"))}
-
-
-class RunArtifacts(Protocol):
-    """A tracked run's stored files, as ``build_bundle`` reads them (tracking provides one)."""
-
-    run_id: str
-    metrics: Mapping[str, float]
-
-    def download(self, artifact_path: str, destination: Path) -> Path:
-        """Copy one artifact file or folder into ``destination``; return its local path."""
-
-    def keras_model(self) -> Any:
-        """The run's logged Keras model."""
-
-
-def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_by: str) -> Path:
-    """Gather what a recommender needs from ``run`` into ``directory`` (a bundle: see BUNDLE_FILES
-    and ``fashionbench.serving.recommender``). Raises ArtifactError naming the artifact a run lacks."""
-    scratch = directory / "_downloads"
-    for artifact, name in ((CONFIG, BUNDLE_CONFIG), (SHOP_ITEMS, BUNDLE_SHOP_ITEMS), (SHOP_IMAGES, BUNDLE_SHOP_IMAGES),
-                           (USER_RATINGS, BUNDLE_USERS), (INDEXES, BUNDLE_INDEXES)):
-        try:
-            local = run.download(artifact, scratch / name)
-        except Exception as error:  # MlflowException or OSError, by store
-            raise ArtifactError(f"run {run.run_id} lacks the artifact {artifact!r} a recommender needs "
-                                f"({type(error).__name__}: {error})") from None
-        local.rename(directory / name)
-    config = OmegaConf.load(directory / BUNDLE_CONFIG)
-    run.keras_model().save(directory / BUNDLE_CLASSIFIER)
-    meta = {
-        "source_run_id": run.run_id, "experiment": experiment,
-        "embedding_layer": config.model.embedding_layer, "image_size": int(config.data.image_size),
-        "k": int(config.eval.k), "index_metric": config.index.metric,
-        "favourite_threshold": float(config.users.favourite_threshold),
-        "selected_by": selected_by, selected_by: run.metrics.get(selected_by),
-    }
-    (directory / BUNDLE_META).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(scratch)
-    return directory

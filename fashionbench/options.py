@@ -60,6 +60,14 @@ class Role:
     seed: bool = False
 
 
+# The seed every seed option defaults to (``seed`` drives data.seed, model.seed, users.seed, ...).
+DEFAULT_SEED = 0
+
+
+class ConfigError(ValueError):
+    """An invalid option; the message names it (``train.epochs``) and what was expected."""
+
+
 _ROLE = "fashionbench.role"  # the dataclass field metadata key
 
 
@@ -115,3 +123,16 @@ def options_deciding(stages: Iterable[Stage], roles: Mapping[str, Role]) -> tupl
     """The dotted names of the options whose results are among ``stages``, sorted."""
     wanted = set(stages)
     return tuple(sorted(name for name, role in roles.items() if role.decides in wanted))
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"model.freeze": 4, ...}: options by their dotted names, what fingerprints
+    select from and (as strings) the params a run logs."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+

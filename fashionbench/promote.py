@@ -18,35 +18,31 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-
-from fashionbench.analysis.comparison import configuration_label  # noqa: E402
+from fashionbench.analysis.design import configuration_label, swept_parameters  # noqa: E402
+from fashionbench.analysis.study import compare_finished  # noqa: E402
 from fashionbench.artifacts import (  # noqa: E402
     HEADLINE_METRIC,
     TAG_CLASSIFIER_WARNING,
     TAG_DATA_FINGERPRINT,
     TAG_GIT_COMMIT,
     ArtifactError,
-    build_bundle,
 )
-from fashionbench.compare import compare_finished  # noqa: E402
+from fashionbench.read_side import ReadSideOptionError, add_run_selection_arguments, store_settings  # noqa: E402
+from fashionbench.serving.bundle import build_bundle  # noqa: E402
 from fashionbench.serving.recommender import DEFAULT_MODEL_NAME  # noqa: E402
 from fashionbench.tracking.records import (  # noqa: E402
     Constraint,
     RunRecord,
     Selection,
-    add_run_selection_arguments,
     is_experiment_run,
     require_metric,
     resolve_constraints,
     select_runs,
-    swept_parameters,
 )
 from fashionbench.tracking.registry import (  # noqa: E402
     model_alias_version,
@@ -55,14 +51,8 @@ from fashionbench.tracking.registry import (  # noqa: E402
     set_model_alias,
 )
 from fashionbench.tracking.runs import reap_orphaned_runs  # noqa: E402
-from fashionbench.tracking.store import (  # noqa: E402
-    StoredRun,
-    TrackingSettings,
-    experiment_runs,
-    require_store,
-    resolve_sweep,
-    tracking_settings,
-)
+from fashionbench.tracking.settings import TrackingSettings  # noqa: E402
+from fashionbench.tracking.store import StoredRun, experiment_runs, require_store, resolve_sweep  # noqa: E402
 
 log = logging.getLogger("fashionbench.promote")
 
@@ -182,18 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         constraints = tuple(Constraint.parse(text) for text in args.constraint)
     except ValueError as error:
         parser.error(str(error))
-    settings = tracking_settings(args.tracking_uri, args.experiment)
     try:
+        settings = store_settings(args)
         require_store(settings)  # reading never creates a store
         reap_orphaned_runs(settings)  # RUNNING runs of this host whose process is gone: KILLED
         args.sweep = resolve_sweep(settings, args.sweep)  # resolved here too, to print which sweep was searched
         promotion, selection = promote(settings, args.sweep, args.metric, args.direction == "max", constraints,
                                        args.model_name, args.alias)
-    except (PromotionError, LookupError) as error:
+    except (PromotionError, LookupError, ReadSideOptionError) as error:
         print(f"fashionbench.promote: {error}", file=sys.stderr)
         return 1
     run = promotion.run
-    print(f"Top candidates by {args.metric} ({args.direction}) in experiment {args.experiment!r}"
+    print(f"Top candidates by {args.metric} ({args.direction}) in experiment {settings.experiment_name!r}"
           + (f", sweep {args.sweep}" if args.sweep else "") + ":")
     print(candidates_table(selection, args.metric, constraints))
     if selection.excluded:

@@ -15,23 +15,23 @@ registry is read. Plain argparse, as for ``promote``: it queries, it composes no
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-
 import numpy as np  # noqa: E402
 
-from fashionbench.artifacts import HEADLINE_METRIC, ArtifactError, build_bundle  # noqa: E402
+from fashionbench.artifacts import HEADLINE_METRIC, ArtifactError  # noqa: E402
 from fashionbench.data import CATEGORIES  # noqa: E402
 from fashionbench.data.images import UnusableImage, decode_image  # noqa: E402
+from fashionbench.read_side import ReadSideOptionError, add_store_arguments, store_settings  # noqa: E402
+from fashionbench.serving.bundle import build_bundle  # noqa: E402
 from fashionbench.serving.recommender import DEFAULT_MODEL_NAME, BundleError, Recommendations, ShopRecommender  # noqa: E402
 from fashionbench.tracking.registry import check_registered, load_recommender  # noqa: E402
-from fashionbench.tracking.store import StoredRun, experiment_runs, require_store, tracking_settings  # noqa: E402
+from fashionbench.tracking.settings import TrackingSettings  # noqa: E402
+from fashionbench.tracking.store import StoredRun, experiment_runs, require_store  # noqa: E402
 
 # One grid cell: a picture and a two-line caption, in inches at GRID_DPI; a strip for the title.
 CELL_WIDTH_IN, CELL_HEIGHT_IN, TITLE_HEIGHT_IN, GRID_DPI = 1.6, 1.9, 0.4, 100
@@ -134,10 +134,10 @@ def recommendations_text(recommendations: Recommendations) -> str:
     return table.to_string(index=False)
 
 
-def open_recommender(tracking_uri: str | None, model_name: str, alias: str | None, version: str | None,
-                     run_id: str | None, experiment: str, scratch: Path) -> ShopRecommender:
+def open_recommender(settings: TrackingSettings, model_name: str, alias: str | None, version: str | None,
+                     run_id: str | None, scratch: Path) -> ShopRecommender:
     """The registered model (by alias or version), or a run's recommender built on the fly."""
-    settings = tracking_settings(tracking_uri, experiment)
+    experiment = settings.experiment_name
     require_store(settings)  # reading never creates a store
     if run_id:
         runs = [run for run in experiment_runs(settings) if run.run_id == run_id]
@@ -162,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--version", help="registered model version to load")
     source.add_argument("--run", metavar="RUN_ID", help="build the recommender from this run instead")
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model (default: %(default)s)")
-    parser.add_argument("--experiment", default="fashionbench", help="experiment of --run (default: %(default)s)")
-    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    add_store_arguments(parser)  # --experiment (of --run), --tracking-uri, overrides of the run's config
     parser.add_argument("--k", type=int, default=None, help="items per category (default: the run's eval.k)")
     parser.add_argument("--category", choices=CATEGORIES, help="with --images: search this category "
                         "instead of the one the classifier predicts")
@@ -178,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            recommender = open_recommender(args.tracking_uri, args.model_name, args.alias, args.version,
-                                           args.run, args.experiment, Path(scratch))
+            recommender = open_recommender(store_settings(args), args.model_name, args.alias, args.version,
+                                           args.run, Path(scratch))
             if args.user:
                 favourites = recommender.favourites(args.user)
                 if not favourites:
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 title = f"top {args.k or recommender.k} shop items per photo"
             args.out.parent.mkdir(parents=True, exist_ok=True)
             draw_grid(rows, args.out, f"{title} (run {recommender.source_run_id[:8]})")
-    except (ArtifactError, LookupError) as error:  # LookupError: no such experiment or model
+    except (ArtifactError, LookupError, ReadSideOptionError) as error:  # LookupError: no such experiment or model
         print(f"fashionbench.recommend: {error}", file=sys.stderr)
         return 1
     print(recommendations_text(recommendations))

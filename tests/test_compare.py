@@ -4,7 +4,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fashionbench.compare import main
-from fashionbench.run import run_experiment
+from fashionbench.pipeline.experiment import run_experiment
 from tests.conftest import TINY_RUN, compose_config
 from tests.tracked_store import plant_run
 

@@ -7,9 +7,10 @@ from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from fashionbench.config import ExperimentConfig, ModelConfig, experiment_config
+from fashionbench.config import ExperimentConfig, experiment_config
 from fashionbench.data.synthetic import SyntheticSource
-from fashionbench.index import ExactIndexConfig
+from fashionbench.index.exact import ExactIndexConfig
+from fashionbench.model.schema import ModelConfig
 from fashionbench.users.simulation import TasteUsers
 from tests.conftest import compose_config
 

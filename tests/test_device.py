@@ -9,10 +9,11 @@ import keras
 import numpy as np
 import pytest
 
-from fashionbench.config import DeviceConfig, ModelConfig, TrainConfig
 from fashionbench.model.classifier import build_classifier, predict_in_batches
-from fashionbench.runtime.device import configure_device
+from fashionbench.model.schema import ModelConfig
+from fashionbench.runtime.device import DeviceConfig, configure_device
 from fashionbench.training.fit import train_classifier
+from fashionbench.training.schema import TrainConfig
 from fashionbench.training.trunk_cache import TrunkCache
 from tests.test_trunk_cache import toy_classifier
 

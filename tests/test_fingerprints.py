@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from fashionbench.analysis.comparison import SEED_PARAMS, USERS_AND_SPLITS
+from fashionbench.analysis.design import SEED_PARAMS, USERS_AND_SPLITS, not_swept, swept_parameters
 from fashionbench.config import CHOSEN_GROUPS, SCHEMAS, ExperimentConfig, option_roles
 from fashionbench.options import UPSTREAM, Stage, UndeclaredOptionError, option, role_of, schema_roles
 from fashionbench.pipeline.fingerprints import flatten, job_fingerprint, stage_fingerprint, training_fingerprint
-from fashionbench.tracking.records import RunRecord, not_swept, swept_parameters
+from fashionbench.tracking.records import RunRecord
 from tests.conftest import compose_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

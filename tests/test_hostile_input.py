@@ -157,7 +157,7 @@ def test_quoted_fields_with_commas_and_newlines_are_one_row(tmp_path):
 
 @pytest.mark.slow
 def test_deepfashion_end_to_end_logs_skip_metrics_and_the_skipped_list(tmp_path, store_uri):
-    from fashionbench.run import run_experiment
+    from fashionbench.pipeline.experiment import run_experiment
 
     root = make_deepfashion(tmp_path / "deepfashion", per_split=3)
     # Break one listed image and delete another: the run must carry on and report both.

@@ -5,8 +5,11 @@ import pandas as pd
 import pytest
 
 from fashionbench.data import Catalogue
-from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig, IndexConfigError, build_shop_index, load_index
-from fashionbench.index.exact import metric_distances
+from fashionbench.index.annoy import AnnoyIndexConfig
+from fashionbench.index.base import IndexConfigError
+from fashionbench.index.exact import ExactIndexConfig, metric_distances
+from fashionbench.index.shop import build_shop_index
+from fashionbench.index.store import load_index
 from fashionbench.model.embed import ItemEmbeddings
 
 

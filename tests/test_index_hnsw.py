@@ -10,15 +10,12 @@ import pytest
 
 from fashionbench.artifacts import INDEX_BUILD_SECONDS, INDEX_BYTES, INDEX_QPS, INDEX_RECALL
 from fashionbench.config import experiment_config
-from fashionbench.index import (
-    AnnoyIndexConfig,
-    ExactIndexConfig,
-    HnswCategoryIndex,
-    HnswIndexConfig,
-    IndexConfigError,
-    load_index,
-)
+from fashionbench.index.annoy import AnnoyIndexConfig
+from fashionbench.index.base import IndexConfigError
+from fashionbench.index.exact import ExactIndexConfig
+from fashionbench.index.hnsw import HnswCategoryIndex, HnswIndexConfig
 from fashionbench.index.quality import ShopIndexQuality, measure_index
+from fashionbench.index.store import load_index
 from fashionbench.model.embed import ItemEmbeddings
 from tests.conftest import TINY_RUN, compose_config
 
@@ -133,7 +130,8 @@ def test_without_faiss_hnsw_configs_and_saved_graphs_name_the_package_and_other_
     HnswIndexConfig().build(embeddings()).save(tmp_path)
     result = without_faiss(f"""
         from fashionbench.config import compose_config, experiment_config
-        from fashionbench.index import IndexConfigError, load_index
+        from fashionbench.index.base import IndexConfigError
+        from fashionbench.index.store import load_index
         assert experiment_config(compose_config(["index=annoy"])).index.n_trees == 10
         for attempt in (lambda: experiment_config(compose_config(["index=hnsw"])),
                         lambda: load_index({str(tmp_path)!r}, "Dresses")):

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from fashionbench.artifacts import INDEX_BYTES, INDEX_EXACT_QPS, INDEX_QPS, INDEX_RECALL, INDEX_SPEEDUP
-from fashionbench.index import AnnoyIndexConfig
+from fashionbench.index.annoy import AnnoyIndexConfig
 from fashionbench.index.exact import ExactSearch, exact_neighbours, metric_distances
 from fashionbench.index.quality import ShopIndexQuality, measure_index, recall_at_k
 from fashionbench.model.embed import ItemEmbeddings

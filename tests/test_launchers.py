@@ -16,7 +16,7 @@ from fashionbench.artifacts import HEADLINE_METRIC, TAG_ERROR, TAG_GPU, TAG_PID,
 from fashionbench.config import CONFIG_MODULE, CONFIG_NAME
 from fashionbench.runtime.gpu_pool import LOCK_DIR_ENV, POOL_ENV, GpuPoolError, lock_names
 from fashionbench.tracking.runs import tracked_run
-from fashionbench.tracking.store import tracking_settings
+from fashionbench.tracking.settings import tracking_settings
 from tests.conftest import TINY_RUN
 
 

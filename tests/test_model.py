@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fashionbench.config import ModelConfig
 from fashionbench.model.classifier import EMBEDDING_LAYERS, ModelConfigError, WeightsUnavailableError, build_classifier
+from fashionbench.model.schema import ModelConfig
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from fashionbench.evaluation.references import (
     reference_ladder,
     thumbnail_vectors,
 )
-from fashionbench.index import ExactIndexConfig
+from fashionbench.index.exact import ExactIndexConfig
 from fashionbench.users.simulation import HeldOutFavourites, SimulatedUsers
 
 SHOP = {"Skirts": ["s0", "s1", "s2", "s3", "s4", "s5"], "Dresses": ["d0", "d1", "d2", "d3", "d4"]}
@@ -147,7 +147,7 @@ def test_attribute_distances_count_the_share_of_differing_attributes():
 
 
 def test_index_recommenders_exclude_the_queries():
-    from fashionbench.index import ItemEmbeddings
+    from fashionbench.index.base import ItemEmbeddings
 
     vectors = np.eye(4, dtype=np.float32) + 0.1
     embeddings = ItemEmbeddings(np.array(SHOP["Dresses"][:4]), np.array(["Dresses"] * 4), vectors, "test")

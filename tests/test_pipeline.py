@@ -20,13 +20,13 @@ from fashionbench.artifacts import (
     INDEX_RECALL,
     TAG_INDEX_BACKEND,
 )
-from fashionbench.config import ModelConfig
 from fashionbench.data import CATEGORIES
 from fashionbench.evaluation.pairs import load_pairs
 from fashionbench.model.classifier import build_classifier
-from fashionbench.run import run_experiment
+from fashionbench.model.schema import ModelConfig
+from fashionbench.pipeline.experiment import run_experiment
 from fashionbench.tracking.run_models import load_run_model
-from fashionbench.tracking.store import tracking_settings
+from fashionbench.tracking.settings import tracking_settings
 from tests.conftest import TINY_RUN, compose_config
 
 pytestmark = pytest.mark.slow

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fashionbench.index import load_index
+from fashionbench.index.store import load_index
 from fashionbench.promote import PromotionError, main, promote
 from fashionbench.tracking.records import Constraint, select_runs
-from fashionbench.tracking.store import download_run_artifacts, experiment_runs, tracking_settings
+from fashionbench.tracking.settings import tracking_settings
+from fashionbench.tracking.store import download_run_artifacts, experiment_runs
 from tests.tracked_store import MODEL_NAME, plant_run
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fashionbench.data import CATEGORIES
-from fashionbench.run import run_experiment
+from fashionbench.pipeline.experiment import run_experiment
 from tests.conftest import SHARED_DATA, compose_config
 
 PHOTOS = SHARED_DATA / "clothing_dataset"

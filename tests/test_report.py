@@ -7,8 +7,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from fashionbench.report import ReportError, main, write_report
-from fashionbench.tracking.store import tracking_settings
+from fashionbench.analysis.report import ReportError
+from fashionbench.report import main, write_report
+from fashionbench.tracking.settings import tracking_settings
 from tests.conftest import compose_config
 from tests.tracked_store import plant_run
 

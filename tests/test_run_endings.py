@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from fashionbench import compare, promote, recommend, report
 from fashionbench.artifacts import TAG_BACKBONE_STORE
 from fashionbench.tracking.runs import Terminated, tracked_run
-from fashionbench.tracking.store import tracking_settings
+from fashionbench.tracking.settings import tracking_settings
 from tests.conftest import TINY_RUN
 
 pytestmark = pytest.mark.slow

@@ -19,14 +19,17 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fashionbench.artifacts import BUNDLE_CLASSIFIER, TAG_BACKBONE, TAG_BACKBONE_STORE_RUN, TAG_MODEL_URI, ArtifactError
-from fashionbench.config import ModelConfig, TrainConfig
+from fashionbench.artifacts import TAG_BACKBONE, TAG_BACKBONE_STORE_RUN, TAG_MODEL_URI, ArtifactError
 from fashionbench.model.classifier import build_classifier, predict_in_batches
 from fashionbench.model.parts import split_classifier
+from fashionbench.model.schema import ModelConfig
+from fashionbench.serving.bundle import BUNDLE_CLASSIFIER
 from fashionbench.tracking.records import is_experiment_run
 from fashionbench.tracking.run_models import BackboneStore, BackboneUnavailableError, load_run_model
 from fashionbench.tracking.runs import tracked_run
-from fashionbench.tracking.store import StoredRun, ensure_experiment, experiment_runs, tracking_settings
+from fashionbench.tracking.settings import tracking_settings
+from fashionbench.tracking.store import StoredRun, ensure_experiment, experiment_runs
+from fashionbench.training.schema import TrainConfig
 from tests.tracked_store import MODEL_NAME
 
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from fashionbench.artifacts import load_shop
+from fashionbench.data.artifact_files import load_shop
 from fashionbench.tracking.store import download_run_artifacts
 from tests.conftest import free_port, wait_until_answers
 from tests.tracked_store import MODEL_NAME

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fashionbench.config import ModelConfig, TrainConfig
 from fashionbench.data.catalogue_store import load_catalogue
 from fashionbench.data.rows import StoredRows, batched_rows
 from fashionbench.data.synthetic import SyntheticSource
 from fashionbench.model.classifier import build_classifier, predict_in_batches, preprocess_images
 from fashionbench.model.embed import embed_items
+from fashionbench.model.schema import ModelConfig
 from fashionbench.training.fit import train_classifier
+from fashionbench.training.schema import TrainConfig
 from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
 from tests.test_trunk_cache import toy_classifier
 

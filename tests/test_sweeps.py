@@ -17,11 +17,12 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import TEST_ACCURACY, TRAIN_SECONDS, TRAINING_SECTION
 from fashionbench.config import CONFIG_MODULE, CONFIG_NAME
+from fashionbench.pipeline.experiment import run_experiment
 from fashionbench.pipeline.fingerprints import job_fingerprint, training_fingerprint
-from fashionbench.run import run_experiment
 from fashionbench.tracking.run_models import load_run_model
 from fashionbench.tracking.runs import end_sweep, reap_orphaned_runs
-from fashionbench.tracking.store import ensure_experiment, experiment_runs, resolve_sweep, tracking_settings
+from fashionbench.tracking.settings import tracking_settings
+from fashionbench.tracking.store import ensure_experiment, experiment_runs, resolve_sweep
 from fashionbench.tracking.sweep import job_name, planned_jobs
 from tests.conftest import TINY_RUN, compose_config
 

@@ -14,7 +14,8 @@ from fashionbench.stage import Dataset, StageResult
 from fashionbench.tracking import races
 from fashionbench.tracking.races import lost_race, retry_lost_race
 from fashionbench.tracking.runs import tracked_run
-from fashionbench.tracking.store import ensure_experiment, tracking_settings
+from fashionbench.tracking.settings import tracking_settings
+from fashionbench.tracking.store import ensure_experiment
 
 WORKERS = 4
 
@@ -28,7 +29,7 @@ import pandas as pd
 from fashionbench.stage import Dataset, StageResult
 from fashionbench.tracking import races
 from fashionbench.tracking.runs import tracked_run
-from fashionbench.tracking.store import tracking_settings
+from fashionbench.tracking.settings import tracking_settings
 
 uri, experiment, folder, name, attempts = sys.argv[1:]
 races.ATTEMPTS = int(attempts)

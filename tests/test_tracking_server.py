@@ -14,12 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fashionbench import compare, promote, report
-from fashionbench.tracking.store import (
-    StoreUnreachableError,
-    check_server_answers,
-    ensure_experiment,
-    tracking_settings,
-)
+from fashionbench.tracking.settings import tracking_settings
+from fashionbench.tracking.store import StoreUnreachableError, check_server_answers, ensure_experiment
 from tests.conftest import TINY_RUN, free_port, wait_until_answers
 
 pytestmark = pytest.mark.slow
@@ -140,7 +136,7 @@ FIRST_RUN = r'''
 import sys, time
 from pathlib import Path
 from fashionbench.tracking.runs import reap_orphaned_runs, tracked_run
-from fashionbench.tracking.store import tracking_settings
+from fashionbench.tracking.settings import tracking_settings
 
 ready, go, uri, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 settings = tracking_settings(uri, "fashionbench")

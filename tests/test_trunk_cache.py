@@ -6,10 +6,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import INDEX_BYTES, INDEX_EXACT_QPS, INDEX_RECALL, TAG_INDEX_BACKEND
-from fashionbench.config import ModelConfig, TrainConfig, TrunkCacheConfigError
 from fashionbench.model.classifier import build_classifier, predict_in_batches
-from fashionbench.run import run_experiment
+from fashionbench.model.schema import ModelConfig
+from fashionbench.pipeline.experiment import run_experiment
 from fashionbench.training.fit import train_classifier
+from fashionbench.training.schema import TrainConfig, TrunkCacheConfigError
 from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
 from tests.conftest import TINY_RUN, compose_config
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fashionbench.run import run_experiment
+from fashionbench.pipeline.experiment import run_experiment
 from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
 from tests.conftest import TINY_RUN, compose_config
 from tests.test_trunk_cache import toy_classifier

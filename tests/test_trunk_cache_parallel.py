@@ -32,7 +32,7 @@ JOB = textwrap.dedent("""
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     import fashionbench.training.trunk_cache as trunk_cache
-    from fashionbench.config import ModelConfig
+    from fashionbench.model.schema import ModelConfig
     from fashionbench.model.classifier import build_classifier
     from tests.test_trunk_cache import toy_classifier
     model = build_classifier(ModelConfig(weights=None, freeze=args.freeze), 32).model if args.freeze else toy_classifier()

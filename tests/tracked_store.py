@@ -13,9 +13,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from fashionbench.pipeline.experiment import run_experiment
 from fashionbench.promote import Promotion, promote
-from fashionbench.run import run_experiment
-from fashionbench.tracking.store import tracking_settings
+from fashionbench.tracking.settings import tracking_settings
 from tests.conftest import TINY_RUN, compose_config
 
 EXPERIMENT = "tracked"

@@ -36,7 +36,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # fashionbench.model.embed i
 
 import numpy as np  # noqa: E402
 
-from fashionbench.index import AnnoyIndexConfig, ExactIndexConfig, HnswIndexConfig, ItemEmbeddings  # noqa: E402
+from fashionbench.index.annoy import AnnoyIndexConfig  # noqa: E402
+from fashionbench.index.base import ItemEmbeddings  # noqa: E402
+from fashionbench.index.exact import ExactIndexConfig  # noqa: E402
+from fashionbench.index.hnsw import HnswIndexConfig  # noqa: E402
 from fashionbench.index.quality import GroundTruth, queries_per_second  # noqa: E402
 
 

@@ -28,12 +28,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 
-from fashionbench.config import DeviceConfig, ModelConfig, TrainConfig  # noqa: E402
 from fashionbench.data.catalogue_store import load_catalogue  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
 from fashionbench.model.classifier import build_classifier, predict_in_batches  # noqa: E402
-from fashionbench.runtime.device import configure_device  # noqa: E402
+from fashionbench.model.schema import ModelConfig  # noqa: E402
+from fashionbench.runtime.device import (
+    DeviceConfig,  # noqa: E402
+    configure_device,  # noqa: E402
+)
 from fashionbench.training.fit import train_classifier  # noqa: E402
+from fashionbench.training.schema import TrainConfig  # noqa: E402
 from fashionbench.training.trunk_cache import TrunkCache  # noqa: E402
 
 COURSE_SECONDS = (301, 283, 290, 120)  # per attempt, Titan RTX

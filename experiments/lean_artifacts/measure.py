@@ -3,7 +3,7 @@
     python experiments/lean_artifacts/measure.py                      # 224 px, ~3 minutes on 2 cores
     python experiments/lean_artifacts/measure.py data.image_size=128  # any Hydra overrides
 
-Runs ``fashionbench.run.run_experiment`` once per freeze value (random weights: ImageNet's have
+Runs ``fashionbench.pipeline.experiment.run_experiment`` once per freeze value (random weights: ImageNet's have
 the same size), then counts the bytes under the experiment's artifact folder: a run's own
 (its artifact folder and the folders of the models it logged) and what no pipeline run owns
 (shared: the backbone store). The same script measured the version before lean artifacts
@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from fashionbench.config import compose_config  # noqa: E402
-from fashionbench.run import run_experiment  # noqa: E402
+from fashionbench.pipeline.experiment import run_experiment  # noqa: E402
 
 FREEZES = (2, 4, 8)
 DEFAULT_OVERRIDES = ["data.image_size=224", "data.scale=0.01", "data.min_per_split=3", "train.epochs=1",

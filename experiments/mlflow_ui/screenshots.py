@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from fashionbench.run import MODEL_TRAINING_VIEW
+from fashionbench.pipeline.summary import MODEL_TRAINING_VIEW
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

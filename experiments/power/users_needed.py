@@ -29,7 +29,7 @@ import mlflow  # noqa: E402
 from fashionbench.analysis.stats import paired_test  # noqa: E402
 from fashionbench.config import compose_config  # noqa: E402
 from fashionbench.evaluation.pairs import load_pairs  # noqa: E402
-from fashionbench.run import run_experiment  # noqa: E402
+from fashionbench.pipeline.experiment import run_experiment  # noqa: E402
 
 
 def pairs_of(run_id: str, uri: str, scratch: Path):

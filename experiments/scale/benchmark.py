@@ -48,13 +48,13 @@ def prepare(config_overrides: list[str]) -> None:
 
 
 def measure(config_overrides: list[str]) -> dict:
-    """The run's stages, timed one by one (as fashionbench.run.run_experiment calls them)."""
+    """The run's stages, timed one by one (as fashionbench.pipeline.experiment.run_experiment calls them)."""
     from fashionbench.config import compose_config, experiment_config
     from fashionbench.data.catalogue_store import load_catalogue
     from fashionbench.evaluation.classification import evaluate_classifier
     from fashionbench.evaluation.pairs import evaluate_shop, metric_name
     from fashionbench.evaluation.references import MODEL, UNTRAINED
-    from fashionbench.index import build_shop_index
+    from fashionbench.index.shop import build_shop_index
     from fashionbench.model.classifier import build_classifier
     from fashionbench.model.embed import embed_items
     from fashionbench.training.fit import train_classifier

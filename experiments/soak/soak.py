@@ -303,7 +303,7 @@ class Soak:
         return [str(i) for i in range(1, self.jobs + 1)]
 
     def job_names(self) -> list[str]:
-        return [f"freeze={f}" for f in self.freezes]  # the run name a sweep job gets (fashionbench.run.name_job)
+        return [f"freeze={f}" for f in self.freezes]  # a sweep job's run name (pipeline.jobs.name_job)
 
     def start_sweep(self, folder: Path, uri: str, experiment: str) -> tuple[subprocess.Popen, Path]:
         folder.mkdir(parents=True)

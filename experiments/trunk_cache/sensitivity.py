@@ -19,10 +19,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from fashionbench.config import ModelConfig, TrainConfig  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
 from fashionbench.model.classifier import build_classifier, predict_in_batches  # noqa: E402
+from fashionbench.model.schema import ModelConfig  # noqa: E402
 from fashionbench.training.fit import train_classifier  # noqa: E402
+from fashionbench.training.schema import TrainConfig  # noqa: E402
 
 
 def main() -> None:

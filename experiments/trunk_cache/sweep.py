@@ -35,11 +35,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from fashionbench.artifacts import CACHE_SECTION, TRUNK_CACHE_USED  # noqa: E402
-from fashionbench.config import ModelConfig, TrainConfig  # noqa: E402
 from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
 from fashionbench.model.classifier import build_classifier, predict_in_batches  # noqa: E402
-from fashionbench.tracking.store import experiment_runs, tracking_settings  # noqa: E402
+from fashionbench.model.schema import ModelConfig  # noqa: E402
+from fashionbench.tracking.settings import tracking_settings  # noqa: E402
+from fashionbench.tracking.store import experiment_runs  # noqa: E402
 from fashionbench.training.fit import train_classifier  # noqa: E402
+from fashionbench.training.schema import TrainConfig  # noqa: E402
 from fashionbench.training.trunk_cache import TrunkCache  # noqa: E402
 
 # What a parallel job runs: a small whole experiment (its trunk-cache figures are what is read).

@@ -32,6 +32,14 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from fashionbench.analysis.design import (
+    SEED_PARAMS,
+    USERS_AND_SPLITS,
+    configuration_label,
+    decides,
+    replicate_key,
+    swept_parameters,
+)
 from fashionbench.analysis.stats import (
     MIN_REPLICATES,
     PairedTest,
@@ -42,19 +50,10 @@ from fashionbench.analysis.stats import (
     replicate_test,
 )
 from fashionbench.artifacts import TAG_DATA_FINGERPRINT, TAG_EVAL_FINGERPRINT, TAG_GIT_COMMIT
-from fashionbench.config import option_roles
 from fashionbench.evaluation.pairs import eval_fingerprint
 from fashionbench.evaluation.references import LADDER, MODEL, ORACLE, RANDOM
-from fashionbench.options import UPSTREAM, Stage, role_of
-from fashionbench.tracking.records import RunRecord, closest, swept_parameters
+from fashionbench.tracking.records import RunRecord, closest
 
-_ROLES = option_roles()
-# Params that choose a draw, not a design (options declared seed=True): runs differing only in these
-# are replicates. Top-level first: ``seed`` names the group of seeds it drives.
-SEED_PARAMS = tuple(sorted((name for name, role in _ROLES.items() if role.seed), key=lambda n: (n.count("."), n)))
-# What decides who is evaluated on what (the users, the held-out splits and the data they are drawn
-# from): the params to name when runs are not comparable.
-USERS_AND_SPLITS = UPSTREAM[Stage.USERS]
 PAIR_KEYS = ["stratum", "user_id", "category"]
 
 
@@ -317,12 +316,6 @@ def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alp
     return replace(result, tied=tied if len(order) > 1 else [])
 
 
-def replicate_key(run: RunRecord) -> tuple:
-    """Which replicate a run is: its values of the seed params (runs of two configurations with the
-    same seeds are one replicate of each)."""
-    return tuple(run.params.get(param) for param in SEED_PARAMS)
-
-
 def configuration_test(members_a: list[RunPairs], members_b: list[RunPairs], metric: str, recommender: str,
                        alpha: float) -> tuple[ReplicateTest | None, str]:
     """Configuration ``a`` minus ``b`` with the replicate as the unit (``stats.replicate_test``), or
@@ -373,11 +366,6 @@ def stratum_labels(runs: Sequence[RunPairs]) -> dict[str, str]:
             if varying}
 
 
-def configuration_label(run: RunRecord, swept: Sequence[str]) -> str:
-    """``freeze=2 model.embedding_layer=pool``: the run's values of the swept params (seeds aside)."""
-    return " ".join(f"{p}={run.params.get(p, '–')}" for p in swept) or "all runs"
-
-
 def _check_comparable(groups: dict[str, list[RunPairs]]) -> None:
     """Every configuration must have been evaluated on the same strata (users and splits)."""
     strata = {label: {run.stratum for run in members} for label, members in groups.items()}
@@ -391,7 +379,7 @@ def _check_comparable(groups: dict[str, list[RunPairs]]) -> None:
         pairs_a, pairs_b = (only_a or groups[a])[0], (only_b or groups[b])[0]
         run_a, run_b = pairs_a.run, pairs_b.run
         differing = sorted(p for p in set(run_a.params) | set(run_b.params)
-                           if _decides(p, USERS_AND_SPLITS) and run_a.params.get(p) != run_b.params.get(p))
+                           if decides(p, USERS_AND_SPLITS) and run_a.params.get(p) != run_b.params.get(p))
         tags = [t for t in (TAG_DATA_FINGERPRINT, TAG_GIT_COMMIT) if run_a.tags.get(t) != run_b.tags.get(t)]
         what = ", ".join(f"{p}: {run_a.params.get(p, '–')} vs {run_b.params.get(p, '–')}" for p in differing)
         what = what or ", ".join(f"{t}: {run_a.tags.get(t)} vs {run_b.tags.get(t)}" for t in tags) or \
@@ -400,11 +388,6 @@ def _check_comparable(groups: dict[str, list[RunPairs]]) -> None:
             f"runs {run_a.run_id} ({a}) and {run_b.run_id} ({b}) do not share users and held-out splits "
             f"(eval_fingerprint {pairs_a.stratum} vs {pairs_b.stratum}): {what}. Compare runs of one sweep, or runs "
             f"that differ only in model, training or index settings.")
-
-
-def _decides(param: str, stages: frozenset[Stage]) -> bool:
-    role = role_of(param, _ROLES)
-    return role is not None and role.decides in stages
 
 
 def _pair_values(members: list[RunPairs], metric: str, recommender: str) -> pd.DataFrame:

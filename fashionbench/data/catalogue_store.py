@@ -42,15 +42,12 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from fashionbench.artifacts import (
-    DATA_SECTION,
-    SKIPPED_ITEMS,
-    SPLIT_TABLE,
-    TAG_DATA_FINGERPRINT,
-    save_split_table,
-)
+from fashionbench.artifacts import DATA_SECTION, SKIPPED_ITEMS, SPLIT_TABLE, TAG_DATA_FINGERPRINT
+from fashionbench.data.artifact_files import save_split_table
 from fashionbench.data.catalogue import Catalogue
 from fashionbench.data.rows import RowsInMemory, RowsWriter, StoredRows
+from fashionbench.options import Stage, option
+from fashionbench.runtime.paths import absolute_path
 from fashionbench.stage import Dataset, StageResult
 
 log = logging.getLogger("fashionbench.data")
@@ -58,6 +55,22 @@ log = logging.getLogger("fashionbench.data")
 # Bump when the entry layout changes: old entries are then simply never looked up again.
 STORE_FORMAT = 1
 _DATA_PACKAGE = Path(__file__).resolve().parent
+
+
+@dataclass
+class DataStoreConfig:
+    """The catalogue store (fashionbench.data.catalogue_store): decode or draw a data source once.
+
+    Top level, not in data/: it applies to every source, and a source's options are its own."""
+
+    enabled: bool = option(True, decides=Stage.PLACEMENT)
+    # null: $FASHIONBENCH_DATA_STORE, else .cache/catalogues (as train.cache_dir)
+    dir: str | None = option(None, decides=Stage.PLACEMENT)
+
+    @property
+    def directory(self) -> Path:
+        return absolute_path(self.dir or os.environ.get("FASHIONBENCH_DATA_STORE") or ".cache/catalogues")
+
 
 
 class CatalogueSource(Protocol):

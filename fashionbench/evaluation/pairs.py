@@ -37,7 +37,6 @@ from fashionbench.artifacts import (
     ladder_metric,
     random_counterpart,
 )
-from fashionbench.config import EvalConfig, EvalConfigError
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.catalogue import ATTRIBUTE_PREFIX
 from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
@@ -59,7 +58,9 @@ from fashionbench.evaluation.references import (
     RandomRecommender,
     reference_ladder,
 )
-from fashionbench.index import ItemEmbeddings, ShopIndex
+from fashionbench.evaluation.schema import EvalConfig, EvalConfigError
+from fashionbench.index.base import ItemEmbeddings
+from fashionbench.index.shop import ShopIndex
 from fashionbench.runtime.console import progress
 from fashionbench.stage import StageResult
 from fashionbench.users.simulation import HeldOutFavourites, SimulatedUsers

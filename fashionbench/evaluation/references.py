@@ -29,7 +29,8 @@ import numpy as np
 from PIL import Image
 
 from fashionbench.data import Catalogue
-from fashionbench.index import CategoryIndex, ExactIndexConfig, ItemEmbeddings
+from fashionbench.index.base import CategoryIndex, ItemEmbeddings
+from fashionbench.index.exact import ExactIndexConfig
 from fashionbench.users.simulation import HeldOutFavourites, SimulatedUsers
 
 MODEL = "model"

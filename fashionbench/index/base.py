@@ -11,7 +11,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from fashionbench.options import Stage, option
+from fashionbench.artifacts import EMBEDDING_DIM
+from fashionbench.options import ConfigError, Stage, option
 from fashionbench.stage import StageResult
 
 METRICS = ("angular", "euclidean", "manhattan", "dot")
@@ -39,7 +40,7 @@ class ItemEmbeddings(StageResult):
         return f"{len(self.item_ids)} shop items, {self.dim}-d ({self.layer})"
 
     def metrics(self) -> dict[str, float]:
-        return {"model/embedding_dim": float(self.dim)}  # artifacts.MODEL_SECTION
+        return {EMBEDDING_DIM: float(self.dim)}
 
     def only_category(self) -> str:
         """The one category of these items (what a CategoryIndex holds); ValueError for several or none."""
@@ -53,7 +54,7 @@ class ItemEmbeddings(StageResult):
         return ItemEmbeddings(self.item_ids[mask], self.categories[mask], self.vectors[mask], self.layer)
 
 
-class IndexConfigError(ValueError):
+class IndexConfigError(ConfigError):
     """An invalid ``index.*`` option; the message names it and the valid values."""
 
 

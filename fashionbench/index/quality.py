@@ -46,7 +46,7 @@ from fashionbench.index.exact import ExactSearch, metric_distances
 from fashionbench.stage import StageResult
 
 if TYPE_CHECKING:
-    from fashionbench.index import ShopIndex
+    from fashionbench.index.shop import ShopIndex
 
 
 RECALL_EPSILON = 1e-3  # ann-benchmarks' tolerance on the k-th distance

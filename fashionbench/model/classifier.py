@@ -22,9 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 from fashionbench.artifacts import MODEL_SECTION, TAG_WEIGHTS_USED
-from fashionbench.config import NO_WEIGHTS, ModelConfig, ModelConfigError
 from fashionbench.data import CATEGORIES
 from fashionbench.data.rows import StoredRows, batched_rows
+from fashionbench.model.schema import NO_WEIGHTS, ModelConfig, ModelConfigError
 from fashionbench.runtime.console import progress
 from fashionbench.stage import StageResult
 

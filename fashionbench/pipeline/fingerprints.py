@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fashionbench.config import option_roles
-from fashionbench.options import UPSTREAM, Stage, UndeclaredOptionError, role_of
+from fashionbench.options import UPSTREAM, Stage, UndeclaredOptionError, flatten, role_of
 
 # Every result a run computes: what a job's fingerprint covers.
 RESULTS = UPSTREAM[Stage.EVALUATION]
@@ -71,16 +71,3 @@ def code_fingerprint() -> str:
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {"model.freeze": 4, ...}: what fingerprints select from, and (as strings)
-    the params a run logs."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-

@@ -1,8 +1,8 @@
 """The promoted recommender: everything one run needs to recommend, in one directory (a bundle).
 
 A bundle is what ``promote`` registers in the model registry and what ``recommend`` and the
-``mlflow.pyfunc`` wrapper (``tracking.registry``) load back. ``artifacts.build_bundle`` writes
-it from a run (``artifacts.BUNDLE_FILES`` lists its files): the fine-tuned classifier, the
+``mlflow.pyfunc`` wrapper (``tracking.registry``) load back. ``serving.bundle.build_bundle`` writes
+it from a run (``serving.bundle.BUNDLE_FILES`` lists its files): the fine-tuned classifier, the
 run's config and indexes, the shop's items and images as the model saw them, and the run's
 users' ratings, so that recommendations, favourites and the pictures of both need nothing but
 the registry.
@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fashionbench.artifacts import (
+from fashionbench.artifacts import ArtifactError
+from fashionbench.data import CATEGORIES
+from fashionbench.data.artifact_files import load_shop
+from fashionbench.data.images import UnusableImage, decode_image_bytes
+from fashionbench.index.store import load_indexes
+from fashionbench.serving.bundle import (
     BUNDLE_CLASSIFIER,
     BUNDLE_FILES,
     BUNDLE_INDEXES,
@@ -27,13 +32,8 @@ from fashionbench.artifacts import (
     BUNDLE_SHOP_IMAGES,
     BUNDLE_SHOP_ITEMS,
     BUNDLE_USERS,
-    ArtifactError,
-    load_indexes,
-    load_ratings,
-    load_shop,
 )
-from fashionbench.data import CATEGORIES
-from fashionbench.data.images import UnusableImage, decode_image_bytes
+from fashionbench.users.ratings import favourites, load_ratings
 
 # The registered model that promote writes and recommend reads unless told otherwise.
 DEFAULT_MODEL_NAME = "fashionbench-recommender"
@@ -96,7 +96,7 @@ class ShopRecommender:
             known = self.user_ids
             raise BundleError(f"unknown user {user_id!r}; this model's simulated users are "
                               f"{known[0]} .. {known[-1]} ({len(known)} users)")
-        return rows.loc[rows["rating"] >= float(self.meta["favourite_threshold"]), "item_id"].tolist()
+        return favourites(rows, float(self.meta["favourite_threshold"]))["item_id"].tolist()
 
     def category_of(self, item_id: str) -> str:
         return str(self.shop.items["category"].iat[self._position(item_id)])

@@ -6,7 +6,6 @@ runs as ``RunRecord`` values that ``tracking.store.experiment_runs`` reads from 
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import operator
 import re
@@ -21,8 +20,6 @@ from fashionbench.artifacts import (
     TAG_REPORT,
     TAG_SWEEP,
 )
-from fashionbench.config import option_roles
-from fashionbench.options import Stage, role_of
 
 OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|==|>|<)\s*(-?[0-9.eE+\-]+)\s*$")
@@ -40,19 +37,6 @@ class RunRecord:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
-
-
-def add_run_selection_arguments(parser: argparse.ArgumentParser, metric_help: str | None = None) -> None:
-    """The options by which ``promote``, ``report`` and ``compare`` say which runs to read and what ranks them."""
-    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    parser.add_argument("--experiment", default="fashionbench", help="experiment to read (default: %(default)s)")
-    parser.add_argument("--sweep", metavar="RUN_ID",
-                        help=f"only the runs of this sweep (its parent run's id, or '{LATEST}')")
-    if metric_help:
-        parser.add_argument("--metric", help=metric_help)
-    else:
-        parser.add_argument("--metric", default=HEADLINE_METRIC,
-                            help="metric that ranks the runs (default: %(default)s)")
 
 
 @dataclass(frozen=True)
@@ -98,6 +82,12 @@ class Selection:
 def is_experiment_run(run: RunRecord) -> bool:
     """A run of the pipeline: not a sweep's parent run, a report's run or the backbone store."""
     return run.tags.get(TAG_SWEEP) != SWEEP_PARENT and TAG_REPORT not in run.tags and TAG_BACKBONE_STORE not in run.tags
+
+
+def finished_experiment_runs(runs: list[RunRecord]) -> list[RunRecord]:
+    """The FINISHED runs of the pipeline among ``runs``, in start order."""
+    return sorted((run for run in runs if is_experiment_run(run) and run.status == "FINISHED"),
+                  key=lambda run: run.start_time)
 
 
 def select_runs(runs: list[RunRecord], metric: str = HEADLINE_METRIC, higher_is_better: bool = True,
@@ -168,40 +158,6 @@ def require_metric(name: str, runs: list[RunRecord], option: str = "--metric") -
     raise MetricNotFoundError(f"{option}: no run logged a metric {name!r}; "
                               f"{'the closest' if close else 'the runs have'}: {', '.join(listed[:12])}"
                               f"{' ...' if len(listed) > 12 else ''} ({len(keys)} metrics in all)")
-
-
-def not_swept(param: str) -> bool:
-    """Whether a param differs between runs without being part of the experiment's design: an
-    option declared to decide no result (where runs are logged and caches kept, a run's name)."""
-    role = role_of(param, option_roles())
-    return role is not None and role.decides is Stage.PLACEMENT
-
-
-def swept_parameters(runs: list[RunRecord]) -> list[str]:
-    """Params every run has and whose values differ between ``runs``, one per group of params
-    that always vary together (``freeze`` drives ``model.freeze``: keep ``freeze``, the
-    top-level name). A param only some runs have is not swept: see ``uneven_parameters``."""
-    # Top-level names first (freeze before model.freeze, seed before data.seed): a group of params
-    # that vary together is shown by the name the command line sets.
-    names = sorted(set.intersection(*(set(run.params) for run in runs)), key=lambda n: (n.count("."), n)) \
-        if runs else []
-    seen_columns, swept = set(), []
-    for name in names:
-        if not_swept(name):
-            continue
-        column = tuple(run.params[name] for run in runs)
-        if len(set(column)) > 1 and column not in seen_columns:
-            seen_columns.add(column)
-            swept.append(name)
-    return swept
-
-
-def uneven_parameters(runs: list[RunRecord]) -> list[str]:
-    """Params that only some of ``runs`` have: the config itself changed between the runs."""
-    if not runs:
-        return []
-    params = [set(run.params) for run in runs]
-    return sorted(set.union(*params) - set.intersection(*params))
 
 
 def latest_sweep_id(runs: list[RunRecord]) -> str | None:

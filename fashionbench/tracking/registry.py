@@ -18,10 +18,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 import fashionbench
-from fashionbench.artifacts import BUNDLE_INDEXES, BUNDLE_META, BUNDLE_SHOP_ITEMS, load_indexes
-from fashionbench.index import hnsw
+from fashionbench.index.registry import BACKENDS
+from fashionbench.index.store import load_indexes
+from fashionbench.serving.bundle import BUNDLE_INDEXES, BUNDLE_META, BUNDLE_SHOP_ITEMS
 from fashionbench.tracking.races import lost_race, retry_lost_race
-from fashionbench.tracking.store import TrackingSettings, ensure_experiment
+from fashionbench.tracking.settings import TrackingSettings
+from fashionbench.tracking.store import ensure_experiment
 
 # What the recommender imports where it is served (fashionbench itself travels as code).
 SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "keras", "annoy", "numpy", "pandas", "pillow", "hydra-core",
@@ -29,11 +31,14 @@ SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "keras", "annoy", "numpy", "pand
 
 
 def serving_requirements(bundle: Path) -> list[str]:
-    """SERVING_REQUIREMENTS pinned to the versions installed here, and faiss-cpu where the
-    bundle's indexes are HNSW graphs (an optional dependency, which a fresh environment lacks)."""
+    """SERVING_REQUIREMENTS pinned to the versions installed here, with the package of each index
+    backend the bundle's indexes use that is not among them (faiss-cpu for HNSW graphs: an optional
+    dependency, which a fresh environment lacks)."""
     names = list(SERVING_REQUIREMENTS)
-    if any(index.kind == hnsw.HnswCategoryIndex.kind for index in load_indexes(bundle / BUNDLE_INDEXES).values()):
-        names.append(hnsw.PACKAGE)
+    for index in load_indexes(bundle / BUNDLE_INDEXES).values():
+        requirement = BACKENDS[index.kind].requirement
+        if requirement not in names:
+            names.append(requirement)
     return [f"{name}=={metadata.version(name)}" for name in names]
 
 

@@ -39,7 +39,7 @@ from fashionbench.artifacts import (
 )
 from fashionbench.model.classifier import Classifier
 from fashionbench.model.parts import Backbone, BackboneMismatchError, ModelParts, assemble, split_classifier
-from fashionbench.tracking.store import TrackingSettings
+from fashionbench.tracking.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
 

@@ -48,11 +48,12 @@ from fashionbench.artifacts import (
     TAG_SWEEP_ID,
     TAG_SWEEP_JOBS,
 )
-from fashionbench.pipeline.fingerprints import flatten
+from fashionbench.options import flatten
 from fashionbench.runtime.processes import process_alive, process_start
 from fashionbench.stage import Dataset, StageResult
 from fashionbench.tracking.races import retry_lost_race
-from fashionbench.tracking.store import TrackingSettings, ensure_experiment, sweep_runs, writable_store
+from fashionbench.tracking.settings import TrackingSettings
+from fashionbench.tracking.store import ensure_experiment, sweep_runs, writable_store
 
 log = logging.getLogger(__name__)
 stages = logging.getLogger("fashionbench.stages")  # one line per stage: what the console shows by default

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
 import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +24,19 @@ from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from fashionbench.analysis.comparison import RunPairs
-from fashionbench.artifacts import PAIRS, SWEEP_PARENT, TAG_SWEEP, TAG_SWEEP_ID, TAG_SWEEP_REUSED_PREFIX
-from fashionbench.evaluation.pairs import load_pairs
-from fashionbench.runtime.paths import absolute_path
+from fashionbench.artifacts import SWEEP_PARENT, TAG_SWEEP, TAG_SWEEP_ID, TAG_SWEEP_REUSED_PREFIX
 from fashionbench.tracking.races import lost_race, retry_lost_race
 from fashionbench.tracking.records import LATEST, RunRecord, latest_sweep_id
+from fashionbench.tracking.settings import SERVER_SCHEMES, SQLITE, TrackingSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORE_FILE = "mlflow.db"
-SQLITE = "sqlite:///"
-SERVER_SCHEMES = ("http://", "https://")
 # A tracking server that has not answered in this many seconds is unreachable. MLflow's own client
 # would retry a refused connection for about four minutes (7 retries, backoff factor 2) before it
 # said anything; its retries stay as they are for the requests of a run, once the server answered.
 SERVER_ANSWER_SECONDS = 10
 # Creating a fresh SQLite store takes about 2 s; a process waits this long for another to finish.
 STORE_LOCK_SECONDS = 120
-
-
-@dataclass(frozen=True)
-class TrackingSettings:
-    """Where runs go: a tracking URI, an experiment, and where its artifacts live."""
-
-    uri: str
-    experiment_name: str
-    artifact_location: str | None
 
 
 class ExperimentNotFoundError(LookupError):
@@ -144,26 +128,6 @@ def require_store(settings: TrackingSettings) -> None:
     except Exception as error:  # noqa: BLE001 - sqlite3.DatabaseError, MlflowException, connection errors
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise StoreNotFoundError(f"the MLflow store {settings.uri} cannot be read: {first_line[:300]}") from None
-
-
-def tracking_settings(uri: str | None = None, experiment_name: str = "fashionbench",
-                      artifact_location: str | None = None) -> TrackingSettings:
-    """Resolve the store: the configured ``uri`` wins over ``MLFLOW_TRACKING_URI``, which wins
-    over the default ``mlflow.db``; a plain path is a SQLite file. A relative SQLite path is made
-    absolute against the directory the command was launched from (fashionbench.runtime.paths), the same
-    for every job of a sweep. (Explicit config first also because ``mlflow.set_tracking_uri``
-    exports the variable to the process.) A SQLite store keeps its artifacts beside it in
-    ``mlartifacts/`` unless ``artifact_location`` says otherwise; a server keeps them in its own
-    artifact root."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE_FILE
-    if "://" not in uri and not uri.startswith(("databricks", "file:")):  # a plain path: a SQLite file
-        uri = SQLITE + uri
-    if uri.startswith(SQLITE):  # sqlite:///relative/path or sqlite:////absolute/path
-        uri = SQLITE + str(absolute_path(uri[len(SQLITE):]).resolve())
-    if artifact_location is None and uri.startswith(SQLITE):
-        database = Path(uri[len(SQLITE):])
-        artifact_location = (database.parent / "mlartifacts" / experiment_name).as_uri()
-    return TrackingSettings(uri, experiment_name, artifact_location)
 
 
 # The MLflow UI (3.x) opens an experiment without this tag on its GenAI overview ("Traces 0");
@@ -293,33 +257,9 @@ def download_run_artifacts(settings: TrackingSettings, run_id: str, artifact_pat
                                                     dst_path=str(destination), tracking_uri=settings.uri))
 
 
-class MissingPairsError(LookupError):
-    """A run without per-pair results (logged by runs since per-pair results were added)."""
-
-
-def run_pairs(settings: TrackingSettings, runs: list[RunRecord], destination: Path) -> list[RunPairs]:
-    """Each run with its per-pair results (``eval/pairs.csv``), downloaded into ``destination``.
-
-    Raises MissingPairsError naming the runs that lack the artifact."""
-    loaded, missing = [], []
-    for run in runs:
-        try:
-            path = download_run_artifacts(settings, run.run_id, PAIRS, destination / run.run_id)
-        except Exception:  # MlflowException or OSError, by store: the artifact is not there
-            missing.append(run)
-            continue
-        loaded.append(RunPairs(run, load_pairs(path)))
-    if missing:
-        names = ", ".join(f"{run.run_id} ({run.run_name})" for run in missing[:5])
-        raise MissingPairsError(f"{len(missing)} run(s) have no per-pair results ({PAIRS}): {names}"
-                                f"{' ...' if len(missing) > 5 else ''}. They were logged before per-pair results "
-                                f"existed, or did not finish; run them again to compare them pair by pair.")
-    return loaded
-
-
 class StoredRun:
     """A tracked run's artifacts and logged model, read from the store
-    (``fashionbench.artifacts.RunArtifacts``, what ``build_bundle`` reads)."""
+    (a ``serving.bundle.RunArtifacts``: what ``build_bundle`` reads)."""
 
     def __init__(self, settings: TrackingSettings, record: RunRecord) -> None:
         self.settings = settings
@@ -331,6 +271,7 @@ class StoredRun:
         return download_run_artifacts(self.settings, self.run_id, artifact_path, destination)
 
     def keras_model(self) -> Any:
-        from fashionbench.tracking.run_models import load_run_model  # Keras: imported where a model loads
+        # Keras loads here, where a model is needed: reading runs (compare, report) never imports it.
+        from fashionbench.tracking.run_models import load_run_model
 
         return load_run_model(self.settings, self.run_id)

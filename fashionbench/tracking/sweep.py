@@ -37,14 +37,8 @@ from fashionbench.artifacts import (
 )
 from fashionbench.tracking.records import RunRecord
 from fashionbench.tracking.runs import Terminated, end_sweep, git_commit, reap_orphaned_runs, this_process
-from fashionbench.tracking.store import (
-    StoreNotFoundError,
-    TrackingSettings,
-    ensure_experiment,
-    finished_runs_with,
-    sweep_runs,
-    tracking_settings,
-)
+from fashionbench.tracking.settings import TrackingSettings, tracking_settings
+from fashionbench.tracking.store import StoreNotFoundError, ensure_experiment, finished_runs_with, sweep_runs
 
 log = logging.getLogger(__name__)
 

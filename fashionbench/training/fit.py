@@ -24,12 +24,12 @@ from fashionbench.artifacts import (
     TRAINING_SECTION,
     TRUNK_CACHE_USED,
 )
-from fashionbench.config import TrainConfig
 from fashionbench.data import Catalogue
 from fashionbench.data.rows import StoredRows, batched_rows
 from fashionbench.model.classifier import preprocess_images
 from fashionbench.runtime.console import progress
 from fashionbench.stage import StageResult
+from fashionbench.training.schema import TrainConfig
 from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
 
 log = logging.getLogger(__name__)

@@ -57,10 +57,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from fashionbench.config import EvalConfig, TrainConfig, check_cache_options
 from fashionbench.data.rows import StoredRows, update_digest
+from fashionbench.evaluation.schema import EvalConfig
 from fashionbench.model.classifier import predict_batches
 from fashionbench.runtime.processes import process_alive
+from fashionbench.training.schema import TrainConfig, check_cache_options
 
 log = logging.getLogger(__name__)
 

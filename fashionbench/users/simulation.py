@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fashionbench.artifacts import EVAL_PAIRS, USER_RATINGS, USERS_SECTION, save_ratings
+from fashionbench.artifacts import EVAL_PAIRS, USER_RATINGS, USERS_SECTION
 from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
-from fashionbench.options import Stage, option
+from fashionbench.options import ConfigError, Stage, option
 from fashionbench.runtime.paths import absolute_path
 from fashionbench.stage import StageResult
+from fashionbench.users.ratings import favourites, save_ratings
 from fashionbench.users.reviews import (
     DEFAULT_CLASS_MAP,
     RATING_SCALE,
@@ -39,7 +40,7 @@ from fashionbench.users.reviews import (
 log = logging.getLogger(__name__)
 
 
-class UsersConfigError(ValueError):
+class UsersConfigError(ConfigError):
     """An invalid ``users.*`` option."""
 
 
@@ -66,7 +67,7 @@ class SimulatedUsers(StageResult):
 
     @property
     def favourites(self) -> pd.DataFrame:
-        return self.ratings[self.ratings["rating"] >= self.favourite_threshold]
+        return favourites(self.ratings, self.favourite_threshold)
 
     @property
     def n_users(self) -> int:

@@ -1,0 +1,114 @@
+"""One experiment as one MLflow run: every stage in order, each result handed to the run.
+
+Load the catalogue, build and fine-tune the classifier (timed), evaluate it on the test split,
+embed the shop (the test split: new items in the shop), index it per category and measure the
+index against exact search, simulate users and hold out their favourites, and score the model
+beside the reference ladder on every (user, category) pair. Each stage is a function of the
+stage packages that returns what it measured; this module only composes them and hands each
+result to the run (``TrackedRun.record``). A run whose training a FINISHED run already did reuses
+its weights (``pipeline.reuse``).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from fashionbench.artifacts import TAG_CONFIG_FINGERPRINT, TAG_GPU, TAG_TRAINING_FINGERPRINT
+from fashionbench.config import ExperimentConfig
+from fashionbench.data.catalogue_store import load_catalogue
+from fashionbench.evaluation.classification import evaluate_classifier
+from fashionbench.evaluation.pairs import check_cutoffs, evaluate_shop
+from fashionbench.evaluation.references import UNTRAINED
+from fashionbench.index.quality import measure_shop_index
+from fashionbench.index.shop import build_shop_index
+from fashionbench.model.classifier import build_classifier
+from fashionbench.model.embed import embed_items
+from fashionbench.options import Stage
+from fashionbench.pipeline.fingerprints import stage_fingerprint, training_fingerprint
+from fashionbench.pipeline.job import Job, prepare_job
+from fashionbench.pipeline.reuse import MEMORY, KeptTraining, reuse_training, trained_run
+from fashionbench.pipeline.summary import RunSummary
+from fashionbench.runtime import gpu_pool
+from fashionbench.runtime.device import configure_device
+from fashionbench.tracking.run_models import model_tags
+from fashionbench.tracking.runs import reap_orphaned_runs, tracked_run
+from fashionbench.tracking.settings import tracking_settings
+from fashionbench.tracking.store import check_server_answers
+from fashionbench.training.fit import train_classifier
+from fashionbench.training.trunk_cache import TrunkCache
+from fashionbench.users.simulation import hold_out_favourites
+
+
+def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
+    """Run one experiment as one MLflow run; the run ends FAILED (and this raises) on any error.
+
+    A config not yet prepared is validated first: an invalid option raises (naming it) before any
+    MLflow run starts, as does an unusable data folder or a k the shop cannot fill.
+    """
+    job = job if isinstance(job, Job) else prepare_job(job)
+    x = job.config
+    settings = tracking_settings(x.tracking.uri, x.tracking.experiment_name, x.tracking.artifact_location)
+    check_server_answers(settings.uri)  # an unreachable tracking server fails here, in seconds, before any data
+    data = load_catalogue(x.data, x.data_store.directory, x.data_store.enabled)
+    catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items
+    check_cutoffs(x.eval, shop)
+    reap_orphaned_runs(settings)  # runs of this host whose process died (SIGKILL, a crash) are marked KILLED
+    fingerprints = {TAG_CONFIG_FINGERPRINT: job.fingerprint,
+                    TAG_TRAINING_FINGERPRINT: training_fingerprint(job.values, data.catalogue.fingerprint())}
+    weights_from = trained_run(settings, fingerprints[TAG_TRAINING_FINGERPRINT]) if x.tracking.reuse_training \
+        else None
+    gpu = gpu_pool.claimed_gpu()  # in a parallel sweep with a GPU pool: the one this worker holds
+    with tracked_run(settings, run_name=x.run_name, tags={TAG_GPU: gpu} if gpu else None,
+                     parent_run_id=x.tracking.parent_run_id) as run:
+        run.log_config(job.node)
+        run.set_tags(fingerprints)
+        run.record(data)
+        configure_device(x.device)  # before the model is built: its dtype policy and the GPU's memory
+        embedding_key = stage_fingerprint(job.values, Stage.EMBEDDING)  # what the kept results depend on
+        if weights_from is None:
+            classifier = build_classifier(x.model, x.data.image_size)
+            run.record(classifier)
+            kept = KeptTraining(run.run_id, embedding_key, classifier)
+            if UNTRAINED in x.eval.references:  # before training changes the weights in place
+                kept.remember("untrained", lambda: embed_items(classifier, shop, x.eval.batch_size))
+            cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
+            training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
+                                        seed=x.model.seed, cache=cache, jit_compile=x.device.jit_compile)
+        else:  # the same data, model, training, seeds and code FINISHED before: its weights, no training
+            kept, training = reuse_training(settings, weights_from, x, shop, embedding_key)
+            classifier = kept.classifier
+            run.record(classifier)
+        run.record(training)
+        # Kept from a job that did not score the untrained reference: the seeded classifier, built again,
+        # starts where the trained one started.
+        untrained = kept.remember("untrained", lambda: embed_items(build_classifier(x.model, x.data.image_size), shop,
+                                                                   x.eval.batch_size)) \
+            if UNTRAINED in x.eval.references else None
+        # Same weights, same shop: the same predictions (kept for the sweep's next index-only job).
+        classification = kept.remember("classification", lambda: evaluate_classifier(classifier.model, shop,
+                                                                                     x.eval.batch_size))
+        run.record(classification)
+
+        embeddings = kept.remember("embeddings", lambda: embed_items(classifier, shop, x.eval.batch_size))
+        run.record(embeddings)
+        shop_index = build_shop_index(shop, embeddings, x.index)
+        run.record(shop_index)
+        # Against exact search, as ann-benchmarks does, whatever the backend.
+        run.record(measure_shop_index(shop_index, embeddings, x.index.quality_k, x.index.quality_repeats))
+
+        users_key = stage_fingerprint(job.values, Stage.USERS)  # users.* and eval.holdout_fraction
+        users = kept.remember(("users", users_key), lambda: x.users.simulate(shop))
+        run.record(users)
+        splits = kept.remember(("splits", users_key),
+                               lambda: hold_out_favourites(users, x.eval.holdout_fraction, seed=x.users.seed))
+        run.record(splits)
+        recommendations = evaluate_shop(shop_index, users, splits, untrained, x.index, x.eval)
+        run.record(recommendations)  # the model and the reference ladder, pair by pair
+
+        if x.tracking.log_model and weights_from is None:  # lean: its own layers; the backbone once per experiment
+            run.log_classifier(classifier)
+        elif x.tracking.log_model:  # the weights the source run logged: that model, not a second copy
+            run.set_tags(model_tags(weights_from))
+        MEMORY.keep(kept)  # for the next job of this process, once this run has done its work
+        metrics = {**training.metrics(), **classification.metrics(), **recommendations.metrics()}
+        return RunSummary(run.run_id, settings.uri, run.experiment_id, x.eval.k, metrics)

@@ -1,0 +1,67 @@
+"""A recommender bundle: everything a recommender needs from a run, gathered in one folder.
+
+``build_bundle`` turns a run's artifacts into the self-contained folder that ``promote`` registers
+(inside an ``mlflow.pyfunc`` model, ``tracking.registry``) and ``recommend --run`` loads
+(``serving.recommender.ShopRecommender``). ``BUNDLE_FILES`` lists what it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from omegaconf import OmegaConf
+
+from fashionbench.artifacts import CONFIG, INDEXES, SHOP_IMAGES, SHOP_ITEMS, USER_RATINGS, ArtifactError
+
+BUNDLE_CLASSIFIER = "classifier.keras"  # the fine-tuned Keras classifier
+BUNDLE_META = "recommender.json"  # embedding layer, image size, k, metric, the source run
+BUNDLE_CONFIG = "config.yaml"  # the run's resolved config
+BUNDLE_INDEXES = "indexes"  # the run's indexes
+BUNDLE_SHOP_ITEMS = "shop_items.csv"
+BUNDLE_SHOP_IMAGES = "shop_images.npz"
+BUNDLE_USERS = "users.csv"  # the run's users' ratings
+BUNDLE_FILES = (BUNDLE_CLASSIFIER, BUNDLE_META, BUNDLE_CONFIG, BUNDLE_INDEXES, BUNDLE_SHOP_ITEMS,
+                BUNDLE_SHOP_IMAGES, BUNDLE_USERS)
+
+
+class RunArtifacts(Protocol):
+    """A tracked run's stored files, as ``build_bundle`` reads them (tracking provides one)."""
+
+    run_id: str
+    metrics: Mapping[str, float]
+
+    def download(self, artifact_path: str, destination: Path) -> Path:
+        """Copy one artifact file or folder into ``destination``; return its local path."""
+
+    def keras_model(self) -> Any:
+        """The run's logged Keras model."""
+
+
+def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_by: str) -> Path:
+    """Gather what a recommender needs from ``run`` into ``directory`` (a bundle: see BUNDLE_FILES
+    and ``fashionbench.serving.recommender``). Raises ArtifactError naming the artifact a run lacks."""
+    scratch = directory / "_downloads"
+    for artifact, name in ((CONFIG, BUNDLE_CONFIG), (SHOP_ITEMS, BUNDLE_SHOP_ITEMS), (SHOP_IMAGES, BUNDLE_SHOP_IMAGES),
+                           (USER_RATINGS, BUNDLE_USERS), (INDEXES, BUNDLE_INDEXES)):
+        try:
+            local = run.download(artifact, scratch / name)
+        except Exception as error:  # MlflowException or OSError, by store
+            raise ArtifactError(f"run {run.run_id} lacks the artifact {artifact!r} a recommender needs "
+                                f"({type(error).__name__}: {error})") from None
+        local.rename(directory / name)
+    config = OmegaConf.load(directory / BUNDLE_CONFIG)
+    run.keras_model().save(directory / BUNDLE_CLASSIFIER)
+    meta = {
+        "source_run_id": run.run_id, "experiment": experiment,
+        "embedding_layer": config.model.embedding_layer, "image_size": int(config.data.image_size),
+        "k": int(config.eval.k), "index_metric": config.index.metric,
+        "favourite_threshold": float(config.users.favourite_threshold),
+        "selected_by": selected_by, selected_by: run.metrics.get(selected_by),
+    }
+    (directory / BUNDLE_META).write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(scratch)
+    return directory

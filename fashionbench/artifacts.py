@@ -62,6 +62,9 @@ TAG_CONFIG_FINGERPRINT = "config_fingerprint"  # the resolved config less tracki
 TAG_TRAINING_FINGERPRINT = "training_fingerprint"  # what decides the trained weights, data and code included
 TAG_TRAINING_REUSED_FROM = "training_reused_from"  # the run whose trained weights this run reused
 TAG_REPORT = "report"  # on a report's run
+TAG_CALIBRATION = "calibration"  # on a calibration run (compare --calibrate): "<metric> of <recommender>"
+TAG_CALIBRATED_CONFIGURATION = "calibration_configuration"  # ... the configuration it trained
+TAG_CALIBRATED_RUNS = "calibration_runs"  # ... and the trainings it was measured from, comma-separated
 TAG_EVAL_FINGERPRINT = "eval_fingerprint"  # who is evaluated on what: equal for runs comparable pair by pair
 TAG_ORACLE = "oracle_attributes"  # what the oracle recommender compared items by, or why it was skipped
 TAG_CLASSIFIER_WARNING = "classifier_warning"  # set when the classifier does not beat the majority class
@@ -161,6 +164,9 @@ def parse_metric_name(name: str) -> MetricName | None:
         return None
     return MetricName(metric, int(k), *(parts[1:] + [None, None])[:2])
 
+
+# A calibration run's measurements of training noise (analysis.calibration).
+CALIBRATION_SECTION = "calibration/"
 
 # On a sweep's parent: how its jobs ended (SWEEP_RUNS counts its own runs; skipped jobs reused
 # an earlier FINISHED run and are counted apart).

@@ -97,3 +97,25 @@ def test_every_group_file_extends_a_schema_and_restates_no_default(path):
         if not OmegaConf.is_missing(node, key):
             value, default = OmegaConf.to_container(raw)[key], OmegaConf.to_container(node)[key]
             assert value != default, f"{path}: {key}={value} repeats the schema's default"
+
+
+def test_every_config_file_names_its_schema_and_every_option_of_it():
+    """The comment atop configs/<group>/<name>.yaml is where a reader learns the options: it names the
+    schema (importable) and every one of its fields, so a new option cannot be left out of it."""
+    import dataclasses
+    import importlib
+    import re
+
+    from fashionbench.config import SCHEMAS
+
+    for group in SCHEMAS:
+        for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
+            text = path.read_text()
+            schema = SCHEMAS[group][re.search(r"-\s+(\w+)_schema", text).group(1)]
+            comment = " ".join(line[1:].strip() for line in text.splitlines() if line.startswith("#"))
+            named = re.search(r"Schema: ([\w.]+); options: ([^.]+)\.", comment)
+            assert named, f"{path}: no 'Schema: <module>.<class>; options: ...' comment"
+            module, _, name = named.group(1).rpartition(".")
+            assert getattr(importlib.import_module(module), name) is schema, path
+            listed = [option.strip() for option in named.group(2).split(",")]
+            assert listed == [field.name for field in dataclasses.fields(schema)], path

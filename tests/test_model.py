@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fashionbench.model.classifier import EMBEDDING_LAYERS, ModelConfigError, WeightsUnavailableError, build_classifier
-from fashionbench.model.schema import ModelConfig
+from fashionbench.model.classifier import WeightsUnavailableError, build_classifier, embedding_layers
+from fashionbench.model.schema import ModelConfig, ModelConfigError
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,9 @@ def test_head_is_the_courses(classifier):
 
 @pytest.mark.parametrize("layer, dim", [("pool", 2048), ("dense_512", 512), ("dense_128", 128), ("softmax", 4)])
 def test_embedding_layers_give_their_width(classifier, layer, dim):
-    assert layer in EMBEDDING_LAYERS
-    embedder = type(classifier)(classifier.model, "random", classifier.backbone_layers, 4, layer).embedding_model()
+    assert layer in embedding_layers([512, 128])
+    embedder = type(classifier)(classifier.model, "random", classifier.backbone_layers, 4, layer,
+                                classifier.head).embedding_model()
     assert embedder.output_shape == (None, dim)
 
 
@@ -39,6 +40,16 @@ def test_embedding_layers_give_their_width(classifier, layer, dim):
 def test_invalid_freeze_names_the_valid_range(freeze):
     with pytest.raises(ModelConfigError, match=r"model.freeze must be an integer in \[0, 175\]"):
         build_classifier(ModelConfig(weights=None, freeze=freeze), 32)
+
+
+def test_the_head_layers_are_named_by_their_widths():
+    narrow = build_classifier(ModelConfig(weights=None, dense_units=[64, 16], embedding_layer="dense_16"), 32)
+    assert (narrow.model.get_layer("dense_64").units, narrow.model.get_layer("dense_16").units) == (64, 16)
+    assert narrow.head == ("pool", "dense_64", "dropout", "dense_16", "softmax")
+    assert narrow.embedding_model().output_shape == (None, 16)
+    with pytest.raises(ModelConfigError, match="'pool', 'dense_64', 'dense_16', 'softmax'"):
+        build_classifier(ModelConfig(weights=None, dense_units=[64, 16], embedding_layer="dense_128"), 32)
+    assert embedding_layers([32, 32]) == ("pool", "dense_32", "dense_32_2", "softmax")  # equal widths, two names
 
 
 def test_unknown_embedding_layer_lists_the_valid_names():

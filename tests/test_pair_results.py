@@ -7,16 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashionbench.evaluation.pairs import (
-    PairResults,
-    attribute_distances,
-    eval_fingerprint,
-    evaluate_recommenders,
-    load_pairs,
-    metric_name,
-    save_pairs,
-)
-from fashionbench.evaluation.ranking import random_expectations
+from fashionbench.evaluation.metrics import random_expectations
+from fashionbench.evaluation.pairs import PairResults, eval_fingerprint, evaluate_recommenders, load_pairs, save_pairs
 from fashionbench.evaluation.references import (
     IndexRecommender,
     PopularityRecommender,
@@ -24,6 +16,7 @@ from fashionbench.evaluation.references import (
     reference_ladder,
     thumbnail_vectors,
 )
+from fashionbench.evaluation.summaries import attribute_distances, metric_name
 from fashionbench.index.exact import ExactIndexConfig
 from fashionbench.users.simulation import HeldOutFavourites, SimulatedUsers
 

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -54,17 +55,24 @@ def test_a_run_logs_params_metrics_artifacts_and_tags(store_uri):
     for name in ("model/training/train_seconds", "model/test_accuracy", "headline/precision_at_k", "headline/recall_at_k", "headline/random_precision_at_k"):
         assert name in metrics, name
     assert metrics["model/training/train_seconds"] > 0
+    # Every logged number is the mean of the run's own tables: the per-pair results and the classification.
+    with tempfile.TemporaryDirectory() as scratch:
+        pairs = load_pairs(Path(client.download_artifacts(summary.run_id, "eval/pairs.csv", scratch)))
+        per_class = pd.read_csv(client.download_artifacts(summary.run_id, "eval/classification.csv", scratch),
+                                index_col="category")
     for category in CATEGORIES:
-        assert 0 <= metrics[f"model/test_f1/{category}"] <= 1
-        assert 0 <= metrics[f"ladder/precision_at_2/model/{category}"] <= 1
-        assert 0 <= metrics[f"ladder/precision_at_2/random/{category}"] <= 1
+        assert metrics[f"model/test_f1/{category}"] == pytest.approx(per_class.loc[category, "f1"])
+        for recommender in ("model", "random"):
+            rows = pairs[(pairs.category == category) & (pairs.recommender == recommender)]
+            assert metrics[f"ladder/precision_at_2/{recommender}/{category}"] == pytest.approx(rows.precision_at_2.mean())
     assert metrics["pipeline/data/items_test"] == sum(max(3, round(n * 0.01)) for n in (160, 545, 267, 694))
     # One param per knob: model.freeze only repeats the top-level freeze (``${freeze}``).
     assert run.data.params["freeze"] == "4" and "model.freeze" not in run.data.params
     assert run.data.params["index.metric"] == "angular"
     assert run.data.tags["weights_used"] == "random"
     assert len(run.data.tags["data_fingerprint"]) == 16
-    assert run.data.tags["git_commit"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT, capture_output=True, text=True)
+    assert run.data.tags["git_commit"] == (head.stdout.strip() if head.returncode == 0 else "unknown")
 
     artifacts = artifact_paths(client, summary.run_id)
     assert {"config.yaml", "plots/confusion_matrix.png", "data/split_table.csv", "data/shop_items.csv",
@@ -188,4 +196,7 @@ def test_every_logged_recommendation_mean_is_computed_from_the_per_pair_table(st
     np.testing.assert_allclose(random.hits_at_2, 2 * random.n_held_out / random.n_candidates)
     assert run.data.tags["oracle_attributes"].startswith("the catalogue's: colour")
     assert len(run.data.tags["eval_fingerprint"]) == 16
-    assert 0 <= metrics["model/test_balanced_accuracy"] <= 1 and "model/test_majority_rate" in metrics
+    per_class = pd.read_csv(MlflowClient(store_uri).download_artifacts(summary.run_id, "eval/classification.csv"),
+                            index_col="category")
+    assert metrics["model/test_balanced_accuracy"] == pytest.approx(per_class.loc[list(CATEGORIES), "recall"].mean())
+    assert "model/test_majority_rate" in metrics

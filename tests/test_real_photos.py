@@ -1,10 +1,13 @@
 """experiment=real_photos end to end on the shared CC0 clothing photos (skipped without them)."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from fashionbench.data import CATEGORIES
+from fashionbench.evaluation.pairs import load_pairs
 from fashionbench.pipeline.experiment import run_experiment
 from tests.conftest import SHARED_DATA, compose_config
 
@@ -28,8 +31,10 @@ def test_real_photos_preset_runs_end_to_end(store_uri, monkeypatch):
     run = MlflowClient(store_uri).get_run(summary.run_id)
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
+    client = MlflowClient(store_uri)
+    per_class = pd.read_csv(client.download_artifacts(summary.run_id, "eval/classification.csv"), index_col="category")
     for category in CATEGORIES:
-        assert 0 <= metrics[f"model/test_f1/{category}"] <= 1
+        assert metrics[f"model/test_f1/{category}"] == pytest.approx(per_class.loc[category, "f1"])
     # Every mapped row of images.csv became an item (none of the shared photos is unreadable).
     labels = pd.read_csv(PHOTOS / "images.csv")["label"].map(LABELS).dropna()
     expected = labels.value_counts()
@@ -37,6 +42,8 @@ def test_real_photos_preset_runs_end_to_end(store_uri, monkeypatch):
     split_table = pd.read_csv(MlflowClient(store_uri).download_artifacts(summary.run_id, "data/split_table.csv"),
                               index_col=0)
     assert split_table.sum(axis=1).to_dict() == {c: int(expected[c]) for c in CATEGORIES}
-    assert 0 <= metrics["headline/precision_at_k"] <= 1 and 0 <= metrics["headline/random_precision_at_k"] <= 1
+    pairs = load_pairs(Path(client.download_artifacts(summary.run_id, "eval/pairs.csv")))
+    for recommender, metric in (("model", "headline/precision_at_k"), ("random", "headline/random_precision_at_k")):
+        assert metrics[metric] == pytest.approx(pairs[pairs.recommender == recommender].precision_at_5.mean())
     assert metrics["pipeline/users/reviews_rows"] == 10678  # Dresses 6,319 + Blouses 3,097 + Skirts 945 + Shorts 317
     assert metrics["pipeline/users/attributes_measured"] == 1.0

@@ -13,10 +13,11 @@ from fashionbench.data.rows import StoredRows, batched_rows
 from fashionbench.data.synthetic import SyntheticSource
 from fashionbench.model.classifier import build_classifier, predict_in_batches, preprocess_images
 from fashionbench.model.embed import embed_items
+from fashionbench.model.freeze_split import split_at_freeze
 from fashionbench.model.schema import ModelConfig
 from fashionbench.training.fit import train_classifier
 from fashionbench.training.schema import TrainConfig
-from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
+from fashionbench.training.trunk_cache import TrunkCache
 from tests.test_trunk_cache import toy_classifier
 
 SOURCE = SyntheticSource(seed=0, image_size=32, scale=0.01, min_per_split=3)

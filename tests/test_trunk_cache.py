@@ -7,11 +7,12 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import INDEX_BYTES, INDEX_EXACT_QPS, INDEX_RECALL, TAG_INDEX_BACKEND
 from fashionbench.model.classifier import build_classifier, predict_in_batches
+from fashionbench.model.freeze_split import split_at_freeze
 from fashionbench.model.schema import ModelConfig
 from fashionbench.pipeline.experiment import run_experiment
 from fashionbench.training.fit import train_classifier
 from fashionbench.training.schema import TrainConfig, TrunkCacheConfigError
-from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
+from fashionbench.training.trunk_cache import TrunkCache
 from tests.conftest import TINY_RUN, compose_config
 
 # Cached and uncached training differ only by float rounding (the trunk runs in predict

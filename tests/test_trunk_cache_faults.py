@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fashionbench.model.freeze_split import split_at_freeze
 from fashionbench.pipeline.experiment import run_experiment
-from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
+from fashionbench.training.trunk_cache import TrunkCache
 from tests.conftest import TINY_RUN, compose_config
 from tests.test_trunk_cache import toy_classifier
 
@@ -87,7 +88,8 @@ FULL_DISK = textwrap.dedent("""
     import resource, signal, sys
     import numpy as np
     sys.path.insert(0, sys.argv[2])
-    from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
+    from fashionbench.training.trunk_cache import TrunkCache
+    from fashionbench.model.freeze_split import split_at_freeze
     from tests.test_trunk_cache import toy_classifier
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit raise OSError (EFBIG)
     split, _ = split_at_freeze(toy_classifier())

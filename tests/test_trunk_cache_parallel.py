@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fashionbench.training.trunk_cache import META, TrunkCache, split_at_freeze
+from fashionbench.model.freeze_split import split_at_freeze
+from fashionbench.training.trunk_cache import META, TrunkCache
 from tests.test_trunk_cache import toy_classifier
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -31,12 +32,13 @@ JOB = textwrap.dedent("""
     parser.add_argument("--hold", type=float, default=0)  # seconds to keep what was read (and its lease)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    import fashionbench.model.freeze_split as freeze_split
     import fashionbench.training.trunk_cache as trunk_cache
     from fashionbench.model.schema import ModelConfig
     from fashionbench.model.classifier import build_classifier
     from tests.test_trunk_cache import toy_classifier
     model = build_classifier(ModelConfig(weights=None, freeze=args.freeze), 32).model if args.freeze else toy_classifier()
-    split, _ = trunk_cache.split_at_freeze(model)
+    split, _ = freeze_split.split_at_freeze(model)
     images = np.random.default_rng(0).integers(0, 255, (12, 32, 32, 3), dtype=np.uint8)
     compute = trunk_cache.predict_batches
     def paused(*arguments, **options):

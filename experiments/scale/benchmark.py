@@ -52,8 +52,9 @@ def measure(config_overrides: list[str]) -> dict:
     from fashionbench.config import compose_config, experiment_config
     from fashionbench.data.catalogue_store import load_catalogue
     from fashionbench.evaluation.classification import evaluate_classifier
-    from fashionbench.evaluation.pairs import evaluate_shop, metric_name
+    from fashionbench.evaluation.pairs import evaluate_shop
     from fashionbench.evaluation.references import MODEL, UNTRAINED
+    from fashionbench.evaluation.summaries import metric_name
     from fashionbench.index.shop import build_shop_index
     from fashionbench.model.classifier import build_classifier
     from fashionbench.model.embed import embed_items

@@ -40,6 +40,7 @@ from fashionbench.analysis.design import (
     replicate_key,
     swept_parameters,
 )
+from fashionbench.analysis.schema import AnalysisConfig
 from fashionbench.analysis.stats import (
     MIN_REPLICATES,
     PairedTest,
@@ -49,12 +50,15 @@ from fashionbench.analysis.stats import (
     paired_test,
     replicate_test,
 )
+from fashionbench.analysis.variance import TrainingNoise, calibrated_test, components, user_shares
 from fashionbench.artifacts import TAG_DATA_FINGERPRINT, TAG_EVAL_FINGERPRINT, TAG_GIT_COMMIT
 from fashionbench.evaluation.pairs import eval_fingerprint
 from fashionbench.evaluation.references import LADDER, MODEL, ORACLE, RANDOM
+from fashionbench.options import Stage
 from fashionbench.tracking.records import RunRecord, closest
 
 PAIR_KEYS = ["stratum", "user_id", "category"]
+DATA_OPTIONS = frozenset({Stage.DATA})
 
 
 class IncomparableRunsError(ValueError):
@@ -172,10 +176,14 @@ class Comparison:
                     f"only. To compare configurations, train each at least {MIN_REPLICATES} times with the same "
                     f"seeds (add model.seed=0,1,2 to the sweep, e.g. -m freeze=2,8 model.seed=0,1,2).")
         if self.best is not None:
-            n = min(c.configuration.n_replicates for c in self.comparisons if c.configuration is not None)
+            tests = [c.configuration for c in self.comparisons if c.configuration is not None]
+            n = min(test.n_replicates for test in tests)
+            calibrated = next((test.noise_from for test in tests if test.noise_from.startswith("calibration")), "")
+            unit = (f"{n} training(s) each, the noise of training from the {calibrated}" if calibrated else
+                    f">= {n} trainings each (training noise included)")
             return (f"best: {self.best} beats every other configuration on {self.metric} ({self.recommender}): "
-                    f"configuration test over >= {n} trainings each (training noise included), Holm-adjusted "
-                    f"p <= {self.alpha:g} in each of {len(self.summaries) - 1} comparison(s).")
+                    f"configuration test over {unit}, Holm-adjusted p <= {self.alpha:g} in each of "
+                    f"{len(self.summaries) - 1} comparison(s).")
         reasons = []
         for other in self.tied[1:]:
             c = self.between(top, other)
@@ -223,19 +231,21 @@ class Comparison:
             if tested:
                 config_rows = [[c.a, c.b, f"{t.difference:+.4f}", f"{t.ci_low:+.4f} .. {t.ci_high:+.4f}",
                                 f"{t.p_value:.3g}", f"{c.configuration_p_holm:.3g}", str(t.n_replicates),
-                                f"{t.share_training:.0%} / {t.share_users:.0%}", f"{t.minimum_detectable:.4f}",
+                                variance_shares(t), f"{t.minimum_detectable:.4f}",
                                 "yes" if c.configuration_p_holm <= self.alpha and t.difference != 0 else "no"]
                                for c in tested for t in [c.configuration]]
                 parts += [
-                    "**Configuration against configuration** (the verdict; training noise included): one paired "
-                    "difference per replicate (a training of each configuration, seeded alike, on the same users "
-                    "and splits), Student t over the replicates with the users' clustered standard error added "
-                    "where every replicate has the same users (Bouthillier et al., MLSys 2021), Holm-corrected. "
-                    "'variance from' splits the squared standard error into the spread between trainings (and "
-                    "data splits, where seeds vary) and the users'; 'detectable' is the difference this study "
-                    "finds with 80 % power at the alpha.",
+                    "**Configuration against configuration** (the verdict; training noise included): does a "
+                    "configuration train better models? One paired difference per replicate (a training of each "
+                    "configuration, seeded alike), Student t with the replicate as the unit (Bouthillier et al., "
+                    "MLSys 2021): over the trainings, the users' sampling error added where every training has "
+                    "the same users; over the strata (data splits) where the trainings lie on several; or, with "
+                    "one or two trainings each, against the training noise a calibration measured on these users "
+                    "and splits. Holm-corrected. 'variance from' splits the squared standard error by source "
+                    "(user x training: how a user's result moves between trainings); 'detectable' is the "
+                    "difference this study finds with 80 % power at the alpha.",
                     markdown_table(["a", "b", "difference", "95 % CI", "p", "Holm p", "trainings",
-                                    "variance from training / users", "detectable", f"significant at {self.alpha:g}"],
+                                    "variance from", "detectable", f"significant at {self.alpha:g}"],
                                    config_rows),
                 ]
             parts += [
@@ -251,8 +261,9 @@ class Comparison:
         return "\n\n".join(parts)
 
 
-def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alpha: float = 0.05,
-            n_resamples: int = 10_000, seed: int = 0, group_by: Sequence[str] | None = None) -> Comparison:
+def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alpha: float = AnalysisConfig.alpha,
+            n_resamples: int = AnalysisConfig.resamples, seed: int = AnalysisConfig.seed,
+            group_by: Sequence[str] | None = None, calibrations: Sequence[TrainingNoise] = ()) -> Comparison:
     """Compare the configurations of ``runs`` on the per-pair ``metric`` (a column of the pair table,
     e.g. ``precision_at_5``) of ``recommender``. Configurations are the runs' values of
     ``group_by`` (default: the params the runs differ in, seeds aside); ``group_by=["model.seed"]``
@@ -282,7 +293,7 @@ def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alp
         groups.setdefault(configuration_label(run.run, swept), []).append(run)
     _check_comparable(groups)
 
-    values = {label: _pair_values(members, metric, recommender) for label, members in groups.items()}
+    values = {label: pair_values(members, metric, recommender) for label, members in groups.items()}
     summaries = sorted((_summarise(label, members, values[label], metric, seed, n_resamples)
                         for label, members in groups.items()), key=lambda s: -s.mean)
     order = [s.label for s in summaries]
@@ -294,7 +305,8 @@ def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alp
                            n_resamples=n_resamples, seed=seed)
         per_stratum = difference.groupby(joined["stratum"]).mean()
         agreeing = int((np.sign(per_stratum) == np.sign(test.difference)).sum())
-        configuration, untested = configuration_test(groups[a], groups[b], metric, recommender, alpha)
+        configuration, untested = configuration_test(groups[a], groups[b], metric, recommender, alpha,
+                                                     calibrations)
         tests.append((a, b, test, agreeing, configuration, untested))
     adjusted = holm([t[2].p_value for t in tests]) if tests else []
     tested = [i for i, t in enumerate(tests) if t[4] is not None]
@@ -317,33 +329,69 @@ def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alp
 
 
 def configuration_test(members_a: list[RunPairs], members_b: list[RunPairs], metric: str, recommender: str,
-                       alpha: float) -> tuple[ReplicateTest | None, str]:
-    """Configuration ``a`` minus ``b`` with the replicate as the unit (``stats.replicate_test``), or
-    None and why the study cannot answer it (too few trainings, or trainings not seeded alike)."""
+                       alpha: float, calibrations: Sequence[TrainingNoise] = ()) -> tuple[ReplicateTest | None, str]:
+    """Configuration ``a`` minus ``b`` with the training in its noise, or None and why the study cannot
+    answer it. Replicates are trainings of each configuration seeded alike (the same seed params);
+    the test depends on how they lie on strata (data splits and draws of users):
+
+    - all on one stratum, >= MIN_REPLICATES of them: ``stats.replicate_test`` over the trainings, the
+      users' sampling error added (users shared by every training);
+    - all on one stratum, fewer: with a calibration of that stratum, metric and recommender,
+      ``variance.calibrated_test``; without one, untested;
+    - on several strata: the strata are the unit (a t test over the strata's mean differences, their
+      trainings averaged), >= MIN_REPLICATES strata.
+    """
     by_key_a, by_key_b = _by_replicate(members_a), _by_replicate(members_b)
     shared = sorted(set(by_key_a) & set(by_key_b), key=str)
-    if len(shared) < MIN_REPLICATES:
-        if max(len(by_key_a), len(by_key_b)) <= 1:
-            return None, "each configuration was trained once, and one training's luck is not a configuration's effect"
-        return None, (f"the configurations share {len(shared)} training seed(s) (replicates of each, seeded "
-                      f"alike); the configuration test needs >= {MIN_REPLICATES}")
-    differences, per_pair = [], []
+    if not shared:
+        return None, ("each configuration was trained once, and one training's luck is not a configuration's effect"
+                      if max(len(by_key_a), len(by_key_b)) <= 1 else
+                      "the configurations share no training seed (replicates of each, seeded alike)")
+    rows, differences, stratum_of = [], {}, {}
     for key in shared:
-        joined = _pair_values(by_key_a[key], metric, recommender).merge(
-            _pair_values(by_key_b[key], metric, recommender), on=PAIR_KEYS, suffixes=("_a", "_b"))
-        difference = joined["value_a"] - joined["value_b"]
-        differences.append(float(difference.mean()))
-        per_pair.append(joined[PAIR_KEYS].assign(difference=difference.to_numpy()))
-    pairs = pd.concat(per_pair)
-    per_user = None
-    if pairs["stratum"].nunique() == 1:  # every replicate has the same users: their sampling error is common
-        # Each user's share of its replicate's mean difference: its pairs' sum over the replicate's pair count,
-        # times the number of users (so that a replicate's mean over users is its difference).
-        sums = pairs.assign(replicate=np.repeat(np.arange(len(shared)), [len(p) for p in per_pair])) \
-            .pivot_table(index="replicate", columns="user_id", values="difference", aggfunc="sum", fill_value=0.0)
-        counts = np.array([len(p) for p in per_pair], dtype=float)[:, None]
-        per_user = sums.to_numpy() / counts * sums.shape[1]
-    return replicate_test(differences, per_user, alpha=alpha), ""
+        joined = pair_values(by_key_a[key], metric, recommender).merge(
+            pair_values(by_key_b[key], metric, recommender), on=PAIR_KEYS, suffixes=("_a", "_b"))
+        joined["value"] = joined["value_a"] - joined["value_b"]
+        differences[key] = float(joined["value"].mean())
+        stratum = stratum_of[key] = joined["stratum"].iat[0]
+        rows.append(user_shares(joined).rename("value").reset_index().assign(stratum=stratum, replicate=str(key)))
+    table = pd.concat(rows, ignore_index=True)
+    strata = list(dict.fromkeys(table["stratum"]))
+    data_varies = _data_varies([r.run for r in members_a + members_b])
+    if len(strata) == 1:
+        per_user = table.pivot_table(index="replicate", columns="user_id", values="value", aggfunc="sum",
+                                     fill_value=0.0).loc[[str(key) for key in shared]].to_numpy()
+        if len(shared) >= MIN_REPLICATES:
+            return replicate_test([differences[key] for key in shared], per_user, alpha=alpha), ""
+        usable = [noise for noise in calibrations if not noise.refusal(metric, recommender, strata[0])]
+        if usable:
+            return calibrated_test(per_user.mean(axis=0), len(shared), usable[0], alpha=alpha), ""
+        times = {1: "once", 2: "twice"}[len(shared)]
+        reason = (f"each configuration was trained {times}, and a training's luck is not a configuration's effect; "
+                  f"train each >= {MIN_REPLICATES} times with the same seeds, or calibrate the training noise of "
+                  f"these users and splits (compare --calibrate)")
+        if calibrations:
+            reason += "; the calibration(s) stored cannot serve: " + " | ".join(
+                f"run {noise.run_id}: {noise.refusal(metric, recommender, strata[0])}" for noise in calibrations)
+        return None, reason
+    if len(strata) < MIN_REPLICATES:
+        return None, (f"the trainings lie on {len(strata)} data splits or draws of users (strata), and the strata "
+                      f"are the unit of the configuration test: it needs >= {MIN_REPLICATES} (e.g. seed=0,1,2)")
+    means = [float(np.mean([differences[key] for key in shared if stratum_of[key] == s])) for s in strata]
+    result = replicate_test(means, alpha=alpha)
+    found = components(table, data_varies)
+    _, parts = found.design_variance(len(strata), found.trainings, found.users_per_stratum)
+    total = sum(parts.values()) or 1.0
+    return replace(result, share_training=parts.get("training", 0.0) / total,
+                   share_users=(parts.get("users", 0.0)) / total, share_interaction=parts.get("wobble", 0.0) / total,
+                   share_data=parts.get("data split", 0.0) / total,
+                   noise_from="" if found.training is not None else "training and data split not separable"), ""
+
+
+def _data_varies(runs: Sequence[RunRecord]) -> bool:
+    """Whether the runs differ in an option that decides the data (their strata are data splits)."""
+    params = set().union(*(run.params for run in runs))
+    return any(len({run.params.get(p) for run in runs}) > 1 for p in params if decides(p, DATA_OPTIONS))
 
 
 def _by_replicate(members: list[RunPairs]) -> dict[tuple, list[RunPairs]]:
@@ -390,7 +438,7 @@ def _check_comparable(groups: dict[str, list[RunPairs]]) -> None:
             f"that differ only in model, training or index settings.")
 
 
-def _pair_values(members: list[RunPairs], metric: str, recommender: str) -> pd.DataFrame:
+def pair_values(members: list[RunPairs], metric: str, recommender: str) -> pd.DataFrame:
     """The configuration's value per (stratum, user, category): runs of one stratum averaged."""
     frames = []
     for run in members:
@@ -416,6 +464,15 @@ def _summarise(label: str, members: list[RunPairs], values: pd.DataFrame, metric
     return ConfigurationSummary(label, [r.run.run_id for r in members], float(mean), float(low), float(high),
                                 {str(k): float(v) for k, v in per_stratum.items()}, len(values),
                                 {name: ladder[name] for name in LADDER if name in ladder})
+
+
+def variance_shares(test: ReplicateTest) -> str:
+    """``training 60 % / users 30 % / user x training 10 %``: where a configuration test's noise comes from."""
+    training = "training + data split" if test.noise_from == "training and data split not separable" else "training"
+    parts = [(training, test.share_training), ("users", test.share_users), ("user x training", test.share_interaction),
+             ("data split", test.share_data)]
+    text = " / ".join(f"{name} {share:.0%}" for name, share in parts if share > 0.005) or "none measured"
+    return text + (f" ({test.noise_from})" if test.noise_from.startswith("calibration") else "")
 
 
 def _number(value: float | None, digits: int = 4) -> str:

@@ -30,7 +30,7 @@ from fashionbench.artifacts import (
     random_counterpart,
 )
 from fashionbench.data import COURSE_SPLIT_SIZES
-from fashionbench.tracking.records import RunRecord, finished_experiment_runs, is_experiment_run
+from fashionbench.tracking.records import RunRecord, finished_experiment_runs, is_experiment_run, sweep_rows
 from fashionbench.tracking.settings import TrackingSettings
 
 # The course's numbers (the seed project's README): four training attempts in seconds, and
@@ -141,14 +141,13 @@ def sweep_table(runs: Sequence[RunRecord], swept: Sequence[str], metric: str = H
     """One row per pipeline run (start order, failed ones too) with the swept params, train_seconds,
     accuracy, ``metric`` and its random baseline; the verdict marked (``run_marks``)."""
     marks = run_marks(runs, metric, comparison)
-    pipeline = sorted((r for r in runs if is_experiment_run(r)), key=lambda r: r.start_time)
     rows = []
-    for number, run in enumerate(pipeline, start=1):
-        m = run.metrics
+    for number, row in enumerate(sweep_rows([r for r in runs if is_experiment_run(r)], metric), start=1):
+        run = row.run
         warning = " ⚠ classifier" if TAG_CLASSIFIER_WARNING in run.tags else ""
-        rows.append([f"#{number}", f"`{run.run_id[:8]}`", run.status, *(run.params.get(p, "–") for p in swept),
-                     _number(m.get(TRAIN_SECONDS), 1), _number(m.get(TEST_ACCURACY)) + warning,
-                     _number(m.get(metric)), _number(m.get(random_counterpart(metric))), marks.get(run.run_id, "")])
+        rows.append([f"#{number}", f"`{run.run_id[:8]}`", row.status, *(run.params.get(p, "–") for p in swept),
+                     _number(row.train_seconds, 1), _number(row.test_accuracy) + warning,
+                     _number(row.metric), _number(row.random), marks.get(run.run_id, "")])
     return markdown_table(["Attempt", "Run", "Status", *swept, TRAIN_SECONDS, TEST_ACCURACY, metric,
                            random_counterpart(metric), ""], rows)
 

@@ -27,6 +27,8 @@ import pandas as pd
 from scipy import stats as scipy_stats
 from scipy.optimize import brentq
 
+from fashionbench.analysis.schema import AnalysisConfig
+
 # Largest index/sign matrix (resamples x clusters) built at once: bounds memory for many
 # users while keeping each block a single vectorised numpy operation.
 _MAX_BLOCK_ELEMENTS = 1 << 22
@@ -49,7 +51,8 @@ class PairedTest:
     confidence: float  # e.g. 0.95
 
 
-def paired_test(differences, clusters, strata=None, *, n_resamples: int = 10_000, confidence: float = 0.95,
+def paired_test(differences, clusters, strata=None, *, n_resamples: int = AnalysisConfig.resamples,
+                confidence: float = 0.95,
                 seed: int = 0) -> PairedTest:
     """Test whether the mean paired difference of two systems is zero, resampling whole clusters.
 
@@ -184,9 +187,14 @@ class ReplicateTest:
     share_interaction: float
     minimum_detectable: float  # the true difference found with ``power`` at ``alpha``, this study as run
     confidence: float
+    # Where the noise of training came from when the study could not measure it (a calibration run).
+    noise_from: str = ""
+    # Of the variance: the data split (strata drawn with their own data and users), where they vary.
+    share_data: float = 0.0
 
 
-def replicate_test(replicate_differences, per_user=None, *, alpha: float = 0.05, power: float = 0.8,
+def replicate_test(replicate_differences, per_user=None, *, alpha: float = AnalysisConfig.alpha,
+                   power: float = AnalysisConfig.power,
                    confidence: float = 0.95) -> ReplicateTest:
     """Test whether configuration A trains better models than B, with the replicate as the unit.
 
@@ -241,7 +249,8 @@ def replicate_test(replicate_differences, per_user=None, *, alpha: float = 0.05,
                          *shares, detectable, float(confidence))
 
 
-def detectable_effect_size(df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+def detectable_effect_size(df: float, alpha: float = AnalysisConfig.alpha,
+                           power: float = AnalysisConfig.power) -> float:
     """The true difference, in standard errors, that a two-sided t test at ``alpha`` with ``df``
     degrees of freedom rejects with probability ``power``: the noncentrality at which
     P(|T| > t_{1-alpha/2}) = power for T ~ noncentral t(df) (Cohen 1988, ch. 2). With few

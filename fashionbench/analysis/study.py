@@ -9,14 +9,21 @@ no MLflow.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-from fashionbench.analysis.comparison import Comparison, RunPairs, compare
+import numpy as np
+
+from fashionbench.analysis.calibration import CalibrationResult, calibrations, measure_training_noise
+from fashionbench.analysis.comparison import Comparison, RunPairs, compare, markdown_table, pair_values
+from fashionbench.analysis.design import configuration_label, configuration_params
 from fashionbench.analysis.schema import AnalysisConfig
+from fashionbench.analysis.variance import PlanRow, TrainingNoise, plan, user_shares
 from fashionbench.artifacts import HEADLINE_SECTION, PAIRS, metric_column, parse_metric_name
 from fashionbench.evaluation.pairs import load_pairs
 from fashionbench.evaluation.references import MODEL
 from fashionbench.tracking.records import RunRecord, finished_experiment_runs, is_experiment_run
+from fashionbench.tracking.runs import tracked_run
 from fashionbench.tracking.settings import TrackingSettings
 from fashionbench.tracking.store import download_run_artifacts, experiment_runs, resolve_sweep
 
@@ -71,12 +78,16 @@ def pair_column(metric: str | None, runs: list[RunRecord]) -> str:
 
 def compare_finished(settings: TrackingSettings, finished: list[RunRecord], metric: str | None = None,
                      recommender: str = MODEL, alpha: float = AnalysisConfig.alpha,
-                     n_resamples: int = AnalysisConfig.resamples,
-                     group_by: list[str] | None = None) -> Comparison:
-    """Compare FINISHED runs by their per-pair results (see ``compare_runs`` for what it raises)."""
+                     n_resamples: int = AnalysisConfig.resamples, group_by: list[str] | None = None,
+                     noise: list[TrainingNoise] | None = None) -> Comparison:
+    """Compare FINISHED runs by their per-pair results, with the experiment's calibrations of training
+    noise (``noise``, else those stored) for configurations trained once or twice (see ``compare_runs``
+    for what it raises)."""
     with tempfile.TemporaryDirectory() as scratch:
         tables = load_run_pairs(settings, finished, Path(scratch))
-    return compare(tables, pair_column(metric, finished), recommender, alpha, n_resamples, group_by=group_by)
+    stored = stored_calibrations(settings) if noise is None else noise
+    return compare(tables, pair_column(metric, finished), recommender, alpha, n_resamples, group_by=group_by,
+                   calibrations=stored)
 
 
 def compare_runs(settings: TrackingSettings, sweep: str | None = None, run_ids: list[str] | None = None,
@@ -87,18 +98,126 @@ def compare_runs(settings: TrackingSettings, sweep: str | None = None, run_ids: 
     Raises LookupError (no experiment, no sweep, no runs, runs without per-pair results),
     IncomparableRunsError and ValueError (an unknown metric) with messages that name what is wrong.
     """
+    return compare_finished(settings, study_runs(settings, sweep, run_ids), metric, recommender, alpha, n_resamples,
+                            group_by)
+
+
+def stored_calibrations(settings: TrackingSettings) -> list[TrainingNoise]:
+    """The experiment's calibrations of training noise, newest first (none in an experiment without any)."""
+    return calibrations(experiment_runs(settings))
+
+
+def calibrate(settings: TrackingSettings, sweep: str | None = None, run_ids: list[str] | None = None,
+              metric: str | None = None, recommender: str = MODEL) -> TrainingNoise:
+    """Measure the training noise of the FINISHED runs of a sweep (or the given runs) that trained one
+    configuration several times on the same users and splits, and store it as a calibration run of the
+    experiment. Raises CalibrationError (several configurations or strata, too few trainings) and the
+    errors of ``compare_runs`` for runs that cannot be read."""
+    finished = study_runs(settings, sweep, run_ids)
+    column = pair_column(metric, finished)
+    with tempfile.TemporaryDirectory() as scratch:
+        tables = load_run_pairs(settings, finished, Path(scratch))
+    noise = measure_training_noise(tables, column, recommender)
+    with tracked_run(settings, run_name=f"calibration {column} ({noise.trainings} trainings)") as run:
+        run.record(CalibrationResult(noise))
+        return replace(noise, run_id=run.run_id)
+
+
+def study_runs(settings: TrackingSettings, sweep: str | None = None, run_ids: list[str] | None = None
+               ) -> list[RunRecord]:
+    """The FINISHED pipeline runs of a sweep (or the given runs of it or of the experiment). Raises
+    LookupError naming the sweep, the runs or the experiment when there are none."""
     sweep_id = resolve_sweep(settings, sweep)
     runs = [run for run in experiment_runs(settings, sweep_id) if is_experiment_run(run)]
+    where = f"sweep {sweep_id}" if sweep_id else f"experiment {settings.experiment_name!r}"
     if run_ids:
         unknown = sorted(set(run_ids) - {run.run_id for run in runs})
         if unknown:
-            where = f"sweep {sweep_id}" if sweep_id else f"experiment {settings.experiment_name!r}"
             known = ", ".join(f"{run.run_id} ({run.run_name})" for run in runs[::-1][:5]) or "none"
             raise LookupError(f"--runs: no such run(s) {unknown} in {where}; its runs, newest first: {known}"
                               f"{' ...' if len(runs) > 5 else ''} ({len(runs)} in all)")
         runs = [run for run in runs if run.run_id in run_ids]
     finished = finished_experiment_runs(runs)
     if not finished:
-        where = f"sweep {sweep_id}" if sweep_id else f"experiment {settings.experiment_name!r}"
-        raise LookupError(f"no FINISHED run to compare in {where} of {settings.uri}")
-    return compare_finished(settings, finished, metric, recommender, alpha, n_resamples, group_by)
+        raise LookupError(f"no FINISHED run in {where} of {settings.uri}")
+    return finished
+
+
+def plan_study(settings: TrackingSettings, delta: float, metric: str | None = None, sweep: str | None = None,
+               options: AnalysisConfig = AnalysisConfig()) -> str:
+    """Markdown: how many trainings per configuration and users a study needs to detect ``delta`` with
+    ``options.power`` at ``options.alpha``, from the newest calibration of the metric (one
+    configuration's training noise) and, with ``sweep``, the users' lasting preferences measured in
+    that sweep's comparison. Raises LookupError when the experiment has no calibration of the metric."""
+    runs = experiment_runs(settings)
+    finished = finished_experiment_runs(runs)
+    column = pair_column(metric, finished) if finished else (metric or "precision_at_5")
+    found = [noise for noise in calibrations(runs) if noise.metric == column]
+    if not found:
+        raise LookupError(f"--plan: experiment {settings.experiment_name!r} has no calibration of {column}; measure "
+                          f"one: python -m fashionbench.run -m model.seed=0,1,2,3,4,5,6,7, then python -m "
+                          f"fashionbench.compare --calibrate --sweep latest")
+    noise = found[0]
+    users_variance, users_note = 0.0, ("0 assumed: the users' lasting preference for one configuration is not "
+                                       "measured (pass --sweep of a comparison to measure it)")
+    if sweep is not None:
+        sweep_runs_ = study_runs(settings, sweep)
+        with tempfile.TemporaryDirectory() as scratch:
+            tables = load_run_pairs(settings, sweep_runs_, Path(scratch))
+        measured = users_spread_of_differences(tables, column, noise)
+        if measured is not None:
+            users_variance, users_note = measured, f"measured in sweep {resolve_sweep(settings, sweep)}"
+    rows = plan(noise.training_variance, noise.wobble, users_variance, delta, noise.users, options.alpha,
+                options.power)
+    return plan_markdown(rows, delta, noise, users_variance, users_note, options)
+
+
+def users_spread_of_differences(tables: list[RunPairs], column: str, noise: TrainingNoise) -> float | None:
+    """σ²_U of a configuration pair: the between-user variance of the first two configurations'
+    per-user difference on their first shared stratum, less the training wobble it holds; None when
+    the runs hold fewer than two configurations."""
+    records = [table.run for table in tables]
+    designs = configuration_params(records)
+    groups: dict[str, list[RunPairs]] = {}
+    for table in tables:
+        groups.setdefault(configuration_label(table.run, designs), []).append(table)
+    if len(groups) < 2:
+        return None
+    (_, first), (_, second) = list(groups.items())[:2]
+    stratum = first[0].stratum
+    a = pair_values([t for t in first if t.stratum == stratum], column, noise.recommender)
+    b = pair_values([t for t in second if t.stratum == stratum], column, noise.recommender)
+    joined = a.merge(b, on=["stratum", "user_id", "category"], suffixes=("_a", "_b"))
+    joined["value"] = joined["value_a"] - joined["value_b"]
+    return max(0.0, float(user_shares(joined).var(ddof=1)) - 2 * noise.wobble)
+
+
+def plan_markdown(rows: list[PlanRow], delta: float, noise: TrainingNoise, users_variance: float, users_note: str,
+                  options: AnalysisConfig) -> str:
+    """The plan as a table (trainings x users: the difference each design detects) and its answer."""
+    users = sorted({row.users for row in rows})
+    trainings = sorted({row.trainings for row in rows})
+    cell = {(row.trainings, row.users): row for row in rows}
+    table = markdown_table(["trainings per configuration", *(f"{n} users" for n in users)],
+                           [[str(t), *(f"{'**' if cell[t, n].meets else ''}{cell[t, n].detectable:.4f}"
+                                       f"{'**' if cell[t, n].meets else ''}" for n in users)] for t in trainings])
+    enough = [row for row in rows if row.meets]
+    if enough:
+        cheapest = min(enough, key=lambda row: (row.trainings, row.users))
+        answer = (f"To detect a difference of {delta:g} in {noise.metric} ({noise.recommender}) with "
+                  f"{options.power:.0%} power at alpha = {options.alpha:g}: **{cheapest.trainings} trainings of each "
+                  f"configuration (seeds) on {cheapest.users} users** (the fewest trainings, then the fewest users; "
+                  f"bold: every design that does).")
+    else:
+        best = min(rows, key=lambda row: row.detectable)
+        answer = (f"No design in the table detects {delta:g} with {options.power:.0%} power: the closest, "
+                  f"{best.trainings} trainings on {best.users} users, detects {best.detectable:.4f}.")
+    return "\n\n".join([
+        f"**Study plan** from calibration run {noise.run_id} ({noise.trainings} trainings of {noise.configuration} "
+        f"on {noise.users} users): training sd {np.sqrt(noise.training_variance):.4f} (σ²_T "
+        f"{noise.training_variance:.3g}), a user's wobble from training to training σ²_E {noise.wobble:.3g}, "
+        f"the users' lasting preference σ²_U {users_variance:.3g} ({users_note}).",
+        "Each cell: the difference a study of two configurations detects with that many trainings of each "
+        "(seeded alike) on that many users, tested with the training as the unit: SE² = 2 σ²_T / T + σ²_U / N + "
+        f"2 σ²_E / (T N), on T − 1 degrees of freedom (noncentral t, power {options.power:.0%}).",
+        table, answer])

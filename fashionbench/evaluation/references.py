@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -42,14 +41,6 @@ ORACLE = "oracle"
 # Floor to ceiling, the model in its place; the order of every table and figure.
 LADDER = (RANDOM, POPULARITY, PIXELS, UNTRAINED, MODEL, ORACLE)
 REFERENCES = tuple(name for name in LADDER if name != MODEL)
-
-
-class Recommender(Protocol):
-    name: str
-
-    def recommend(self, split: HeldOutFavourites, k: int) -> list[str]:
-        """The k items recommended to ``split.user_id`` in ``split.category``, best first,
-        the user's queries excluded."""
 
 
 @dataclass(frozen=True)

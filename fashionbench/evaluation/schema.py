@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fashionbench.evaluation.references import REFERENCES
+from fashionbench.model.schema import PREDICTION_BATCH_SIZE
 from fashionbench.options import ConfigError, Stage, option
 
 
@@ -23,7 +24,7 @@ class EvalConfig:
     ks: list[int] = option(factory=lambda: [5, 10], decides=Stage.EVALUATION)  # every metric at each of these too
     # of each user's favourites per category, hidden and to be found
     holdout_fraction: float = option(0.5, decides=Stage.USERS)
-    batch_size: int = option(128, decides=Stage.EMBEDDING)  # for prediction and embedding
+    batch_size: int = option(PREDICTION_BATCH_SIZE, decides=Stage.EMBEDDING)  # for prediction and embedding
     # Reference recommenders scored on the same pairs (fashionbench.evaluation.references), floor to ceiling.
     references: list[str] = option(factory=lambda: list(REFERENCES), decides=Stage.EVALUATION)
     # the pixels reference: thumbnails of this many pixels a side

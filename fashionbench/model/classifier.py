@@ -13,7 +13,7 @@ import io
 import logging
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +30,20 @@ from fashionbench.stage import StageResult
 
 log = logging.getLogger(__name__)
 
-# Names of the head's layers; any of them (or a backbone layer) can be the embedding layer.
-HEAD_LAYERS = ("pool", "dense_512", "dropout", "dense_128", "softmax")
-EMBEDDING_LAYERS = ("pool", "dense_512", "dense_128", "softmax")
+
+
+def head_layers(dense_units: Sequence[int]) -> tuple[str, ...]:
+    """The names of the head's layers for ``model.dense_units`` (default [512, 128]: pool, dense_512,
+    dropout, dense_128, softmax); a Dense layer is named by its width, the second ``_2`` when both
+    widths are equal. Any of them but the dropout (or a backbone layer) can be the embedding layer."""
+    first, second = dense_units
+    return ("pool", f"dense_{first}", "dropout", f"dense_{second}" + ("_2" if second == first else ""), "softmax")
+
+
+def embedding_layers(dense_units: Sequence[int]) -> tuple[str, ...]:
+    """The head's layers an embedding can be read from (``model.embedding_layer``)."""
+    return tuple(name for name in head_layers(dense_units) if name != "dropout")
+
 IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
@@ -49,6 +60,7 @@ class Classifier(StageResult):
     backbone_layers: int  # how many layers the ResNet50 backbone has (including its input)
     trainable_backbone_layers: int
     embedding_layer: str
+    head: tuple[str, ...]  # the head's layers on top of the backbone (head_layers)
     # The trainable backbone layers' weights as built, before training: with the frozen layers
     # (which keep theirs) the backbone a run shares with the experiment (fashionbench.model.parts).
     # Without them a run still stores an exact model, but shares its backbone with no other run.
@@ -182,22 +194,24 @@ def build_classifier(options: ModelConfig, image_size: int) -> Classifier:
     built = {layer.name: layer.get_weights() for layer in backbone.layers[n_layers - options.freeze:] if layer.weights}
 
     first, second = options.dense_units
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
-    x = keras.layers.Dense(first, activation="relu", name="dense_512")(x)
-    x = keras.layers.Dropout(options.dropout, name="dropout")(x)
-    x = keras.layers.Dense(second, activation="relu", name="dense_128")(x)
+    pool, dense_first, dropout, dense_second, softmax = head_layers(options.dense_units)
+    x = keras.layers.GlobalAveragePooling2D(name=pool)(backbone.output)
+    x = keras.layers.Dense(first, activation="relu", name=dense_first)(x)
+    x = keras.layers.Dropout(options.dropout, name=dropout)(x)
+    x = keras.layers.Dense(second, activation="relu", name=dense_second)(x)
     # float32 whatever the global dtype policy: under mixed_float16 a float16 softmax loses
     # precision and can overflow (the Keras mixed-precision guide); under float32 it changes nothing.
-    outputs = keras.layers.Dense(len(CATEGORIES), activation="softmax", name="softmax", dtype="float32")(x)
+    outputs = keras.layers.Dense(len(CATEGORIES), activation="softmax", name=softmax, dtype="float32")(x)
     model = keras.Model(backbone.input, outputs, name="fashion_classifier")
 
     valid_layers = [layer.name for layer in model.layers]
     if options.embedding_layer not in valid_layers:
         raise ModelConfigError(
             f"model.embedding_layer {options.embedding_layer!r} is not a layer of the model; use one of "
-            f"{list(EMBEDDING_LAYERS)} (or any backbone layer name, e.g. 'conv5_block3_out')"
+            f"{list(embedding_layers(options.dense_units))} (or any backbone layer name, e.g. 'conv5_block3_out')"
         )
-    return Classifier(model, weights_used, n_layers, options.freeze, options.embedding_layer, built)
+    return Classifier(model, weights_used, n_layers, options.freeze, options.embedding_layer,
+                      head_layers(options.dense_units), built)
 
 
 def keras_models_dir() -> Path:

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from fashionbench.artifacts import ArtifactError
-from fashionbench.model.classifier import HEAD_LAYERS, Classifier
+from fashionbench.model.classifier import Classifier
 
 # The files of a run's model (inside its MODEL artifact folder) and of a stored backbone.
 ARCHITECTURE_FILE = "architecture.json"  # Keras' model config: layers, their wiring and trainable flags
@@ -114,7 +114,7 @@ def split_classifier(classifier: Classifier) -> tuple[ModelParts, Backbone | Non
     # Frozen layers still hold the weights they were built with; trainable ones changed, so
     # their weights as built come from the copy build_classifier kept.
     backbone = Backbone({layer.name: classifier.built_backbone_weights.get(layer.name) or layer.get_weights()
-                         for layer in model.layers if layer.weights and layer.name not in HEAD_LAYERS},
+                         for layer in model.layers if layer.weights and layer.name not in classifier.head},
                         classifier.weights_used.split(":")[0])
     return ModelParts(model.to_json(), own, backbone.fingerprint), backbone
 

@@ -11,6 +11,8 @@ from fashionbench.runtime.paths import absolute_path
 # ResNet50 without its top has 175 layers, its input layer included: freeze=N trains the last N.
 RESNET50_LAYERS = 175
 NO_WEIGHTS = (None, "null", "none", "random")
+# Images per prediction batch unless eval.batch_size says otherwise (classifying, embedding, caching).
+PREDICTION_BATCH_SIZE = 128
 
 
 class ModelConfigError(ConfigError):
@@ -24,8 +26,9 @@ class ModelConfig:
     # imagenet | auto (ImageNet if Keras can load it, else random) | null (random) | /path/to/weights.h5
     weights: str | None = option("auto", decides=Stage.TRAINING)
     freeze: int = option(4, decides=Stage.TRAINING)  # train the last N backbone layers, freeze the rest (0..175)
-    # pool (2048) | dense_512 | dense_128 | softmax | any backbone layer name
+    # pool (2048) | dense_<dense_units[0]> | dense_<dense_units[1]> | softmax | any backbone layer name
     embedding_layer: str = option("pool", decides=Stage.EMBEDDING)
+    # the head's two Dense layers, named by their widths: dense_512, dense_128
     dense_units: list[int] = option(factory=lambda: [512, 128], decides=Stage.TRAINING)
     dropout: float = option(0.3, decides=Stage.TRAINING)
     # initial weights, dropout and the order training visits the items

@@ -24,7 +24,6 @@ and Hydra's callback class, no numpy or pandas.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import tempfile
@@ -36,14 +35,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from fashionbench.runtime.locks import FileLock
+
 POOL_ENV = "FASHIONBENCH_GPU_POOL"  # the pool's GPUs, comma-separated, for the sweep's workers
 LOCK_DIR_ENV = "FASHIONBENCH_GPU_POOL_DIR"  # where their lock files are
 DEFAULT_LOCK_DIR = Path(tempfile.gettempdir()) / "fashionbench-gpu-pool"  # one per machine: sweeps share it
 
 log = logging.getLogger(__name__)
 
-# The GPU this process holds and the open lock file that holds it (closing it would free the GPU).
-_held: tuple[str, int] | None = None
+# The GPU this process holds and the lock that holds it (releasing it would free the GPU).
+_held: tuple[str, FileLock] | None = None
 
 
 class GpuPoolError(ValueError):
@@ -72,15 +73,11 @@ def claim_gpu(gpus: Sequence[str], lock_dir: Path, poll_seconds: float = 0.5) ->
     waiting = False
     while True:
         for gpu, name in zip(gpus, lock_names(gpus)):
-            descriptor = os.open(lock_dir / name, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(descriptor)
+            lock = FileLock(lock_dir / name)
+            if not lock.acquire(exclusive=True, wait=False):
                 continue
-            os.ftruncate(descriptor, 0)
-            os.write(descriptor, f"{os.getpid()}\n".encode())  # for a person looking at the pool
-            _held = (gpu, descriptor)
+            lock.write_note(f"{os.getpid()}\n")  # for a person looking at the pool
+            _held = (gpu, lock)
             return gpu
         if not waiting:
             log.info("every GPU of the pool %s is held (lock files in %s): waiting for one", list(gpus), lock_dir)

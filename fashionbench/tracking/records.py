@@ -16,9 +16,13 @@ from fashionbench.artifacts import (
     HEADLINE_METRIC,
     SWEEP_PARENT,
     TAG_BACKBONE_STORE,
+    TAG_CALIBRATION,
     TAG_MODEL_URI,
     TAG_REPORT,
     TAG_SWEEP,
+    TEST_ACCURACY,
+    TRAIN_SECONDS,
+    random_counterpart,
 )
 
 OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
@@ -80,8 +84,10 @@ class Selection:
 
 
 def is_experiment_run(run: RunRecord) -> bool:
-    """A run of the pipeline: not a sweep's parent run, a report's run or the backbone store."""
-    return run.tags.get(TAG_SWEEP) != SWEEP_PARENT and TAG_REPORT not in run.tags and TAG_BACKBONE_STORE not in run.tags
+    """A run of the pipeline: not a sweep's parent run, a report's or a calibration's run, or the backbone
+    store (which stores before this version kept among the experiment's runs)."""
+    return (run.tags.get(TAG_SWEEP) != SWEEP_PARENT and TAG_REPORT not in run.tags and TAG_CALIBRATION not in run.tags
+            and TAG_BACKBONE_STORE not in run.tags)
 
 
 def finished_experiment_runs(runs: list[RunRecord]) -> list[RunRecord]:
@@ -164,3 +170,24 @@ def latest_sweep_id(runs: list[RunRecord]) -> str | None:
     """The id of the most recently started sweep parent run among ``runs``, if any."""
     parents = [r for r in runs if r.tags.get(TAG_SWEEP) == SWEEP_PARENT]
     return max(parents, key=lambda r: r.start_time).run_id if parents else None
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One job of a sweep as its tables show it: the run, how it ended, and its headline numbers."""
+
+    run: RunRecord
+    status: str  # the run's status, or "skipped" for an earlier run a resumed sweep reused
+    test_accuracy: float | None
+    metric: float | None
+    random: float | None  # the random recommender's value of the metric (its floor)
+    train_seconds: float | None
+
+
+def sweep_rows(runs: list[RunRecord], metric: str = HEADLINE_METRIC, skipped: list[RunRecord] = ()) -> list[SweepRow]:
+    """The rows of a sweep's table, in start order: its runs, and the earlier runs it skipped jobs for.
+    Both the console's table at the end of a sweep and the report's sweep table are drawn from them."""
+    rows = [(run, run.status) for run in runs] + [(run, "skipped") for run in skipped]
+    return [SweepRow(run, status, run.metrics.get(TEST_ACCURACY), run.metrics.get(metric),
+                     run.metrics.get(random_counterpart(metric)), run.metrics.get(TRAIN_SECONDS))
+            for run, status in sorted(rows, key=lambda row: row[0].start_time)]

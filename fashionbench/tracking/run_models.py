@@ -4,10 +4,12 @@ backbone once.
 A run logs its architecture and trainable layers' weights under ``model/``
 (``fashionbench.model.parts``) and tags the fingerprint of the backbone it was built from.
 Backbones live in the experiment's *backbone store*: one run tagged ``backbone_store`` whose
-artifacts are ``backbones/<fingerprint>/<writer>.npz`` plus a ``<writer>.json`` marker. A run,
-rather than the experiment's artifact root, because MLflow's public client writes and reads a
-run's artifacts alike on a local store and through ``mlflow server`` (``mlflow-artifacts:``),
-and the store shows up, described, in the UI.
+artifacts are ``backbones/<fingerprint>/<writer>.npz`` plus a ``<writer>.json`` marker. The run
+sits in an experiment of its own, ``<experiment> (backbones)``, so that people browsing the
+experiment's runs meet only runs of the pipeline, while every run of the experiment shares it.
+A run, rather than an artifact root, because MLflow's public client writes and reads a run's
+artifacts alike on a local store and through ``mlflow server`` (``mlflow-artifacts:``), and the
+store shows up, described, in the UI.
 
 Writes are idempotent and safe under parallel jobs: a writer skips a fingerprint that has a
 marker, and otherwise uploads its own copy under its own name, the weights first and the
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import (
@@ -39,14 +42,16 @@ from fashionbench.artifacts import (
 )
 from fashionbench.model.classifier import Classifier
 from fashionbench.model.parts import Backbone, BackboneMismatchError, ModelParts, assemble, split_classifier
+from fashionbench.tracking.races import lost_race
 from fashionbench.tracking.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
 
 STORE_RUN_NAME = "backbone store"
-STORE_NOTE = ("Frozen backbone weights shared by this experiment's runs, stored once per fingerprint "
-              "(backbones/<fingerprint>/). Each run's own weights are in its model/ folder. Do not delete "
-              "this run while runs that name it in their backbone_store_run tag are kept.")
+STORE_EXPERIMENT_SUFFIX = " (backbones)"  # the store's experiment: "fashionbench (backbones)"
+STORE_NOTE = ("Frozen backbone weights shared by the runs of the experiment this one is named after, stored "
+              "once per fingerprint (backbones/<fingerprint>/). Each run's own weights are in its model/ folder. "
+              "Do not delete this run while runs that name it in their backbone_store_run tag are kept.")
 
 
 class BackboneUnavailableError(ArtifactError):
@@ -62,15 +67,17 @@ class BackboneStore:
 
     @classmethod
     def of_experiment(cls, client: MlflowClient, experiment_id: str) -> BackboneStore:
-        """The experiment's backbone store, created on first use. When parallel jobs create one
-        each, all settle on the oldest and the others delete theirs (unless already used: a run
-        records the store it wrote to, so any store that holds a copy still serves it)."""
-        stores = _store_runs(client, experiment_id)
+        """The experiment's backbone store, in the store's own experiment, created on first use.
+        When parallel jobs create one each, all settle on the oldest and the others delete theirs
+        (unless already used: a run records the store it wrote to, so any store that holds a copy
+        still serves it)."""
+        store_experiment = _store_experiment(client, experiment_id)
+        stores = _store_runs(client, store_experiment)
         if not stores:
-            created = client.create_run(experiment_id, run_name=STORE_RUN_NAME,
+            created = client.create_run(store_experiment, run_name=STORE_RUN_NAME,
                                         tags={TAG_BACKBONE_STORE: "true", "mlflow.note.content": STORE_NOTE})
             client.set_terminated(created.info.run_id, "FINISHED")
-            stores = _store_runs(client, experiment_id)
+            stores = _store_runs(client, store_experiment)
             if stores[0] != created.info.run_id:
                 client.delete_run(created.info.run_id)
         return cls(client, stores[0])
@@ -116,6 +123,26 @@ class BackboneStore:
         except Exception:  # noqa: BLE001 - some stores raise for a folder that does not exist
             return []
         return sorted(entry.path for entry in entries if entry.path.endswith(".json"))
+
+
+def _store_experiment(client: MlflowClient, experiment_id: str) -> str:
+    """The id of the backbone store's experiment beside ``experiment_id``, created on first use. On
+    a client's disk its artifacts go under the experiment's own artifact folder; through a server,
+    to the server's artifact root."""
+    experiment = client.get_experiment(experiment_id)
+    name = experiment.name + STORE_EXPERIMENT_SUFFIX
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = experiment.artifact_location
+    on_disk = location.startswith("file:") or ":" not in location
+    try:
+        return client.create_experiment(name, artifact_location=f"{location.rstrip('/')}/backbones" if on_disk
+                                        else None, tags={"mlflow.note.content": STORE_NOTE})
+    except MlflowException as error:  # another job created it since we looked
+        if not lost_race(error):
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def _store_runs(client: MlflowClient, experiment_id: str) -> list[str]:

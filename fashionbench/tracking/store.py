@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import SWEEP_PARENT, TAG_SWEEP, TAG_SWEEP_ID, TAG_SWEEP_REUSED_PREFIX
+from fashionbench.runtime.locks import LockTimeout, locked
 from fashionbench.tracking.races import lost_race, retry_lost_race
 from fashionbench.tracking.records import LATEST, RunRecord, latest_sweep_id
 from fashionbench.tracking.settings import SERVER_SCHEMES, SQLITE, TrackingSettings
@@ -87,16 +87,15 @@ def _creation_lock(uri: str) -> Iterator[None]:
     """Held while a process opens a SQLite store: two processes that create the same fresh file at
     once break it ("table latest_metrics already exists", a half-migrated alembic_version, and one
     of them dies with no record). The lock file sits beside the database, so processes on every
-    host that shares the file see it. filelock rather than fcntl.flock: it bounds the wait with a
-    timeout, works on Windows, and falls back to a lock file where the filesystem has no flock."""
+    host that shares the file see it; the wait is bounded."""
     if not uri.startswith(SQLITE):
         yield
         return
     lock_path = uri[len(SQLITE):] + ".lock"
     try:
-        with FileLock(lock_path, timeout=STORE_LOCK_SECONDS):
+        with locked(Path(lock_path), timeout=STORE_LOCK_SECONDS):
             yield
-    except Timeout:
+    except LockTimeout:
         raise StoreLockTimeout(f"another process has held {lock_path} for over {STORE_LOCK_SECONDS} s while "
                                f"opening the MLflow store {uri}; if none is running, delete the lock file") from None
 

@@ -32,10 +32,8 @@ from fashionbench.artifacts import (
     TAG_SWEEP,
     TAG_SWEEP_JOBS,
     TAG_SWEEP_REUSED_PREFIX,
-    TEST_ACCURACY,
-    random_counterpart,
 )
-from fashionbench.tracking.records import RunRecord
+from fashionbench.tracking.records import RunRecord, sweep_rows
 from fashionbench.tracking.runs import Terminated, end_sweep, git_commit, reap_orphaned_runs, this_process
 from fashionbench.tracking.settings import TrackingSettings, tracking_settings
 from fashionbench.tracking.store import StoreNotFoundError, ensure_experiment, finished_runs_with, sweep_runs
@@ -183,12 +181,9 @@ def sweep_table(children: list[RunRecord], reused: list[RunRecord], parent_id: s
              + (f", {len(reused)} job(s) skipped: an earlier run of their config FINISHED (tracking.resume=false "
                 "runs them again)" if reused else ""),
              f"  {'job':<36} {'status':<9} {'test_accuracy':>13} {'precision_at_k':>15} {'random':>7}"]
-    rows = [(run, run.status) for run in children] + [(run, "skipped") for run in reused]
-    for run, shown in sorted(rows, key=lambda row: row[0].start_time):
-        m = run.metrics
-        cells = [f"{m[name]:.3f}" if name in m else "-" for name in (TEST_ACCURACY, HEADLINE_METRIC,
-                                                                      random_counterpart(HEADLINE_METRIC))]
-        lines.append(f"  {(run.run_name or run.run_id)[:36]:<36} {shown:<9} "
+    for row in sweep_rows(children, HEADLINE_METRIC, reused):
+        cells = [f"{value:.3f}" if value is not None else "-" for value in (row.test_accuracy, row.metric, row.random)]
+        lines.append(f"  {(row.run.run_name or row.run.run_id)[:36]:<36} {row.status:<9} "
                      f"{cells[0]:>13} {cells[1]:>15} {cells[2]:>7}")
     return "\n".join(lines)
 

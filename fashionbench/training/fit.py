@@ -27,10 +27,11 @@ from fashionbench.artifacts import (
 from fashionbench.data import Catalogue
 from fashionbench.data.rows import StoredRows, batched_rows
 from fashionbench.model.classifier import preprocess_images
+from fashionbench.model.freeze_split import split_at_freeze
 from fashionbench.runtime.console import progress
 from fashionbench.stage import StageResult
 from fashionbench.training.schema import TrainConfig
-from fashionbench.training.trunk_cache import TrunkCache, split_at_freeze
+from fashionbench.training.trunk_cache import TrunkCache
 
 log = logging.getLogger(__name__)
 

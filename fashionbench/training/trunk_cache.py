@@ -7,15 +7,15 @@ has no dropout. So the tensors that cross the freeze boundary — every output o
 layer that a trainable layer reads, in a ResNet the residual branch as well as the main one —
 can be computed once and the trainable tail + head trained on them alone, exactly.
 
-``split_at_freeze`` cuts a compiled classifier into ``trunk`` (image -> boundary tensors) and
-``tail`` (boundary tensors -> class probabilities). The tail *shares* its layers with the
-classifier, so training the tail trains the classifier's own weights.
+``model.freeze_split.split_at_freeze`` cuts a compiled classifier into ``trunk`` (image ->
+boundary tensors) and ``tail`` (boundary tensors -> class probabilities). The tail *shares* its
+layers with the classifier, so training the tail trains the classifier's own weights.
 
 ``TrunkCache`` stores the boundary activations under a key made of the trunk's weights, the
 images, their size and the boundary, so a run with another freeze value, other weights or
 other images never reads what it should not, and a second run of the same sweep reads all.
 
-Parallel jobs of a sweep share one cache: each entry has a lock (``EntryLock``, ``flock``), so
+Parallel jobs of a sweep share one cache: each entry has a lock (``runtime.locks.FileLock``), so
 that of several jobs needing the same entry one computes it and the others wait, then read;
 readers hold it shared, and eviction passes over entries and staging folders in use. A job that
 dies releases its lock with it. A miss without a stored upstream boundary first stores the
@@ -39,8 +39,6 @@ after the entry is evicted are still the stored ones.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -49,7 +47,6 @@ import shutil
 import socket
 import tempfile
 import time
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +55,10 @@ import keras
 import numpy as np
 
 from fashionbench.data.rows import StoredRows, update_digest
-from fashionbench.evaluation.schema import EvalConfig
 from fashionbench.model.classifier import predict_batches
+from fashionbench.model.freeze_split import FreezeSplit, dominating_tensor
+from fashionbench.model.schema import PREDICTION_BATCH_SIZE
+from fashionbench.runtime.locks import FileLock
 from fashionbench.runtime.processes import process_alive
 from fashionbench.training.schema import TrainConfig, check_cache_options
 
@@ -71,63 +70,13 @@ FORMAT_VERSION = 4
 META = "meta.json"
 WRITER = "writer.json"  # in a staging folder: the host and process writing it
 STAGING_PREFIX = ".staging-"  # then the entry's key
-LOCKS = ".locks"  # one lock file per entry (EntryLock)
+LOCKS = ".locks"  # one lock file per entry (FileLock)
 # A staging folder this old is abandoned even when its writer cannot be checked (another host).
 STALE_STAGING_SECONDS = 6 * 3600
 
 
 class DamagedEntry(Exception):
     """A cache entry that cannot be trusted; the message says what is wrong with it."""
-
-@dataclass(frozen=True)
-class FreezeSplit:
-    """A classifier cut at its freeze boundary; ``tail`` shares the classifier's layers."""
-
-    trunk: keras.Model  # preprocessed image -> boundary tensors (frozen layers only)
-    tail: keras.Model  # boundary tensors -> the classifier's output
-    boundary: tuple[str, ...]  # the layers whose outputs cross the boundary, in ``tail.inputs`` order
-
-
-def split_at_freeze(model: keras.Model) -> tuple[FreezeSplit | None, str]:
-    """Cut ``model`` where its frozen layers end; (None, why) when there is nothing to cache.
-
-    There is nothing to cache when no layer with computation is frozen, and caching would be
-    wrong when a frozen layer behaves randomly in training (dropout, noise) or when a frozen
-    layer sits downstream of a trainable one.
-    """
-    def frozen(layer: keras.layers.Layer) -> bool:
-        return isinstance(layer, keras.layers.InputLayer) or not layer.trainable
-
-    boundary: list = []
-    producers: list[str] = []
-    for layer in model.layers:
-        if frozen(layer):
-            continue
-        # model._nodes keys the calls of a layer that belong to *this* model's graph as
-        # "<id(layer)>_ib-<i>" (keras.src.ops.function.make_node_key); a layer also used in
-        # another model, e.g. an earlier tail, has more inbound nodes.
-        for i, node in enumerate(layer._inbound_nodes):
-            if f"{id(layer)}_ib-{i}" not in model._nodes:
-                continue
-            for tensor in node.input_tensors:
-                producer = tensor._keras_history.operation
-                if frozen(producer) and not any(tensor is seen for seen in boundary):
-                    boundary.append(tensor)
-                    producers.append(producer.name)
-    if not boundary or all(isinstance(model.get_layer(name), keras.layers.InputLayer) for name in producers):
-        return None, "no frozen layers before the trainable ones (freeze trains the whole backbone)"
-    trunk = keras.Model(model.inputs, boundary, name="frozen_trunk")
-    trainable_in_trunk = [layer.name for layer in trunk.layers if not frozen(layer)]
-    if trainable_in_trunk:
-        return None, f"trainable layers {trainable_in_trunk[:3]} feed the frozen ones; no clean boundary"
-    random_in_trunk = [layer.name for layer in trunk.layers
-                       if isinstance(layer, (keras.layers.Dropout, keras.layers.GaussianNoise,
-                                             keras.layers.GaussianDropout, keras.layers.AlphaDropout))]
-    if random_in_trunk:
-        return None, f"frozen layers {random_in_trunk[:3]} are random in training; their outputs cannot be cached"
-    tail = keras.Model(boundary, model.outputs, name="trainable_tail")
-    return FreezeSplit(trunk, tail, tuple(producers)), f"boundary {list(producers)}"
-
 
 def weights_fingerprint(model: keras.Model, digests: dict[int, str] | None = None) -> str:
     """A hash of every weight of ``model`` (trainable or not: BatchNorm statistics count) and of
@@ -152,64 +101,6 @@ def images_fingerprint(images: np.ndarray | StoredRows) -> str:
     return _array_hash(images, prefix=f"{images.dtype}:{images.shape}")
 
 
-class EntryLock:
-    """An advisory lock on one cache entry: ``flock`` on ``<cache>/.locks/<entry>.lock``.
-
-    Shared while a job reads the entry (and for as long as it uses what it read); exclusive
-    while a job computes, stores, repairs or evicts it. The kernel drops a lock when its holder
-    exits however it exits, SIGKILL included, so no job waits on a dead one. A lock file is
-    removed only by a holder of its exclusive lock, and a job that locked a file since removed
-    locks the new one (the classic flock pattern: compare the locked file with the path's).
-    Where locks cannot be taken (a file system without them, a read-only cache) the lock is
-    granted without being held, logged once: the cache then works as it did before locks.
-    """
-
-    _unlockable_logged = False
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._close: weakref.finalize | None = None  # closes the locked file, so releases the lock
-
-    def acquire(self, exclusive: bool, wait: bool) -> bool:
-        """Take the lock; False only when ``wait`` is off and another holder's mode conflicts."""
-        mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
-        while True:
-            try:
-                self.path.parent.mkdir(exist_ok=True)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as error:
-                return self._unlockable(error)
-            try:
-                fcntl.flock(fd, mode)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            except OSError as error:
-                os.close(fd)
-                return self._unlockable(error)
-            if _same_file(fd, self.path):
-                self._close = weakref.finalize(self, os.close, fd)  # also when dropped without release()
-                return True
-            os.close(fd)  # removed (its entry evicted) while we waited for it: lock the new file
-
-    def release(self, remove: bool = False) -> None:
-        """Let go; ``remove`` (an exclusive holder whose entry is gone) deletes the lock file first."""
-        if self._close is None:
-            return
-        if remove:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-        self._close()
-        self._close = None
-
-    def _unlockable(self, error: OSError) -> bool:
-        if not EntryLock._unlockable_logged:
-            EntryLock._unlockable_logged = True
-            log.warning("trunk cache: cannot lock %s (%s); parallel jobs may compute the same entry twice",
-                        self.path, error)
-        return True
-
-
 @dataclass(frozen=True)
 class CachedFeatures:
     """The boundary activations of one image set, and what getting them cost.
@@ -225,7 +116,7 @@ class CachedFeatures:
     seconds: float  # spent here: computing (miss) or reading (hit)
     compute_seconds: float  # what computing them took when they were computed
     derived_from: list[str] | None = None  # a miss computed from this stored upstream boundary
-    lease: EntryLock | None = field(default=None, repr=False, compare=False)
+    lease: FileLock | None = field(default=None, repr=False, compare=False)
 
     def release(self) -> None:
         """Let other jobs evict the entry again."""
@@ -260,7 +151,7 @@ class TrunkCache:
     """
 
     def __init__(self, directory: str | Path, max_gb: float = TrainConfig.cache_max_gb,
-                 dtype: str = TrainConfig.cache_dtype, batch_size: int = EvalConfig.batch_size) -> None:
+                 dtype: str = TrainConfig.cache_dtype, batch_size: int = PREDICTION_BATCH_SIZE) -> None:
         """Raises TrunkCacheConfigError naming the ``train.cache_*`` option that is invalid; a folder
         that cannot be created is logged and the cache only computes."""
         check_cache_options(max_gb, dtype)
@@ -291,8 +182,8 @@ class TrunkCache:
         key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
         return _Entry(self.directory / key, boundary, weights)
 
-    def _lock(self, key: str) -> EntryLock:
-        return EntryLock(self.directory / LOCKS / f"{key}.lock")
+    def _lock(self, key: str) -> FileLock:
+        return FileLock(self.directory / LOCKS / f"{key}.lock")
 
     def activation_bytes(self, split: FreezeSplit, rows: int) -> int:
         """What the boundary activations of ``rows`` images take, stored in the cache's dtype."""
@@ -362,7 +253,7 @@ class TrunkCache:
         _touch(entry.path / META)  # recently used: evicted last
         return CachedFeatures(arrays, True, time.perf_counter() - start, meta["compute_seconds"], lease=lease)
 
-    def _lock_exclusively(self, entry: _Entry) -> EntryLock:
+    def _lock_exclusively(self, entry: _Entry) -> FileLock:
         """The entry's exclusive lock, waiting (and saying so) while another job holds it."""
         lock = self._lock(entry.path.name)
         if not lock.acquire(exclusive=True, wait=False):
@@ -384,7 +275,7 @@ class TrunkCache:
         if upstream is not None:
             stored, meta_boundary = upstream
             return self._run_rest(trunk, stored), meta_boundary
-        cut = _dominating_tensor(trunk)
+        cut = dominating_tensor(trunk)
         if cut is not None:
             name = cut._keras_history.operation.name
             rest = self._submodel(cut, [tensor for tensor in trunk.outputs if tensor is not cut])
@@ -525,7 +416,7 @@ class TrunkCache:
                     self._discard(path, f"no {META}: a partial or orphaned entry")
                     lock.release(remove=True)
         for path in locks:
-            lock = EntryLock(path)
+            lock = FileLock(path)
             if not (self.directory / path.stem).exists() and lock.acquire(exclusive=True, wait=False):
                 lock.release(remove=not (self.directory / path.stem).exists())
 
@@ -612,35 +503,6 @@ class TrunkCache:
         return sum(f.stat().st_size for f in self.directory.rglob("*.npy"))
 
 
-def _dominating_tensor(trunk: keras.Model):
-    """The output of the deepest layer that every path from the images to the trunk's outputs
-    passes through (in a ResNet, the output of the residual block the boundary cuts); None when
-    the trunk has a single output (it is its own) or only the input dominates."""
-    if len(trunk.outputs) == 1:
-        return None
-    for layer in reversed(trunk.layers):
-        if isinstance(layer, keras.layers.InputLayer):
-            return None
-        if not _reaches_input(trunk.outputs, avoiding=layer.output):
-            return layer.output
-    return None
-
-
-def _reaches_input(tensors: list, avoiding) -> bool:
-    """Whether some path leads back from ``tensors`` to a model input without crossing ``avoiding``."""
-    seen, stack = set(), [t for t in tensors if t is not avoiding]
-    while stack:
-        tensor = stack.pop()
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        operation, node_index, _ = tensor._keras_history
-        if isinstance(operation, keras.layers.InputLayer):
-            return True
-        stack.extend(t for t in operation._inbound_nodes[node_index].input_tensors if t is not avoiding)
-    return False
-
-
 def _activation_bytes(trunk: keras.Model, rows: int, dtype: str) -> int:
     """What ``trunk``'s outputs for ``rows`` images take in ``dtype``."""
     per_row = sum(int(np.prod(tensor.shape[1:])) for tensor in trunk.outputs)
@@ -685,14 +547,6 @@ def _array_hash(array: np.ndarray | StoredRows, prefix: str = "") -> str:
     digest = hashlib.sha256(prefix.encode())
     update_digest(digest, array)  # a chunk at a time, in memory or on disk
     return digest.hexdigest()[:32]
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        held, named = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 def _touch(path: Path) -> None:

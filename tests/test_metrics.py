@@ -7,8 +7,10 @@ from itertools import permutations
 import numpy as np
 import pytest
 
-from fashionbench.evaluation.ranking import (
+from fashionbench.evaluation.metrics import (
+    LIST_METRICS,
     METRICS,
+    higher_is_better,
     intra_list_diversity,
     list_metrics,
     random_coverage,
@@ -41,9 +43,20 @@ def test_random_expectations_equal_the_average_over_every_possible_list(n, h, k)
     items = [f"i{j}" for j in range(n)]
     held_out = items[:h]
     lists = list(permutations(items, min(k, n)))  # every ordered list is equally likely
-    for metric in METRICS:
+    for metric in LIST_METRICS:
         brute = np.mean([list_metrics(list(ranked), held_out, k)[metric] for ranked in lists])
         assert random_expectations(n, h, k)[metric] == pytest.approx(brute), metric
+
+
+def test_the_registry_gives_every_metric_its_direction_source_and_random_expectation():
+    assert LIST_METRICS == ("hits", "precision", "recall", "ndcg", "hit", "mrr")  # the per-pair table's columns
+    assert set(list_metrics(["a"], ["a"], 1)) == set(random_expectations(3, 1, 1)) == set(LIST_METRICS)
+    assert all(metric.source and metric.higher_is_better for metric in METRICS.values())
+    assert higher_is_better("ladder/ndcg_at_10/pixels") is True
+    assert higher_is_better("headline/precision_at_k") is True
+    assert higher_is_better("model/test_accuracy") is True
+    assert higher_is_better("model/training/train_seconds") is False
+    assert higher_is_better("pipeline/index/bytes") is None  # promote asks for --direction
 
 
 def test_random_coverage_and_diversity_equal_their_enumerations():

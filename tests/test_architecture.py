@@ -1,0 +1,66 @@
+"""The package's shape holds: its layers (pyproject.toml's import-linter contract) and no import loops.
+
+Both read the real import graph (grimp, the library import-linter builds on), imports inside
+functions included, so a loop kept alive by a lazy import is still a loop.
+"""
+
+import os
+from pathlib import Path
+
+import grimp
+from importlinter.cli import lint_imports
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """Every set of modules that import each other, directly or through others (Tarjan's strongly
+    connected components with more than one module, or a module importing itself)."""
+    index, low, on_stack, stack, cycles, counter = {}, {}, set(), [], [], [0]
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = counter[0]
+        counter[0] += 1
+        stack.append(module)
+        on_stack.add(module)
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in on_stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1 or module in graph.find_modules_directly_imported_by(module):
+                cycles.append(sorted(component))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_module_imports_itself_through_others():
+    assert import_cycles(grimp.build_graph("fashionbench")) == []
+
+
+def test_the_cycle_finder_finds_a_planted_loop():
+    graph = grimp.ImportGraph()
+    for module in ("pkg", "pkg.a", "pkg.b", "pkg.c"):
+        graph.add_module(module)
+    graph.add_import(importer="pkg.a", imported="pkg.b")
+    graph.add_import(importer="pkg.b", imported="pkg.c")
+    graph.add_import(importer="pkg.c", imported="pkg.a")  # a -> b -> c -> a
+    assert import_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def test_no_module_imports_from_a_layer_above_it(monkeypatch):
+    monkeypatch.chdir(PROJECT)  # the contract lives in pyproject.toml
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    assert lint_imports(config_filename="pyproject.toml", no_cache=True) == 0

@@ -1,4 +1,4 @@
-"""``python -m fashionbench.promote``: register the best finished run as the champion recommender.
+"""``python -m fashionbench.promote``: register the best finished run as the champion recommender, when it earns it.
 
 Picks the best FINISHED run of an experiment (or of one sweep) by a metric, subject to
 constraints, and registers one MLflow model version (an ``mlflow.pyfunc`` model around a
@@ -8,10 +8,13 @@ recommender bundle, see ``fashionbench.serving.recommender``) with the alias ``c
     python -m fashionbench.promote --sweep <parent run id> --metric test_accuracy
     python -m fashionbench.promote --constraint "test_accuracy>=0.7" --model-name shop-recommender
 
-Plain argparse rather than Hydra: this queries runs that exist, it composes no experiment,
-and a researcher expects ``--help`` and no ``outputs/`` folder from it.
-Exits non-zero, saying which experiment was searched and why nothing qualified, when no
-run is eligible. Promoting a run that is already registered makes no new version.
+When a champion exists, the pick replaces it only when its configuration beats the champion's
+under the configuration test (``analysis.gate``: the lower end of the 95 % interval of the
+difference above zero); otherwise the champion stays, the command says why and exits 0.
+``--force`` skips the gate. The first promotion needs none.
+
+Exits non-zero, saying which experiment was searched and why nothing qualified, when no run is
+eligible. Promoting a run that is already registered makes no new version.
 """
 
 from __future__ import annotations
@@ -23,19 +26,22 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fashionbench.analysis.design import configuration_label, swept_parameters  # noqa: E402
-from fashionbench.analysis.study import compare_finished  # noqa: E402
-from fashionbench.artifacts import (  # noqa: E402
+from fashionbench.analysis.design import configuration_label, swept_parameters
+from fashionbench.analysis.gate import GateDecision, gate
+from fashionbench.analysis.study import compare_finished
+from fashionbench.artifacts import (
     HEADLINE_METRIC,
     TAG_CLASSIFIER_WARNING,
     TAG_DATA_FINGERPRINT,
     TAG_GIT_COMMIT,
     ArtifactError,
 )
-from fashionbench.read_side import ReadSideOptionError, add_run_selection_arguments, store_settings  # noqa: E402
-from fashionbench.serving.bundle import build_bundle  # noqa: E402
-from fashionbench.serving.recommender import DEFAULT_MODEL_NAME  # noqa: E402
-from fashionbench.tracking.records import (  # noqa: E402
+from fashionbench.evaluation.metrics import higher_is_better as metric_direction
+from fashionbench.read_side import ReadSideOptionError, add_run_selection_arguments, store_settings
+from fashionbench.runtime.console import quiet_tensorflow
+from fashionbench.serving.bundle import build_bundle
+from fashionbench.serving.recommender import DEFAULT_MODEL_NAME
+from fashionbench.tracking.records import (
     Constraint,
     RunRecord,
     Selection,
@@ -44,15 +50,16 @@ from fashionbench.tracking.records import (  # noqa: E402
     resolve_constraints,
     select_runs,
 )
-from fashionbench.tracking.registry import (  # noqa: E402
+from fashionbench.tracking.registry import (
     model_alias_version,
     register_recommender,
+    registered_source_run,
     registered_version_of_run,
     set_model_alias,
 )
-from fashionbench.tracking.runs import reap_orphaned_runs  # noqa: E402
-from fashionbench.tracking.settings import TrackingSettings  # noqa: E402
-from fashionbench.tracking.store import StoredRun, experiment_runs, require_store, resolve_sweep  # noqa: E402
+from fashionbench.tracking.runs import reap_orphaned_runs
+from fashionbench.tracking.settings import TrackingSettings
+from fashionbench.tracking.store import StoredRun, experiment_runs, require_store, resolve_sweep
 
 log = logging.getLogger("fashionbench.promote")
 
@@ -81,23 +88,51 @@ def candidates_table(selection: Selection, metric: str, constraints: tuple[Const
 
 @dataclass(frozen=True)
 class Promotion:
-    run: RunRecord
-    version: str
-    created: bool  # False: the run was registered already
+    run: RunRecord  # the pick
+    version: str  # the version the alias points at now (the champion's, when it was kept)
+    created: bool  # a new version was registered
+    gate: GateDecision | None = None  # None: no champion to gate against, or --force
+    kept: bool = False  # the champion stayed: the pick did not beat its configuration
+    metric: str = HEADLINE_METRIC  # the logged key the pick was ranked by
+    higher_is_better: bool = True
+
+
+def champion_run(settings: TrackingSettings, model_name: str, alias: str) -> tuple[str, RunRecord] | None:
+    """The version ``alias`` points at and the run it was registered from, when that run is in this
+    experiment; None when there is no champion yet."""
+    version = model_alias_version(settings, model_name, alias)
+    if version is None:
+        return None
+    source = registered_source_run(settings, model_name, version)
+    runs = [run for run in experiment_runs(settings) if run.run_id == source]
+    if not runs:
+        raise PromotionError(f"the champion ({model_name} version {version}) was registered from run {source}, which "
+                             f"is not in experiment {settings.experiment_name!r}: the gate cannot test the pick "
+                             f"against it; promote in that experiment, or pass --force")
+    return version, runs[0]
 
 
 def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str = HEADLINE_METRIC,
-            higher_is_better: bool = True, constraints: tuple[Constraint, ...] = (),
-            model_name: str = DEFAULT_MODEL_NAME, alias: str = DEFAULT_ALIAS) -> tuple[Promotion, Selection]:
-    """Register the best eligible run as a version of ``model_name`` and point ``alias`` at it.
+            higher_is_better: bool | None = None, constraints: tuple[Constraint, ...] = (),
+            model_name: str = DEFAULT_MODEL_NAME, alias: str = DEFAULT_ALIAS,
+            force: bool = False) -> tuple[Promotion, Selection]:
+    """Register the best eligible run as a version of ``model_name`` and point ``alias`` at it, unless
+    a champion holds the alias and the pick's configuration does not beat its configuration
+    (``analysis.gate``; ``force`` skips the gate). ``higher_is_better`` None: the metric's direction
+    from the metric registry.
 
     ``sweep_id="latest"`` picks the most recent sweep. Raises PromotionError when no run
-    qualifies or the best one lacks an artifact, and a LookupError (ExperimentNotFoundError,
-    SweepNotFoundError) for an unknown experiment or no sweep.
+    qualifies, the best one lacks an artifact, or the metric's direction is unknown; and a
+    LookupError (ExperimentNotFoundError, SweepNotFoundError) for an unknown experiment or no sweep.
     """
     sweep_id = resolve_sweep(settings, sweep_id)
     runs = experiment_runs(settings, sweep_id)
     metric, constraints = require_metric(metric, runs), resolve_constraints(constraints, runs)
+    if higher_is_better is None:
+        higher_is_better = metric_direction(metric)
+        if higher_is_better is None:
+            raise PromotionError(f"--metric {metric}: whether higher is better is not known for it; pass --direction "
+                                 "max or min")
     selection = select_runs(runs, metric, higher_is_better, constraints)
     if not selection.ranked:
         where = f"experiment {settings.experiment_name!r}" + (f", sweep {sweep_id}" if sweep_id else "")
@@ -107,9 +142,16 @@ def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str
                              f"({reasons}); eligible runs are FINISHED, have {metric!r} and a logged model"
                              + (f" and meet {', '.join(map(str, constraints))}" if constraints else ""))
     best = selection.best
+    decision = None
+    current = None if force else champion_run(settings, model_name, alias)
+    if current is not None and current[1].run_id != best.run_id:
+        decision = gate(settings, best, current[1], metric)
+        if not decision.passes:
+            return Promotion(best, current[0], False, decision, True, metric, higher_is_better), selection
     version = registered_version_of_run(settings, model_name, best.run_id)
     created = version is None
     if created:
+        quiet_tensorflow()  # the bundle holds the Keras classifier
         with tempfile.TemporaryDirectory() as scratch:
             try:
                 bundle = build_bundle(StoredRun(settings, best), Path(scratch), settings.experiment_name, metric)
@@ -120,12 +162,13 @@ def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str
                 "experiment": settings.experiment_name, "selected_by": metric,
                 "direction": "max" if higher_is_better else "min", metric: best.metrics[metric],
                 "constraints": "; ".join(map(str, constraints)) or "none",
+                "gate": decision.reason if decision else ("--force" if force else "first champion"),
                 TAG_DATA_FINGERPRINT: best.tags.get(TAG_DATA_FINGERPRINT, ""),
                 TAG_GIT_COMMIT: best.tags.get(TAG_GIT_COMMIT, ""),
             })
     if model_alias_version(settings, model_name, alias) != version:
         set_model_alias(settings, model_name, alias, version)
-    return Promotion(best, version, created), selection
+    return Promotion(best, version, created, decision, False, metric, higher_is_better), selection
 
 
 def evidence_lines(settings: TrackingSettings, selection: Selection, metric: str, higher_is_better: bool,
@@ -161,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Register the best FINISHED run of an experiment (or sweep) as the champion recommender.",
     )
     add_run_selection_arguments(parser)
-    parser.add_argument("--direction", choices=("max", "min"), default="max", help="max: higher is better")
+    parser.add_argument("--direction", choices=("max", "min"),
+                        help="max: higher is better (default: the metric's own direction)")
+    parser.add_argument("--force", action="store_true", help="register the pick even when the gate would keep the "
+                        "champion (its configuration does not beat the champion's under the configuration test)")
     parser.add_argument("--constraint", action="append", default=[], metavar="EXPR",
                         help="e.g. 'test_accuracy>=0.7'; repeat for several")
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model (default: %(default)s)")
@@ -177,22 +223,29 @@ def main(argv: list[str] | None = None) -> int:
         require_store(settings)  # reading never creates a store
         reap_orphaned_runs(settings)  # RUNNING runs of this host whose process is gone: KILLED
         args.sweep = resolve_sweep(settings, args.sweep)  # resolved here too, to print which sweep was searched
-        promotion, selection = promote(settings, args.sweep, args.metric, args.direction == "max", constraints,
-                                       args.model_name, args.alias)
+        direction = None if args.direction is None else args.direction == "max"
+        promotion, selection = promote(settings, args.sweep, args.metric, direction, constraints, args.model_name,
+                                       args.alias, args.force)
     except (PromotionError, LookupError, ReadSideOptionError) as error:
         print(f"fashionbench.promote: {error}", file=sys.stderr)
         return 1
-    run = promotion.run
-    print(f"Top candidates by {args.metric} ({args.direction}) in experiment {settings.experiment_name!r}"
-          + (f", sweep {args.sweep}" if args.sweep else "") + ":")
-    print(candidates_table(selection, args.metric, constraints))
+    run, metric = promotion.run, promotion.metric
+    print(f"Top candidates by {metric} ({'max' if promotion.higher_is_better else 'min'}) in experiment "
+          f"{settings.experiment_name!r}" + (f", sweep {args.sweep}" if args.sweep else "") + ":")
+    print(candidates_table(selection, metric, constraints))
     if selection.excluded:
         print("left out: " + "; ".join(f"{n} {reason}" for reason, n in selection.excluded.most_common()))
+    print(f"\npick: run {run.run_id} ({run.run_name}) with {metric} = {run.metrics[metric]:.4f}")
+    if promotion.gate is not None:
+        print(f"gate (configuration against configuration): {promotion.gate.reason}")
+    if promotion.kept:
+        print(f"champion kept: alias {args.alias!r} -> version {promotion.version} of {args.model_name!r} "
+              f"(--force registers the pick anyway)")
+        return 0
     state = "registered as new version" if promotion.created else "already registered as version"
-    print(f"\nwinner: run {run.run_id} ({run.run_name}) with {args.metric} = {run.metrics[args.metric]:.4f}")
     print(f"{state} {promotion.version} of {args.model_name!r}; alias {args.alias!r} -> version {promotion.version}")
     print(f"load it with  mlflow.pyfunc.load_model('models:/{args.model_name}@{args.alias}')")
-    for line in evidence_lines(settings, selection, args.metric, args.direction == "max", run):
+    for line in evidence_lines(settings, selection, metric, promotion.higher_is_better, run):
         print(line)
     return 0
 

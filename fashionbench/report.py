@@ -14,11 +14,15 @@ import argparse
 import logging
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from fashionbench.analysis.comparison import Comparison
 from fashionbench.analysis.design import swept_parameters
+from fashionbench.analysis.documents import html_document, latex_tables
+from fashionbench.analysis.figures import contact_sheet, forest_plot, representative_runs
 from fashionbench.analysis.report import (
     ReportError,
     best_run,
@@ -27,8 +31,17 @@ from fashionbench.analysis.report import (
     finished_runs,
     plot_metric_by_parameter,
 )
-from fashionbench.artifacts import CLASSIFICATION_TABLE, HEADLINE_METRIC, REPORT, SPLIT_TABLE, TAG_REPORT
-from fashionbench.data.artifact_files import load_split_table
+from fashionbench.analysis.study import load_run_pairs
+from fashionbench.artifacts import (
+    CLASSIFICATION_TABLE,
+    HEADLINE_METRIC,
+    REPORT,
+    SHOP_IMAGES,
+    SHOP_ITEMS,
+    SPLIT_TABLE,
+    TAG_REPORT,
+)
+from fashionbench.data.artifact_files import load_shop, load_split_table
 from fashionbench.read_side import ReadSideOptionError, add_run_selection_arguments, store_settings
 from fashionbench.tracking.records import require_metric
 from fashionbench.tracking.runs import reap_orphaned_runs, tracked_run
@@ -39,10 +52,48 @@ log = logging.getLogger("fashionbench.report")
 DEFAULT_OUT = Path("reports/report.md")  # reports/ is git-ignored
 
 
+@dataclass(frozen=True)
+class WrittenReport:
+    """The report's files: Markdown, its HTML and LaTeX forms, and its pictures."""
+
+    markdown: Path
+    html: Path
+    latex: Path
+    pictures: list[Path]
+    run_id: str | None  # the report run they were logged to
+
+
+def comparison_pictures(settings: TrackingSettings, finished: list, comparison: Comparison, out: Path
+                        ) -> list[tuple[str, Path]]:
+    """The comparison's forest plot and, when the top two configurations share users, the contact sheet of
+    the users they differ most for (the shop's images from one of their runs)."""
+    pictures = [("Every paired difference with its 95 % intervals: the configuration test's (filled, the "
+                 "verdict's) and the per-pair test's (hollow, these trainings only).",
+                 forest_plot(comparison, out.with_name(f"{out.stem}_forest.png")))] if comparison.comparisons else []
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            tables = load_run_pairs(settings, finished, Path(scratch) / "pairs")
+            chosen = representative_runs(comparison, tables)
+            if chosen:
+                run_id = next(iter(chosen.values())).run.run_id
+                shop = load_shop(download_run_artifacts(settings, run_id, SHOP_ITEMS, Path(scratch) / "shop"),
+                                 download_run_artifacts(settings, run_id, SHOP_IMAGES, Path(scratch) / "shop"))
+                k = int(comparison.metric.rpartition("_at_")[2]) if comparison.metric.rpartition("_at_")[2].isdigit() \
+                    else 5
+                sheet = contact_sheet(comparison, chosen, shop, out.with_name(f"{out.stem}_contact_sheet.png"), k)
+                if sheet is not None:
+                    pictures.append(("Where the top two configurations differ most: a user's queries, then each "
+                                     "configuration's top-k, held-out favourites framed green.", sheet))
+        except Exception as error:  # noqa: BLE001 - a picture is a diagnostic: the report goes on without it
+            log.warning("no contact sheet: %s", error)
+    return pictures
+
+
 def write_report(settings: TrackingSettings, out: Path, sweep_id: str | None = None,
-                 metric: str = HEADLINE_METRIC, log_run: bool = True) -> tuple[Path, Path | None, str | None]:
-    """Write the report of the experiment's (or one sweep's) runs to ``out`` and the plot beside it;
-    log both to a report run unless ``log_run`` is False. Returns (report, plot, report run id).
+                 metric: str = HEADLINE_METRIC, log_run: bool = True) -> WrittenReport:
+    """Write the report of the experiment's (or one sweep's) runs to ``out`` (Markdown), beside it the
+    same report as one self-contained HTML file, its tables as LaTeX and its pictures; log them all to
+    a report run unless ``log_run`` is False.
 
     ``sweep_id="latest"`` picks the most recent sweep. Raises ReportError when there are no runs.
     """
@@ -67,17 +118,23 @@ def write_report(settings: TrackingSettings, out: Path, sweep_id: str | None = N
     comparison, note = comparison_of(settings, finished, metric)
     plot_path = out.with_name(f"{out.stem}_{metric.replace('/', '_')}.png")
     plot = plot_metric_by_parameter(runs, swept, plot_path, metric, comparison) if swept else None
-    out.write_text(build_report(runs, split, source, plot.name if plot else None, metric, comparison, note,
-                                   per_class))
+    pictures = comparison_pictures(settings, finished, comparison, out) if comparison is not None else []
+    text = build_report(runs, split, source, plot.name if plot else None, metric, comparison, note, per_class,
+                        [(caption, path.name) for caption, path in pictures])
+    out.write_text(text)
+    page = out.with_suffix(".html")
+    page.write_text(html_document(text, f"fashionbench report: {source.replace('`', '')}", out.parent))
+    latex = out.with_name(f"{out.stem}_tables.tex")
+    latex.write_text(latex_tables(text))
+    files = [out, page, latex, *([plot] if plot else []), *(path for _, path in pictures)]
     run_id = None
     if log_run:
         with tracked_run(settings, run_name=f"report {sweep_id or settings.experiment_name}",
                          tags={TAG_REPORT: sweep_id or "experiment"}) as run:
-            run.log_artifact(out, REPORT)
-            if plot:
-                run.log_artifact(plot, REPORT)
+            for path in files:
+                run.log_artifact(path, REPORT)
             run_id = run.run_id
-    return out, plot, run_id
+    return WrittenReport(out, page, latex, [*([plot] if plot else []), *(path for _, path in pictures)], run_id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,14 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = store_settings(args)
         require_store(settings)  # reading never creates a store
         reap_orphaned_runs(settings)  # RUNNING runs of this host whose process is gone: KILLED
-        out, plot, run_id = write_report(settings, args.out, args.sweep, args.metric, not args.no_log)
+        written = write_report(settings, args.out, args.sweep, args.metric, not args.no_log)
     except (LookupError, ReadSideOptionError) as error:
         print(f"fashionbench.report: {error}", file=sys.stderr)
         return 1
-    print(out.read_text())
-    print(f"report written to {out}" + (f", plot to {plot}" if plot else ""))
-    if run_id:
-        print(f"logged as artifacts of report run {run_id}")
+    print(written.markdown.read_text())
+    pictures = f"; pictures: {', '.join(str(path) for path in written.pictures)}" if written.pictures else ""
+    print(f"report written to {written.markdown}, as one HTML page to {written.html}, its tables as LaTeX to "
+          f"{written.latex}{pictures}")
+    if written.run_id:
+        print(f"logged as artifacts of report run {written.run_id}")
     return 0
 
 

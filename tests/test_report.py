@@ -54,8 +54,7 @@ def sweep(store_uri, tmp_path):
 
 def test_the_report_puts_every_table_beside_the_courses(sweep, tmp_path):
     settings, parent, ids, _ = sweep
-    out, plot, report_run = write_report(settings, tmp_path / "report.md", sweep_id=parent)
-    text = out.read_text()
+    text = write_report(settings, tmp_path / "report.md", sweep_id=parent).markdown.read_text()
 
     assert "| Attempt | #1 | #2 | #3 | #4 |" in text
     assert "| Seconds (these runs) | 30.0 | 10.0 | 20.0 |  |" in text  # start order, not sorted
@@ -73,7 +72,9 @@ def test_the_report_puts_every_table_beside_the_courses(sweep, tmp_path):
 
 def test_the_sweep_table_lists_swept_params_marks_the_best_and_is_plotted(sweep, tmp_path):
     settings, parent, ids, failed = sweep
-    out, plot, report_run = write_report(settings, tmp_path / "report.md", sweep_id=parent)
+    written = write_report(settings, tmp_path / "report.md", sweep_id=parent)
+    out, report_run = written.markdown, written.run_id
+    plot = next((p for p in written.pictures if "precision_at_k" in p.name), None)
     text = out.read_text()
 
     assert "Swept: `freeze`." in text  # model.freeze always equals freeze: one column, not two
@@ -88,7 +89,13 @@ def test_the_sweep_table_lists_swept_params_marks_the_best_and_is_plotted(sweep,
     assert Image.open(plot).size[0] > 0
 
     logged = {a.path for a in MlflowClient(settings.uri).list_artifacts(report_run, "report")}
-    assert logged == {"report/report.md", f"report/{plot.name}"}
+    assert logged == {"report/report.md", "report/report.html", "report/report_tables.tex", f"report/{plot.name}"}
+    # The same report as one page with its picture inline, and its tables as LaTeX.
+    page = written.html.read_text()
+    assert "<table>" in page and 'src="data:image/png;base64,' in page and plot.name not in page
+    latex = written.latex.read_text()
+    tables = sum(line.startswith("|---") for line in text.splitlines())
+    assert latex.count("\\begin{tabular}") == tables == 4 and "Course Train" in latex
 
 
 def test_the_training_time_table_leaves_out_runs_that_timed_something_else(sweep, tmp_path):
@@ -96,7 +103,7 @@ def test_the_training_time_table_leaves_out_runs_that_timed_something_else(sweep
     client = MlflowClient(settings.uri)
     client.log_metric(ids[1], "pipeline/cache/trunk_cache_used", 1.0)  # freeze=2 fitted the tail on cached activations
     client.log_metric(ids[1], "model/training/fit_seconds", 2.5)
-    text = write_report(settings, tmp_path / "report.md", sweep_id=parent, log_run=False)[0].read_text()
+    text = write_report(settings, tmp_path / "report.md", sweep_id=parent, log_run=False).markdown.read_text()
     assert "| Seconds (these runs) | 30.0 | 20.0 |  |  |" in text
     assert "1 of 3 run(s) used the trunk cache" in text and "(`fit_seconds`: 2.5)" in text
 

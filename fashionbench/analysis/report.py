@@ -238,7 +238,7 @@ def training_time_note(runs: Sequence[RunRecord]) -> str:
 
 def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: str, plot_file: str | None,
                  metric: str = HEADLINE_METRIC, comparison: Comparison | None = None, evidence_note: str = "",
-                 per_class: pd.DataFrame | None = None) -> str:
+                 per_class: pd.DataFrame | None = None, pictures: Sequence[tuple[str, str]] = ()) -> str:
     """The Markdown report of ``runs`` (``split``, ``per_class``: the highest run's split table and
     classification scores per category; ``plot_file``: the
     plot's path relative to the report, or None when nothing was swept; ``comparison``: the paired
@@ -282,6 +282,7 @@ def build_report(runs: Sequence[RunRecord], split: pd.DataFrame | None, source: 
         parts.append(f"![{metric} against each swept parameter]({plot_file})")
     parts.append("## Which configuration recommends best")
     parts.append(comparison.markdown() if comparison is not None else evidence_note)
+    parts += [f"![{caption}]({file})\n\n*{caption}*" for caption, file in pictures]
     return "\n\n".join(parts) + "\n"
 
 

@@ -89,6 +89,12 @@ def registered_version_of_run(settings: TrackingSettings, model_name: str, run_i
     return str(min(matches, key=int)) if matches else None
 
 
+def registered_source_run(settings: TrackingSettings, model_name: str, version: str) -> str:
+    """The run a version of ``model_name`` was registered from (its ``source_run_id`` tag, else its run)."""
+    found = MlflowClient(settings.uri).get_model_version(model_name, version)
+    return found.tags.get("source_run_id") or found.run_id
+
+
 def register_recommender(settings: TrackingSettings, model_name: str, bundle: Path, source_run_id: str,
                          tags: Mapping[str, Any]) -> str:
     """Log ``bundle`` as an ``mlflow.pyfunc`` model and register it as a new version of

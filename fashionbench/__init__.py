@@ -2,7 +2,8 @@
 
 Item images go through a fine-tuned ResNet50; an inner layer gives each item an
 embedding; one Annoy index per category holds the shop; users' favourite items are the
-queries. See README.md for the pipeline and how to run it.
+queries. README.md says how to run it; docs/ (an MkDocs site) is the reference, and
+docs/architecture.md maps the packages.
 """
 
 __version__ = "0.1.0"

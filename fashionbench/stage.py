@@ -2,7 +2,7 @@
 
 A stage (load the data, build the model, train, evaluate, index, simulate users, recommend)
 is a function or a small object with explicit inputs; its result is a frozen dataclass that
-subclasses ``StageResult`` and says what it measured. The orchestrator (``fashionbench.run``)
+subclasses ``StageResult`` and says what it measured. The orchestrator (``pipeline.experiment``)
 hands each result to ``TrackedRun.record``; stages never call MLflow themselves, so each one
 runs alone in a notebook, a benchmark or a test without a tracking server.
 """

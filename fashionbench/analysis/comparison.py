@@ -12,12 +12,16 @@ pairs, so configurations are compared pair by pair (fashionbench.analysis.stats)
   each stratum, and a sign-flip p-value flipping all pairs of a user together; p-values are
   Holm-corrected across every comparison of the report, and the number of strata whose mean
   difference has the same sign is shown (the per-pair test holds the trained models fixed);
-- the verdict: a configuration is **best** only when it beats every other one significantly
-  (Holm-adjusted p <= alpha, positive difference) and, with several seeds, in every seed
-  (the per-pair test holds the trained models fixed: five trainings of one configuration on
-  the same users differed by up to 0.0125 in precision@5, 2 of 10 pairs with p < 0.05 before
-  Holm); otherwise the ones it cannot be told apart from are reported as tied with it, with
-  their differences, p-values and seeds agreeing.
+- per two configurations, two questions (Bouthillier et al., "Accounting for Variance in Machine
+  Learning Benchmarks", MLSys 2021): are *these trained models* different for these users (the
+  per-pair test above, which holds each training fixed), and does one *configuration* train
+  better models than the other (``configuration_test``: the replicate, a training of each seeded
+  alike, is the unit, so training noise is in it; with one or two trainings each, a calibration
+  of the training noise on the same users stands in for the replicates);
+- the verdict: a configuration is **best** only when the configuration test finds it better than
+  every other one (Holm-adjusted); otherwise the ones it cannot be told apart from are reported as
+  tied with it, with their differences, intervals and the difference the study could detect, and
+  a study that cannot run the configuration test says so and what to run.
 
 Runs that do not share users and splits cannot be compared pair by pair: ``compare`` refuses
 them, naming the runs and the params that differ.

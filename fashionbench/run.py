@@ -3,13 +3,13 @@
 One experiment is one MLflow run (``pipeline.experiment.run_experiment``: load the catalogue,
 fine-tune the classifier, evaluate, embed, index, simulate users, score the model beside the
 reference ladder). With ``-m`` every job of the sweep is such a run, nested under the sweep's
-parent run (``tracking.sweep.SweepCallback``).
+parent run (``tracking.sweep_callback.SweepCallback``).
 
 This module only composes and calls: the config is validated, resolved and fingerprinted once
 (``pipeline.job``); a sweep's job is named, skipped when its config has a FINISHED run
 (``tracking.resume``) or ended as its sweeper expects when it fails (``pipeline.jobs``). TensorFlow
-is imported only once the config is valid, so ``--help``, ``--cfg job`` and a config error answer
-without it.
+and MLflow are imported only once the config is valid, so ``--help``, ``--cfg job`` and a config
+error answer without them.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from omegaconf import DictConfig  # noqa: E402
 
 from fashionbench.config import CONFIG_MODULE, CONFIG_NAME  # noqa: E402
 from fashionbench.pipeline.job import prepare_job  # noqa: E402
-from fashionbench.pipeline.jobs import failed_job, name_job, skip_finished_job  # noqa: E402
-from fashionbench.tracking.runs import Terminated, disk_full, time_limit  # noqa: E402
 from fashionbench.tracking.settings import tracking_settings  # noqa: E402
 
 log = logging.getLogger("fashionbench")
@@ -46,8 +44,14 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:  # an invalid option, named in the message: no run was started
         message = f"invalid config: {type(error).__name__}: {error}"
         if multirun:  # the other jobs of the sweep may be valid
+            from fashionbench.pipeline.jobs import failed_job
+
             return failed_job(f"{message} (no MLflow run started)")
         sys.exit(f"fashionbench.run: {message}")
+    # MLflow and TensorFlow load from here on, once the config is valid: a config error answers without them.
+    from fashionbench.pipeline.jobs import failed_job, name_job, skip_finished_job
+    from fashionbench.tracking.runs import Terminated, disk_full, time_limit
+
     if multirun:
         x = job.config
         settings = tracking_settings(x.tracking.uri, x.tracking.experiment_name, x.tracking.artifact_location)
@@ -57,7 +61,7 @@ def main(cfg: DictConfig) -> float | None:
             job = job.named(name_job(job, settings))
         if x.tracking.resume and (earlier := skip_finished_job(job, settings)) is not None:
             return earlier
-    quiet_tensorflow()  # TensorFlow loads here, for a valid config, without its start-up messages
+    quiet_tensorflow()  # without its start-up messages
     from fashionbench.pipeline.experiment import run_experiment
 
     try:

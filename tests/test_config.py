@@ -119,3 +119,18 @@ def test_every_config_file_names_its_schema_and_every_option_of_it():
             assert getattr(importlib.import_module(module), name) is schema, path
             listed = [option.strip() for option in named.group(2).split(",")]
             assert listed == [field.name for field in dataclasses.fields(schema)], path
+
+
+def test_a_config_error_answers_before_tensorflow_or_mlflow_is_loaded(tmp_path):
+    """The config is checked before the heavy imports: a user's typo costs a second, not TensorFlow's start."""
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys\n"
+            "sys.argv = ['fashionbench.run', 'eval.k=0']\n"
+            "try:\n    runpy.run_module('fashionbench.run', run_name='__main__')\n"
+            "except SystemExit as error:\n    print('EXIT', error.code)\n"
+            "print('LOADED', sorted(m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "EXIT fashionbench.run: invalid config: EvalConfigError: eval.k must be >= 1, got 0" in result.stdout
+    assert "LOADED []" in result.stdout, result.stdout + result.stderr

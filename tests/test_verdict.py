@@ -292,3 +292,18 @@ def test_the_report_draws_every_difference_and_the_users_the_top_two_differ_for(
     page = written.html.read_text()
     assert page.count('src="data:image/png;base64,') == len(written.pictures) and "report_forest.png" not in page
     assert "\\begin{tabular}" in written.latex.read_text()
+
+
+def test_reading_commands_answer_without_tensorflow(planted_study, tmp_path):
+    """compare (and its calibration and plan) and a promote the gate refuses read runs: no TensorFlow."""
+    import subprocess
+    import sys
+
+    settings, seeds, pick = planted_study
+    code = ("import sys\nfrom fashionbench import compare\n"
+            f"codes = [compare.main(['--tracking-uri', {settings.uri!r}, '--experiment', 'verdict', *args, '--out', "
+            f"{str(tmp_path / 'c.md')!r}]) for args in (['--calibrate', '--runs', *{seeds!r}], "
+            f"['--runs', {pick['2']!r}, {pick['8']!r}], ['--plan', '--delta', '0.05'])]\n"
+            "print('CODES', codes, 'LOADED', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "CODES [0, 0, 0] LOADED []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]

@@ -191,3 +191,17 @@ def sweep_rows(runs: list[RunRecord], metric: str = HEADLINE_METRIC, skipped: li
     return [SweepRow(run, status, run.metrics.get(TEST_ACCURACY), run.metrics.get(metric),
                      run.metrics.get(random_counterpart(metric)), run.metrics.get(TRAIN_SECONDS))
             for run, status in sorted(rows, key=lambda row: row[0].start_time)]
+
+
+def sweep_table(children: list[RunRecord], reused: list[RunRecord], parent_id: str, status: str) -> str:
+    """The sweep's jobs, one line each: swept values, status, headline metrics; skipped jobs
+    (their earlier run reused) say so."""
+    lines = [f"sweep {parent_id} {status}: {len(children)} run(s)"
+             + (f", {len(reused)} job(s) skipped: an earlier run of their config FINISHED (tracking.resume=false "
+                "runs them again)" if reused else ""),
+             f"  {'job':<36} {'status':<9} {'test_accuracy':>13} {'precision_at_k':>15} {'random':>7}"]
+    for row in sweep_rows(children, HEADLINE_METRIC, reused):
+        cells = [f"{value:.3f}" if value is not None else "-" for value in (row.test_accuracy, row.metric, row.random)]
+        lines.append(f"  {(row.run.run_name or row.run.run_id)[:36]:<36} {row.status:<9} "
+                     f"{cells[0]:>13} {cells[1]:>15} {cells[2]:>7}")
+    return "\n".join(lines)

@@ -73,3 +73,18 @@ def test_every_option_that_names_something_missing_says_what_exists(tracked_stor
         for fragment in expected:
             assert fragment in lines[0], (command, arguments, lines[0])
         assert not out.exists(), (command, arguments)  # nothing was written for a command that found nothing
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_the_read_side_takes_its_store_and_experiment_from_the_runs_config(command, tracked_store, capsys,
+                                                                           monkeypatch):
+    """No argparse default of their own: the run's config (tracking.*, overridden as on run's command line)
+    says where to read, so what `run tracking.experiment_name=x` logged is what `compare
+    tracking.experiment_name=x` reads; a bad override is one line naming it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracked_store.uri)
+    extra = ["--user", "user-0000", "--run", tracked_store.real_run_id] if command == "recommend" else []
+    assert COMMANDS[command]([*extra, "tracking.experiment_name=not-logged-here"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "'not-logged-here'" in error and len(error.splitlines()) == 1
+    assert COMMANDS[command]([*extra, "tracking.no_such_option=1"]) == 1
+    assert "tracking.no_such_option" in capsys.readouterr().err

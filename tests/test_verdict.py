@@ -225,7 +225,7 @@ def test_the_gate_keeps_a_champion_the_pick_does_not_beat_and_replaces_one_it_do
     better = gate(settings, runs[pick["8"]], runs[pick["2"]], "headline/precision_at_k")
     assert better.passes and better.test.ci_low > 0 and "beats the champion's freeze=2" in better.reason
     worse = gate(settings, runs[pick["2"]], runs[pick["8"]], "headline/precision_at_k")
-    assert not worse.passes and "does not beat the champion's freeze=8" in worse.reason
+    assert not worse.passes and "does not beat the champion's freeze=8" in worse.reason and "is worse than" in worse.reason
     same = gate(settings, runs[seeds[1]], runs[seeds[0]], "headline/precision_at_k")
     assert not same.passes and "trained the champion's own configuration" in same.reason
     not_per_pair = gate(settings, runs[pick["8"]], runs[pick["2"]], "model/test_accuracy")

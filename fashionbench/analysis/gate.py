@@ -80,6 +80,7 @@ def gate(settings: TrackingSettings, pick: RunRecord, champion: RunRecord, metri
                 f"{test.n_replicates} training(s) each")
     if test.ci_low > 0:
         return GateDecision(True, f"{label_pick} beats the champion's {label_champion} on {column} ({interval})", test)
-    return GateDecision(False, f"{label_pick} does not beat the champion's {label_champion} on {column}: the "
-                               f"difference {interval} includes 0 or less (detectable: "
-                               f"{test.minimum_detectable:.4f})", test)
+    how = ("is worse than" if test.ci_high < 0 else "cannot be told apart from")
+    return GateDecision(False, f"{label_pick} does not beat the champion's {label_champion} on {column}: it {how} it "
+                               f"({interval}; a difference of {test.minimum_detectable:.4f} is what this study "
+                               f"detects with 80 % power)", test)

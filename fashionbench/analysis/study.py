@@ -13,12 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from fashionbench.analysis.calibration import CalibrationResult, calibrations, measure_training_noise
 from fashionbench.analysis.comparison import Comparison, RunPairs, compare, markdown_table, pair_values
-from fashionbench.analysis.design import configuration_label, configuration_params
+from fashionbench.analysis.design import configuration_label, configuration_params, replicate_key
 from fashionbench.analysis.schema import AnalysisConfig
-from fashionbench.analysis.variance import PlanRow, TrainingNoise, plan, user_shares
+from fashionbench.analysis.variance import PlanRow, TrainingNoise, components, plan, user_shares
 from fashionbench.artifacts import HEADLINE_SECTION, PAIRS, metric_column, parse_metric_name
 from fashionbench.evaluation.pairs import load_pairs
 from fashionbench.evaluation.references import MODEL
@@ -173,9 +174,10 @@ def plan_study(settings: TrackingSettings, delta: float, metric: str | None = No
 
 
 def users_spread_of_differences(tables: list[RunPairs], column: str, noise: TrainingNoise) -> float | None:
-    """σ²_U of a configuration pair: the between-user variance of the first two configurations'
-    per-user difference on their first shared stratum, less the training wobble it holds; None when
-    the runs hold fewer than two configurations."""
+    """σ²_U of a configuration pair: how much the users' lasting preference for one of the first two
+    configurations of ``tables`` varies, from their trainings seeded alike on their first shared stratum
+    (the crossed decomposition of ``variance.components``; with one training each, the between-user
+    variance of the difference less the calibration's wobble). None with fewer than two configurations."""
     records = [table.run for table in tables]
     designs = configuration_params(records)
     groups: dict[str, list[RunPairs]] = {}
@@ -185,11 +187,24 @@ def users_spread_of_differences(tables: list[RunPairs], column: str, noise: Trai
         return None
     (_, first), (_, second) = list(groups.items())[:2]
     stratum = first[0].stratum
-    a = pair_values([t for t in first if t.stratum == stratum], column, noise.recommender)
-    b = pair_values([t for t in second if t.stratum == stratum], column, noise.recommender)
-    joined = a.merge(b, on=["stratum", "user_id", "category"], suffixes=("_a", "_b"))
-    joined["value"] = joined["value_a"] - joined["value_b"]
-    return max(0.0, float(user_shares(joined).var(ddof=1)) - 2 * noise.wobble)
+    rows = []
+    for a in first:
+        b = next((b for b in second if b.stratum == stratum and replicate_key(b.run) == replicate_key(a.run)), None)
+        if a.stratum != stratum or b is None:
+            continue
+        joined = pair_values([a], column, noise.recommender).merge(pair_values([b], column, noise.recommender),
+                                                                  on=["stratum", "user_id", "category"],
+                                                                  suffixes=("_a", "_b"))
+        joined["value"] = joined["value_a"] - joined["value_b"]
+        rows.append(user_shares(joined).rename("value").reset_index().assign(stratum=stratum,
+                                                                              replicate=str(replicate_key(a.run))))
+    if not rows:
+        return None
+    table = pd.concat(rows, ignore_index=True)
+    found = components(table)
+    if found.users is not None:
+        return found.users
+    return max(0.0, found.user_spread - 2 * noise.wobble)
 
 
 def plan_markdown(rows: list[PlanRow], delta: float, noise: TrainingNoise, users_variance: float, users_note: str,

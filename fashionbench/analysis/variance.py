@@ -247,7 +247,7 @@ def plan(training_variance: float, wobble: float, users_variance: float, delta: 
     freedom (the conservative end: the users' part adds degrees of freedom). ``training_variance``
     (σ²_T) and ``wobble`` (σ²_E) are one configuration's (a calibration's); ``users_variance`` (σ²_U)
     is the users' lasting preference for one configuration of a pair (0 for equal ones)."""
-    users = list(users or sorted({max(10, users_now // 2), users_now, 2 * users_now, 4 * users_now}))
+    users = list(users or sorted({max(10, users_now // 2), *(factor * users_now for factor in (1, 2, 4, 8, 16))}))
     rows = []
     for t in trainings:
         for n in users:

@@ -47,7 +47,10 @@ def test_a_slurm_sweep_runs_each_job_as_a_slurm_array_task_and_every_run_finishe
                                        [*slurm_sweep.launcher_overrides(cluster, timeout_min=10), *TINY_RUN,
                                         "freeze=2,4"], timeout=600)
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-        slurm_jobs = cluster.job_states()
+        job_ids = sorted(str(OmegaConf.load(p).hydra.job.id) for p in sweep_dir.glob("*/.hydra/hydra.yaml"))
+        # The sweep ends once submitit has the jobs' results; SLURM records them COMPLETED once their
+        # processes have exited, a moment later.
+        slurm_jobs = cluster.wait_until_ended(job_ids)
         outcome = slurm_sweep.sweep_outcome(cluster, tmp_path, sweep_dir)
     pid_files = [*(tmp_path / "cluster" / "run").glob("*.pid"), tmp_path / "cluster" / "munge" / "munged.pid"]
     assert not [p.name for p in pid_files if alive(p)]  # slurmctld, slurmd and munged are stopped
@@ -65,7 +68,6 @@ def test_a_slurm_sweep_runs_each_job_as_a_slurm_array_task_and_every_run_finishe
     assert len(pids) == 2 and parent.data.tags[TAG_PID] not in pids  # each job in a process of its own
 
     # Each job was a task of one SLURM array job that sbatch submitted, and SLURM saw it complete.
-    job_ids = sorted(str(OmegaConf.load(p).hydra.job.id) for p in sweep_dir.glob("*/.hydra/hydra.yaml"))
     array = job_ids[0].split("_")[0]
     assert job_ids == [f"{array}_0", f"{array}_1"]
     assert [slurm_jobs[i]["JobState"] for i in job_ids] == ["COMPLETED", "COMPLETED"]

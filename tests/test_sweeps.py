@@ -23,7 +23,8 @@ from fashionbench.tracking.run_models import load_run_model
 from fashionbench.tracking.runs import end_sweep, reap_orphaned_runs
 from fashionbench.tracking.settings import tracking_settings
 from fashionbench.tracking.store import ensure_experiment, experiment_runs, resolve_sweep
-from fashionbench.tracking.sweep import job_name, planned_jobs
+from fashionbench.tracking.sweep import job_name
+from fashionbench.tracking.sweep_callback import planned_jobs
 from tests.conftest import TINY_RUN, compose_config
 
 EPOCH_LOSS = TRAINING_SECTION + "epoch_loss"

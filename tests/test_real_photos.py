@@ -45,5 +45,7 @@ def test_real_photos_preset_runs_end_to_end(store_uri, monkeypatch):
     pairs = load_pairs(Path(client.download_artifacts(summary.run_id, "eval/pairs.csv")))
     for recommender, metric in (("model", "headline/precision_at_k"), ("random", "headline/random_precision_at_k")):
         assert metrics[metric] == pytest.approx(pairs[pairs.recommender == recommender].precision_at_5.mean())
+    # The protocol gives the ladder room: every user rates every shop item and only 5s are favourites.
+    assert metrics["ladder/precision_at_5/oracle"] - metrics["ladder/precision_at_5/random"] >= 0.05
     assert metrics["pipeline/users/reviews_rows"] == 10678  # Dresses 6,319 + Blouses 3,097 + Skirts 945 + Shorts 317
     assert metrics["pipeline/users/attributes_measured"] == 1.0

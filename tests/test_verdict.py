@@ -307,3 +307,50 @@ def test_reading_commands_answer_without_tensorflow(planted_study, tmp_path):
             "print('CODES', codes, 'LOADED', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert "CODES [0, 0, 0] LOADED []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_what_an_index_costs_is_measured_against_exact_search_on_the_same_weights(store_uri, tmp_path):
+    """An index sweep: exact search trained; two Annoy settings reused its weights and lost some of its hits;
+    a run of other weights is not compared with it. The report adds the table and the Pareto figure."""
+    from fashionbench.analysis.index_cost import index_costs
+    from fashionbench.report import write_report
+
+    client = MlflowClient(store_uri)
+    experiment_id = client.create_experiment("index-cost", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = plant_run(client, experiment_id, "FINISHED", {}, tags={"sweep": "parent"})
+    rng = np.random.default_rng(11)
+    users = rng.normal(0, USER_SD, USERS)
+    exact_table = planted_pairs(rng, users, 0.3)
+    ids = {}
+    for name, backend, lost, extra in (("exact", "exact", 0.0, {}), ("annoy-1", "annoy", 0.2, {"index.n_trees": "1"}),
+                                       ("annoy-10", "annoy", 0.0, {"index.n_trees": "10"})):
+        table = exact_table.copy()
+        model = table.recommender == "model"
+        dropped = model & (rng.random(len(table)) < lost)
+        table.loc[dropped, "precision_at_5"] = 0.0  # the hits an approximate search missed
+        table["ndcg_at_5"] = table["precision_at_5"]
+        ids[name] = log_pairs_run(client, experiment_id, table, tmp_path, name, freeze="4", **extra)
+        client.set_tag(ids[name], "index_backend", backend)
+        client.set_tag(ids[name], "sweep_id", parent)
+        client.log_metric(ids[name], "pipeline/index/recall_at_k", 1.0 - lost)
+        client.log_metric(ids[name], "pipeline/index/qps", {"exact": 500.0, "annoy": 4000.0}[backend])
+        if name != "exact":
+            client.set_tag(ids[name], "training_reused_from", ids["exact"])
+    other_table = planted_pairs(rng, users, 0.3).assign(ndcg_at_5=lambda frame: frame["precision_at_5"])
+    other = log_pairs_run(client, experiment_id, other_table, tmp_path, "other-weights", freeze="4",
+                          **{"index.n_trees": "3"})
+    client.set_tag(other, "index_backend", "annoy")
+    settings = tracking_settings(store_uri, "index-cost")
+    from fashionbench.analysis.study import load_run_pairs
+
+    runs = [run for run in experiment_runs(settings) if run.run_id in {*ids.values(), other}]
+    tables = load_run_pairs(settings, runs, tmp_path / "pairs")
+    costs = index_costs(tables, 5, resamples=499).set_index("setting")
+    assert sorted(costs.index) == ["annoy n_trees=1", "annoy n_trees=10"]  # other weights: no exact run to compare
+    one, ten = costs.loc["annoy n_trees=1"], costs.loc["annoy n_trees=10"]
+    assert one["precision_at_5 − exact"] < 0 and one["precision_at_5 CI high"] < 0  # lost hits, and it shows
+    assert ten["precision_at_5 − exact"] == 0 and one["recall"] == pytest.approx(0.8)
+    written = write_report(settings, tmp_path / "report.md", sweep_id=parent, log_run=False)
+    text = written.markdown.read_text()
+    assert "## What the index costs" in text and "report_index_cost.png" in text
+    assert any(path.name == "report_index_cost.png" for path in written.pictures)

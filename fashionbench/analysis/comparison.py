@@ -175,10 +175,12 @@ class Comparison:
             return f"one configuration ({self.summaries[0].label}): nothing to compare."
         top = self.summaries[0].label
         if self.untested:
+            advice = "" if "train each" in self.untested else (
+                f" To compare configurations, train each at least {MIN_REPLICATES} times with the same seeds (add "
+                f"model.seed=0,1,2 to the sweep, e.g. -m freeze=2,8 model.seed=0,1,2).")
             return (f"cannot tell configurations apart: {self.untested}. {top} has the highest mean {self.metric} "
                     f"({self.recommender}); the per-pair test below is about these trained models for these users "
-                    f"only. To compare configurations, train each at least {MIN_REPLICATES} times with the same "
-                    f"seeds (add model.seed=0,1,2 to the sweep, e.g. -m freeze=2,8 model.seed=0,1,2).")
+                    f"only.{advice}")
         if self.best is not None:
             tests = [c.configuration for c in self.comparisons if c.configuration is not None]
             n = min(test.n_replicates for test in tests)
@@ -372,8 +374,8 @@ def configuration_test(members_a: list[RunPairs], members_b: list[RunPairs], met
             return calibrated_test(per_user.mean(axis=0), len(shared), usable[0], alpha=alpha), ""
         times = {1: "once", 2: "twice"}[len(shared)]
         reason = (f"each configuration was trained {times}, and a training's luck is not a configuration's effect; "
-                  f"train each >= {MIN_REPLICATES} times with the same seeds, or calibrate the training noise of "
-                  f"these users and splits (compare --calibrate)")
+                  f"train each >= {MIN_REPLICATES} times with the same seeds (e.g. add model.seed=0,1,2 to the "
+                  f"sweep), or calibrate the training noise of these users and splits (compare --calibrate)")
         if calibrations:
             reason += "; the calibration(s) stored cannot serve: " + " | ".join(
                 f"run {noise.run_id}: {noise.refusal(metric, recommender, strata[0])}" for noise in calibrations)

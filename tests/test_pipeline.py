@@ -55,6 +55,9 @@ def test_a_run_logs_params_metrics_artifacts_and_tags(store_uri):
     for name in ("model/training/train_seconds", "model/test_accuracy", "headline/precision_at_k", "headline/recall_at_k", "headline/random_precision_at_k"):
         assert name in metrics, name
     assert metrics["model/training/train_seconds"] > 0
+    # Each epoch's value of each training curve, at its step (logged in one request).
+    history = client.get_metric_history(summary.run_id, "model/training/epoch_loss")
+    assert [point.step for point in history] == list(range(int(cfg.train.epochs)))
     # Every logged number is the mean of the run's own tables: the per-pair results and the classification.
     with tempfile.TemporaryDirectory() as scratch:
         pairs = load_pairs(Path(client.download_artifacts(summary.run_id, "eval/pairs.csv", scratch)))

@@ -22,6 +22,9 @@ from fashionbench.runtime.console import quiet_tensorflow
 from fashionbench.runtime.paths import anchor_path_variables
 
 anchor_path_variables()  # before Keras reads $KERAS_HOME and before Hydra moves a job elsewhere
+# MLflow loads after Hydra has set up the job's logging (configs/hydra/job_logging): without this, its
+# import would put back a console handler of its own at INFO over the job's config.
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402

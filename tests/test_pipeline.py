@@ -143,6 +143,8 @@ def test_cli_single_run_uses_a_store_in_the_working_directory(tmp_path):
     result = run_cli([*TINY_RUN, "tracking.log_model=false", "index=hnsw"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "precision@2 by recommender" in result.stdout and "mlflow ui --backend-store-uri sqlite:////" in result.stdout
+    # The console shows the stages and the summary; MLflow's start-up chatter (creating the store) stays out.
+    assert "INFO mlflow" not in result.stdout + result.stderr
     client = MlflowClient("sqlite:///" + str(tmp_path / "mlflow.db"))
     (run,) = client.search_runs([client.get_experiment_by_name("fashionbench").experiment_id])
     assert run.info.status == "FINISHED"

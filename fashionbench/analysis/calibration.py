@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fashionbench.analysis.comparison import RunPairs, pair_values
-from fashionbench.analysis.design import SEED_PARAMS, configuration_label, swept_parameters
+from fashionbench.analysis.design import configuration_label, configuration_params
 from fashionbench.analysis.variance import TrainingNoise, user_shares
 from fashionbench.artifacts import (
     CALIBRATION_SECTION,
@@ -43,7 +43,7 @@ def measure_training_noise(runs: Sequence[RunPairs], metric: str, recommender: s
     Raises CalibrationError naming the configurations or strata when there are several, and the
     trainings needed when there are too few."""
     records = [run.run for run in runs]
-    designs = [p for p in swept_parameters(records) if p not in SEED_PARAMS]
+    designs = configuration_params(records)
     if designs:
         labels = sorted({configuration_label(record, designs) for record in records})
         raise CalibrationError(f"a calibration measures one configuration's trainings; these runs are "

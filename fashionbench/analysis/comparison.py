@@ -40,9 +40,9 @@ from fashionbench.analysis.design import (
     SEED_PARAMS,
     USERS_AND_SPLITS,
     configuration_label,
+    configuration_params,
     decides,
     replicate_key,
-    swept_parameters,
 )
 from fashionbench.analysis.schema import AnalysisConfig
 from fashionbench.analysis.stats import (
@@ -292,8 +292,7 @@ def compare(runs: Sequence[RunPairs], metric: str, recommender: str = MODEL, alp
             raise ValueError(f"--group-by: no run has the param(s) {unknown}; "
                              + (f"the closest: {', '.join(close[:12])}" if close else
                                 f"the runs have {', '.join(sorted(params)[:12])} ... ({len(params)} params)"))
-    swept = list(group_by) if group_by else [p for p in swept_parameters([r.run for r in runs])
-                                             if p not in SEED_PARAMS]
+    swept = list(group_by) if group_by else configuration_params([r.run for r in runs])
     groups: dict[str, list[RunPairs]] = {}
     for run in runs:
         groups.setdefault(configuration_label(run.run, swept), []).append(run)

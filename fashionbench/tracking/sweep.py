@@ -1,4 +1,4 @@
-"""What a job reads of its sweep: its name, an earlier run of its config, and the sweep's table.
+"""What a job reads of its sweep: its name, and an earlier run of its config it can skip for.
 
 The sweep's parent run is opened and closed by ``tracking.sweep_callback.SweepCallback``; the
 parent's id reaches every job through the job's own config (``tracking.parent_run_id``).

@@ -75,6 +75,36 @@ def test_a_sigterm_that_native_code_turns_into_another_error_still_ends_the_run_
     assert MlflowClient(settings.uri).get_run(failing.run_id).info.status == "FAILED"
 
 
+@pytest.mark.parametrize("signum, error", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_a_signal_while_the_store_creates_the_run_still_ends_it_killed(tmp_path, signum, error):
+    """Ctrl-C right as a job starts: the store has written the run, mlflow.start_run has not yet
+    returned it. The signal is sent to this process at that very moment (when MlflowClient.create_run
+    returns); the run must not stay RUNNING with nobody to end it."""
+    settings = tracking_settings("sqlite:///" + str(tmp_path / "mlflow.db"), "early signal")
+    sent = []
+
+    def signal_when_the_run_exists(frame, event, arg):
+        if event == "return" and frame.f_code.co_name == "create_run" and not sent and \
+                frame.f_code.co_filename.endswith(os.path.join("mlflow", "tracking", "client.py")):
+            sent.append(arg.info.run_id)
+            os.kill(os.getpid(), signum)
+
+    body_ran = []
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    sys.setprofile(signal_when_the_run_exists)
+    try:
+        with pytest.raises(error):
+            with tracked_run(settings):
+                body_ran.append(True)
+    finally:
+        sys.setprofile(None)
+    assert sent and not body_ran
+    run = MlflowClient(settings.uri).get_run(sent[0])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] in ("interrupted (KeyboardInterrupt: Ctrl-C)", "Terminated: terminated by SIGTERM")
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # the handlers are back
+
+
 def test_a_job_past_its_schedulers_time_limit_ends_killed_naming_the_limit(tmp_path):
     """Under SLURM, submitit's USR2 handler raises UncompletedJobError inside the job at the time
     limit (when it does not requeue it): the run was cut short, not broken."""

@@ -280,10 +280,13 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: M
     handles_sigterm = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if handles_sigterm else None
     try:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
-                              tags={k: str(v) for k, v in all_tags.items()}) as run:
+        with _signals_deferred(handles_sigterm) as deliver_deferred:
+            active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
+                                      tags={k: str(v) for k, v in all_tags.items()})
+        with active as run:
             _received.clear()
             try:
+                deliver_deferred()
                 yield TrackedRun(run.info.run_id, experiment_id)
             except BaseException as error:
                 if handles_sigterm:  # a second SIGTERM must not interrupt the bookkeeping
@@ -301,6 +304,40 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: M
     finally:
         if handles_sigterm:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _signals_deferred(enabled: bool) -> Iterator[Callable[[], None]]:
+    """Hold back Ctrl-C and SIGTERM while a run is being created, and yield a function that
+    delivers the held-back signals once the run can be ended KILLED.
+
+    A signal that lands inside ``mlflow.start_run``, after the store wrote the run but before the
+    caller has its id, would leave that run RUNNING with nobody to end it (only the next
+    command's reaping would). The handlers are swapped at Python level, not masked: TensorFlow's
+    threads would take a masked process signal. Only the main thread can set handlers."""
+    held: list[int] = []
+    if not enabled:
+        yield lambda: None
+        return
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum)) for signum in handled}
+    restored = False
+
+    def deliver() -> None:
+        nonlocal restored
+        if not restored:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            restored = True
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)  # handled by the handler just restored, as if it came now
+        held.clear()
+
+    try:
+        yield deliver
+    except BaseException:
+        deliver()  # no run to end: restore the handlers (and send any held-back signal) on the way out
+        raise
 
 
 def time_limit(error: BaseException) -> bool:

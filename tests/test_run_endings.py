@@ -3,6 +3,7 @@ real signals sent to real `python -m fashionbench.run` processes."""
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -103,6 +104,27 @@ def test_a_signal_while_the_store_creates_the_run_still_ends_it_killed(tmp_path,
     assert run.info.status == "KILLED"
     assert run.data.tags["error"] in ("interrupted (KeyboardInterrupt: Ctrl-C)", "Terminated: terminated by SIGTERM")
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # the handlers are back
+
+
+def test_ctrl_c_inside_a_store_query_still_ends_the_run_killed(tmp_path):
+    """Ctrl-C between SQLite executing a query and its cursor being read (found by sending SIGINT at
+    each of the store client's calls in turn): the frames the interrupt unwinds through hold the
+    cursor, whose open statement locks the file; ending the run waited 20 s for it, failed and
+    left the run RUNNING. Here the same state, made directly: a query half read when Ctrl-C comes."""
+    settings = tracking_settings("sqlite:///" + str(tmp_path / "mlflow.db"), "interrupted query")
+
+    def read_the_store_when_ctrl_c_comes(database: Path) -> None:
+        cursor = sqlite3.connect(database).execute("SELECT key FROM tags")
+        assert cursor.fetchone() is not None  # more rows to come: the statement is open, the file locked
+        raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with tracked_run(settings, tags={"a": 1, "b": 2}) as run:
+            read_the_store_when_ctrl_c_comes(tmp_path / "mlflow.db")
+    ended = MlflowClient(settings.uri).get_run(run.run_id)
+    assert ended.info.status == "KILLED", f"left {ended.info.status} after {time.monotonic() - start:.0f} s"
+    assert ended.data.tags["error"] == "interrupted (KeyboardInterrupt: Ctrl-C)"
 
 
 def test_a_job_past_its_schedulers_time_limit_ends_killed_naming_the_limit(tmp_path):

@@ -4,6 +4,7 @@ measured, and end it FINISHED or FAILED with the error."""
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import re
@@ -291,6 +292,7 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: M
             except BaseException as error:
                 if handles_sigterm:  # a second SIGTERM must not interrupt the bookkeeping
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                _release_frames(error)
                 if "signal" in _received and not isinstance(error, Terminated):
                     # Our Terminated, replaced on its way out of native code: the run was still terminated.
                     terminated = Terminated(_received.pop("signal"))
@@ -304,6 +306,21 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: M
     finally:
         if handles_sigterm:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _release_frames(error: BaseException) -> None:
+    """Let go of what the frames an error unwound through still hold, before the run is ended.
+
+    A Ctrl-C that lands inside the store's client, between SQLite executing a query and its
+    cursor being consumed, leaves that cursor in a frame of the traceback; its open statement
+    keeps a lock on the SQLite file, and the writes that end the run wait 20 s for it and fail
+    (the run stayed RUNNING). The traceback keeps its lines; only the frames' variables go."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+    gc.collect()  # what the cleared variables held in reference cycles (a cursor and its result)
 
 
 @contextmanager

@@ -110,13 +110,18 @@ def test_ctrl_c_inside_a_store_query_still_ends_the_run_killed(tmp_path):
     """Ctrl-C between SQLite executing a query and its cursor being read (found by sending SIGINT at
     each of the store client's calls in turn): the frames the interrupt unwinds through hold the
     cursor, whose open statement locks the file; ending the run waited 20 s for it, failed and
-    left the run RUNNING. Here the same state, made directly: a query half read when Ctrl-C comes."""
+    left the run RUNNING. Here the same state, made directly: a query half read when Ctrl-C comes,
+    its cursor held by a frame and by a comprehension's closure."""
     settings = tracking_settings("sqlite:///" + str(tmp_path / "mlflow.db"), "interrupted query")
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
 
     def read_the_store_when_ctrl_c_comes(database: Path) -> None:
         cursor = sqlite3.connect(database).execute("SELECT key FROM tags")
         assert cursor.fetchone() is not None  # more rows to come: the statement is open, the file locked
-        raise KeyboardInterrupt
+        # As in SQLAlchemy's row loading: a comprehension whose function closes over the cursor.
+        [ctrl_c() for _ in range(1) if cursor]
 
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):

@@ -292,35 +292,56 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: M
             except BaseException as error:
                 if handles_sigterm:  # a second SIGTERM must not interrupt the bookkeeping
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                _release_frames(error)
+                # SystemExit: the process is told to exit from outside the pipeline; submitit does so
+                # in its signal handler after requeueing a preempted or timed-out job (SLURM's USR2).
+                signalled = isinstance(error, (KeyboardInterrupt, Terminated, SystemExit)) or "signal" in _received
+                trace = _release_frames(error, signalled)
                 if "signal" in _received and not isinstance(error, Terminated):
                     # Our Terminated, replaced on its way out of native code: the run was still terminated.
                     terminated = Terminated(_received.pop("signal"))
-                    _end_with_error(terminated, "KILLED")
+                    _end_with_error(terminated, "KILLED", trace)
                     raise terminated from error
-                # SystemExit: the process is told to exit from outside the pipeline; submitit does so
-                # in its signal handler after requeueing a preempted or timed-out job (SLURM's USR2).
-                interrupted = isinstance(error, (KeyboardInterrupt, Terminated, SystemExit)) or time_limit(error)
-                _end_with_error(error, "KILLED" if interrupted else "FAILED")
+                _end_with_error(error, "KILLED" if signalled or time_limit(error) else "FAILED", trace)
                 raise
     finally:
         if handles_sigterm:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _release_frames(error: BaseException) -> None:
-    """Let go of what the frames an error unwound through still hold, before the run is ended.
+def _release_frames(error: BaseException, interrupted: bool) -> str:
+    """Return the error's traceback as text, then let go of what its frames hold, so that the run
+    can be ended.
 
     A Ctrl-C that lands inside the store's client, between SQLite executing a query and its
-    cursor being consumed, leaves that cursor in a frame of the traceback; its open statement
-    keeps a lock on the SQLite file, and the writes that end the run wait 20 s for it and fail
-    (the run stayed RUNNING). The traceback keeps its lines; only the frames' variables go."""
+    cursor being consumed, leaves the cursor reachable from the traceback (a frame's variables,
+    or the closure of a comprehension's function, which a cleared frame still keeps). Its open
+    statement locks the SQLite file, so the writes that end the run waited 20 s each and failed
+    (the run stayed RUNNING). An ``interrupted`` run's traceback therefore goes once it is text;
+    an error's stays (for the console), with its frames' variables cleared (SQLAlchemy closes its
+    cursors on errors, not on interruptions)."""
+    trace = "".join(traceback.format_exception(error))
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         traceback.clear_frames(error.__traceback__)
+        if interrupted:
+            _cut(error)
         error = error.__cause__ or error.__context__
-    gc.collect()  # what the cleared variables held in reference cycles (a cursor and its result)
+    gc.collect()  # what those frames held in reference cycles (a cursor and its result)
+    return trace
+
+
+def _cut(error: BaseException) -> None:
+    """Unlink every entry of the error's traceback: the ``with`` statements it passed through hold
+    its tail too (``__exit__``'s ``traceback`` argument), so dropping the head alone frees nothing."""
+    entries = []
+    entry = error.__traceback__
+    while entry is not None:
+        entries.append(entry)
+        entry = entry.tb_next
+    for entry in entries:
+        entry.tb_next = None
+    error.__traceback__ = None
 
 
 @contextmanager
@@ -378,7 +399,7 @@ def disk_full(error: BaseException | None) -> bool:
     return False
 
 
-def _end_with_error(error: BaseException, status: str) -> None:
+def _end_with_error(error: BaseException, status: str, trace: str) -> None:
     """Record why the run ended and end it with ``status``; what the store can no longer take
     (a full disk) is skipped so that the status, at least, is written where possible. On a full
     disk the run's local artifacts, partial ones included, are removed to give the space back."""
@@ -390,7 +411,7 @@ def _end_with_error(error: BaseException, status: str) -> None:
         _remove_local_artifacts(mlflow.active_run())
     records = [lambda: mlflow.set_tag(TAG_ERROR, message[:5000])]
     if not disk_full(error):
-        records.append(lambda: mlflow.log_text(traceback.format_exc(), ERROR))
+        records.append(lambda: mlflow.log_text(trace, ERROR))
     for record in records:
         try:
             record()

@@ -9,7 +9,8 @@ its own each time) and sends the signal to itself at the k-th call that SQLAlche
 code after the run was created (a ``sys.setprofile`` hook counts them), for k over the range. Each
 attempt prints k, the seconds it took, and the run's status; an attempt that leaves the run other
 than KILLED also prints where the signal landed. The last line counts them. A run left RUNNING,
-or an attempt near 20 s (SQLite's busy timeout in MLflow), is a defect. Asserts nothing.
+or an attempt near 20 s (SQLite's busy timeout in MLflow), is a defect. An attempt still going
+after 90 s is hung: the probe presses Ctrl-C again, as a user would, and says so. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import Counter
@@ -35,6 +37,7 @@ from fashionbench.pipeline.experiment import run_experiment  # noqa: E402
 TINY = ["data.image_size=32", "data.scale=0.01", "data.min_per_split=3", "train.epochs=1", "train.batch_size=16",
         "users.n_users=6", "users.items_per_user=40", "users.favourite_threshold=3", "eval.k=2",
         "model.weights=null", "tracking.log_model=false", "train.cache=false"]
+HANG_SECONDS = 90.0  # longer than any ending that works (the store's busy timeout is 20 s a write)
 
 
 def attempt(k: int, signum: int) -> tuple[str, float, str]:
@@ -54,18 +57,24 @@ def attempt(k: int, signum: int) -> tuple[str, float, str]:
                 os.kill(os.getpid(), signum)
 
     start = time.perf_counter()
+    # A user whose Ctrl-C seems to do nothing presses it again: after HANG_SECONDS, so does this probe.
+    second = threading.Timer(HANG_SECONDS, lambda: os.kill(os.getpid(), signum))
     sys.setprofile(hook)
     try:
+        second.start()
         run_experiment(config)
     except BaseException:  # noqa: BLE001 - the interruption this probe sends
         pass
     finally:
         sys.setprofile(None)
+        second.cancel()
     seconds = time.perf_counter() - start
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("fashionbench")
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
     status = ",".join(run.info.status for run in runs) or "no run"
+    if seconds >= HANG_SECONDS:
+        status += f" (hung: a second {signal.Signals(signum).name} after {HANG_SECONDS:.0f} s ended the attempt)"
     return (status if state["where"] else f"{status} (the run ended before call {k})"), seconds, state["where"]
 
 

@@ -6,7 +6,7 @@
 Runs ``fashionbench.pipeline.experiment.run_experiment`` twice in one process (trunk cache off, then on with
 an empty cache), into a temporary MLflow store created before timing. ``keras.Model.fit``,
 ``keras.Model.predict`` (and the per-model tf.functions ``predict_in_batches`` calls) and
-``AnnoyCategoryIndex.build`` are wrapped with timers; everything else
+``AnnoyCategoryIndex.build`` are wrapped with timers (``model_work.py``); everything else
 (data generation, model construction, evaluation maths, users, Annoy-vs-exact measurement,
 MLflow logging including the run's model) is the harness. Times are measured, never asserted.
 """
@@ -18,52 +18,23 @@ import platform
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
+import model_work  # noqa: E402  (experiments/model_work.py: the timers)
 
-import fashionbench.model.classifier  # noqa: E402
-import fashionbench.pipeline.experiment  # noqa: E402
-import fashionbench.pipeline.reuse  # noqa: E402
 from fashionbench.config import compose_config  # noqa: E402
-from fashionbench.data.synthetic import SyntheticSource  # noqa: E402
-from fashionbench.index.annoy import AnnoyCategoryIndex  # noqa: E402
 from fashionbench.pipeline.experiment import run_experiment  # noqa: E402
-from fashionbench.tracking.runs import TrackedRun  # noqa: E402
 from fashionbench.tracking.settings import tracking_settings  # noqa: E402
 from fashionbench.tracking.store import ensure_experiment  # noqa: E402
 
 DEFAULT_OVERRIDES = ["data.scale=0.05", "model.weights=null"]
-
-inside: dict[str, float] = defaultdict(float)
-
-
-def timed(name: str, function):
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            inside[name] += time.perf_counter() - start
-    return wrapper
+inside = model_work.inside
 
 
 def main() -> None:
-    keras.Model.fit = timed("fit", keras.Model.fit)
-    keras.Model.predict = timed("predict", keras.Model.predict)
-    # fashionbench predicts through one tf.function per model (fashionbench.model.classifier._compiled).
-    compiled = fashionbench.model.classifier._compiled
-    fashionbench.model.classifier._compiled = lambda model: timed("predict", compiled(model))
-    AnnoyCategoryIndex.build = classmethod(timed("index build", AnnoyCategoryIndex.build.__func__))
-    # Harness parts worth naming (counted as harness, shown to say where it goes):
-    # run_experiment and the reuse of a trained run build the classifier; both names are patched.
-    build = timed("~model build", fashionbench.pipeline.experiment.build_classifier)
-    fashionbench.pipeline.experiment.build_classifier = fashionbench.pipeline.reuse.build_classifier = build
-    SyntheticSource.load = timed("~data", SyntheticSource.load)
-    TrackedRun.log_classifier = timed("~model logging", TrackedRun.log_classifier)
+    model_work.install()
 
     scratch = Path(tempfile.mkdtemp(prefix="fashionbench-overhead-"))
     store = "sqlite:///" + str(scratch / "mlflow.db")
@@ -80,7 +51,7 @@ def main() -> None:
         start = time.perf_counter()
         run_experiment(cfg)
         wall = time.perf_counter() - start
-        harness = wall - sum(seconds for part, seconds in inside.items() if not part.startswith("~"))
+        harness = wall - model_work.model_seconds()
         named = [inside["~data"], inside["~model build"], inside["~model logging"]]
         print(f"{name:<12} {wall:>7.1f} {inside['fit']:>7.1f} {inside['predict']:>9.1f} {inside['index build']:>8.2f} "
               f"{harness:>9.1f} {100 * harness / wall:>8.1f}%   {' / '.join(f'{s:.1f}' for s in named)} / "

@@ -91,6 +91,8 @@ def test_a_signal_while_the_store_creates_the_run_still_ends_it_killed(tmp_path,
             os.kill(os.getpid(), signum)
 
     body_ran = []
+    # Ctrl-C as Python's own handler takes it (a test process may have been given another).
+    previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     sys.setprofile(signal_when_the_run_exists)
     try:
@@ -99,6 +101,7 @@ def test_a_signal_while_the_store_creates_the_run_still_ends_it_killed(tmp_path,
                 body_ran.append(True)
     finally:
         sys.setprofile(None)
+        signal.signal(signal.SIGINT, previous_sigint)
     assert sent and not body_ran
     run = MlflowClient(settings.uri).get_run(sent[0])
     assert run.info.status == "KILLED"

@@ -99,6 +99,8 @@ def test_a_signal_while_the_store_creates_the_run_still_ends_it_killed(tmp_path,
         with pytest.raises(error):
             with tracked_run(settings):
                 body_ran.append(True)
+        sys.setprofile(None)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # the handlers are back
     finally:
         sys.setprofile(None)
         signal.signal(signal.SIGINT, previous_sigint)
@@ -106,7 +108,6 @@ def test_a_signal_while_the_store_creates_the_run_still_ends_it_killed(tmp_path,
     run = MlflowClient(settings.uri).get_run(sent[0])
     assert run.info.status == "KILLED"
     assert run.data.tags["error"] in ("interrupted (KeyboardInterrupt: Ctrl-C)", "Terminated: terminated by SIGTERM")
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # the handlers are back
 
 
 def test_ctrl_c_inside_a_store_query_still_ends_the_run_killed(tmp_path):

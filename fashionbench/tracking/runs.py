@@ -320,13 +320,10 @@ def _release_frames(error: BaseException, interrupted: bool) -> str:
     an error's stays (for the console), with its frames' variables cleared (SQLAlchemy closes its
     cursors on errors, not on interruptions)."""
     trace = "".join(traceback.format_exception(error))
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        traceback.clear_frames(error.__traceback__)
+    for link in _causes(error):
+        traceback.clear_frames(link.__traceback__)
         if interrupted:
-            _cut(error)
-        error = error.__cause__ or error.__context__
+            _cut(link)
     gc.collect()  # what those frames held in reference cycles (a cursor and its result)
     return trace
 
@@ -388,15 +385,21 @@ def disk_full(error: BaseException | None) -> bool:
     """An error that says the disk (or a quota, or a file-size limit) has no room left: an OSError
     with that errno, or a store's error saying so (SQLite: "database or disk is full"), anywhere
     in the exception's chain of causes."""
+    for link in _causes(error):
+        if isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        if any(words in str(link) for words in ("database or disk is full", "No space left on device")):
+            return True
+    return False
+
+
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    """The error, then what it was raised from or during, each once (a chain can loop)."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return True
-        if any(words in str(error) for words in ("database or disk is full", "No space left on device")):
-            return True
+        yield error
         error = error.__cause__ or error.__context__
-    return False
 
 
 def _end_with_error(error: BaseException, status: str, trace: str) -> None:

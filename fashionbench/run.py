@@ -53,7 +53,8 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(f"fashionbench.run: {message}")
     # MLflow and TensorFlow load from here on, once the config is valid: a config error answers without them.
     from fashionbench.pipeline.jobs import failed_job, name_job, skip_finished_job
-    from fashionbench.tracking.runs import Terminated, disk_full, time_limit
+    from fashionbench.runtime.interrupts import Terminated
+    from fashionbench.tracking.runs import disk_full, time_limit
 
     if multirun:
         x = job.config

@@ -50,6 +50,8 @@ from fashionbench.artifacts import (
     TAG_SWEEP_JOBS,
 )
 from fashionbench.options import flatten
+from fashionbench.runtime import interrupts
+from fashionbench.runtime.interrupts import Terminated
 from fashionbench.runtime.processes import process_alive, process_start
 from fashionbench.stage import Dataset, StageResult
 from fashionbench.tracking.races import retry_lost_race
@@ -182,28 +184,6 @@ class TrackedRun:
         return log_run_model(MlflowClient(), self.run_id, self.experiment_id, classifier)
 
 
-class Terminated(BaseException):
-    """The process was asked to stop (SIGTERM: ``timeout``, SLURM, ``docker stop``, CI cancellation).
-
-    Python's default SIGTERM handler exits without unwinding, which would leave the run RUNNING
-    for good; ``tracked_run`` turns the signal into this exception so the run ends KILLED."""
-
-    def __init__(self, signal_name: str) -> None:
-        super().__init__(f"terminated by {signal_name}")
-        self.signal_name = signal_name
-
-
-# The signal tracked_run's handler turned into Terminated, until the run ends: native code (TensorFlow)
-# that the exception unwinds through can replace it with an error of its own (SystemError), which
-# must still end the run KILLED, not FAILED.
-_received: dict[str, str] = {}
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    _received["signal"] = signal.Signals(signum).name
-    raise Terminated(_received["signal"])
-
-
 def this_process() -> dict[str, str]:
     """Tags that let a later process tell whether this run's process is still alive."""
     return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_PID_START: process_start(os.getpid())}
@@ -278,34 +258,42 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: M
     all_tags = {TAG_GIT_COMMIT: git_commit(), **this_process(), **(tags or {})}
     if parent_run_id:
         all_tags[TAG_SWEEP_ID] = parent_run_id
-    handles_sigterm = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if handles_sigterm else None
+    handles_signals = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if handles_signals:  # each signal is noted as it arrives (runtime.interrupts), so that none is lost
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, interrupts.raise_terminated),
+                    signal.SIGINT: signal.getsignal(signal.SIGINT)}
+        signal.signal(signal.SIGINT, interrupts.noting(previous[signal.SIGINT]))
     try:
-        with _signals_deferred(handles_sigterm) as deliver_deferred:
+        with _signals_deferred(handles_signals) as deliver_deferred:
             active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
                                       tags={k: str(v) for k, v in all_tags.items()})
         with active as run:
-            _received.clear()
+            interrupts.taken()  # a signal from before this run is not this run's
             try:
                 deliver_deferred()
                 yield TrackedRun(run.info.run_id, experiment_id)
+                interrupts.raise_pending()  # a Ctrl-C whose exception a finalizer swallowed: KILLED, not FINISHED
             except BaseException as error:
-                if handles_sigterm:  # a second SIGTERM must not interrupt the bookkeeping
+                if handles_signals:  # a second SIGTERM must not interrupt the bookkeeping
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 # SystemExit: the process is told to exit from outside the pipeline; submitit does so
                 # in its signal handler after requeueing a preempted or timed-out job (SLURM's USR2).
-                signalled = isinstance(error, (KeyboardInterrupt, Terminated, SystemExit)) or "signal" in _received
+                received = interrupts.pending()
+                interrupts.taken()
+                signalled = isinstance(error, (KeyboardInterrupt, Terminated, SystemExit)) or received is not None
                 trace = _release_frames(error, signalled)
-                if "signal" in _received and not isinstance(error, Terminated):
-                    # Our Terminated, replaced on its way out of native code: the run was still terminated.
-                    terminated = Terminated(_received.pop("signal"))
-                    _end_with_error(terminated, "KILLED", trace)
-                    raise terminated from error
+                if received is not None and not isinstance(error, (KeyboardInterrupt, Terminated)):
+                    # The signal's exception, replaced on its way out of native code (TensorFlow turns
+                    # it into a SystemError): the run was still interrupted.
+                    interruption = interrupts.exception_for(received)
+                    _end_with_error(interruption, "KILLED", trace)
+                    raise interruption from error
                 _end_with_error(error, "KILLED" if signalled or time_limit(error) else "FAILED", trace)
                 raise
     finally:
-        if handles_sigterm:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _release_frames(error: BaseException, interrupted: bool) -> str:

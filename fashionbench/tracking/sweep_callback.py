@@ -27,6 +27,7 @@ from fashionbench.artifacts import (
     TAG_SWEEP,
     TAG_SWEEP_JOBS,
 )
+from fashionbench.runtime import interrupts
 from fashionbench.tracking.records import sweep_table
 from fashionbench.tracking.settings import TrackingSettings, tracking_settings
 
@@ -86,6 +87,8 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close(completed=True)
+        if self._interrupted:  # every job had ended when the swallowed signal came: it still ends the process
+            raise interrupts.exception_for(interrupts.pending() or signal.SIGINT)
 
     def _note_signal(self, signum: int, frame: Any) -> None:
         """Remember that the sweep was interrupted, then stop as the signal would have."""
@@ -93,12 +96,15 @@ class SweepCallback(Callback):
         if previous == signal.SIG_IGN:  # started ignoring it (nohup): go on ignoring it
             return
         self._interrupted = True
+        interrupts.note(signum)
         if callable(previous):
             previous(signum, frame)  # SIGINT's default raises KeyboardInterrupt
             return
-        from fashionbench.tracking.runs import Terminated
+        raise interrupts.exception_for(signum)
 
-        raise Terminated(signal.Signals(signum).name)
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._interrupted:  # a signal whose exception was swallowed (runtime.interrupts): no further job
+            raise interrupts.exception_for(interrupts.pending() or signal.SIGINT)
 
     def _close_cut_short(self) -> None:
         try:

@@ -28,6 +28,7 @@ from fashionbench.data import Catalogue
 from fashionbench.data.rows import StoredRows, batched_rows
 from fashionbench.model.classifier import preprocess_images
 from fashionbench.model.freeze_split import split_at_freeze
+from fashionbench.runtime import interrupts
 from fashionbench.runtime.console import progress
 from fashionbench.stage import StageResult
 from fashionbench.training.schema import TrainConfig
@@ -231,7 +232,9 @@ def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batc
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """A progress bar over the epochs (on a terminal only; see fashionbench.runtime.console.progress)."""
+    """A progress bar over the epochs (on a terminal only; see fashionbench.runtime.console.progress),
+    and a checkpoint for a signal whose exception was swallowed (``runtime.interrupts``). Not at
+    each batch: a batch hook would make Keras run every callback synchronously."""
 
     def __init__(self, epochs: int) -> None:
         super().__init__()
@@ -242,6 +245,7 @@ class EpochProgress(keras.callbacks.Callback):
         next(self.epochs, None)
         if logs and hasattr(self.bar, "set_postfix"):
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if "accuracy" in k})
+        interrupts.raise_pending()  # a Ctrl-C that a finalizer swallowed stops training here
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if hasattr(self.bar, "close"):

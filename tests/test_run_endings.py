@@ -22,6 +22,7 @@ from fashionbench.runtime import interrupts
 from fashionbench.runtime.interrupts import Terminated
 from fashionbench.tracking.runs import tracked_run
 from fashionbench.tracking.settings import tracking_settings
+from fashionbench.tracking.store import ensure_experiment
 from fashionbench.tracking.sweep_callback import SweepCallback
 from fashionbench.training.fit import EpochProgress
 from tests.conftest import TINY_RUN
@@ -185,6 +186,33 @@ def test_a_sweep_whose_ctrl_c_was_swallowed_starts_no_further_job():
         assert dropped == [KeyboardInterrupt]
         with pytest.raises(KeyboardInterrupt):
             callback.on_job_start(config=None, task_function=None)
+
+
+def test_ctrl_c_while_a_new_store_is_migrated_leaves_no_half_migrated_store(tmp_path):
+    """Ctrl-C in the middle of MLflow's migrations of a fresh SQLite file (the 10th of its dozens):
+    the next command found a half-migrated file and every later one failed on it ("table ...
+    already exists"). The store is created beside its place and renamed into it when complete."""
+    settings = tracking_settings("sqlite:///" + str(tmp_path / "mlflow.db"), "fresh")
+    upgrades = []
+
+    def ctrl_c_at_the_tenth_migration(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "upgrade" and \
+                os.path.join("db_migrations", "versions") in frame.f_code.co_filename:
+            upgrades.append(frame.f_code.co_filename)
+            if len(upgrades) == 10:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with swallowed_exceptions():  # Python's own Ctrl-C handler for the test's duration
+        sys.setprofile(ctrl_c_at_the_tenth_migration)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                ensure_experiment(settings)
+        finally:
+            sys.setprofile(None)
+    assert len(upgrades) == 10  # the signal came half-way through the migrations
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mlflow.db.lock"]  # no half-migrated store
+    ensure_experiment(settings)  # the next command creates it whole
+    assert MlflowClient(settings.uri).get_experiment_by_name("fresh") is not None
 
 
 def test_ctrl_c_inside_a_store_query_still_ends_the_run_killed(tmp_path):

@@ -9,7 +9,8 @@ ended FINISHED. This probe runs the pipeline on a tiny catalogue in this process
 store each time, 6 epochs so that most of a run is training) and sends SIGINT to itself from a
 timer at a random moment of the run. Each trial prints the delay and what happened: KILLED (the
 run ended as a Ctrl-C should end it), LOST (the run returned FINISHED although the signal came
-while it ran) or "late" (the signal came after the run had returned; not counted). The last line
+while it ran), "early" (before the run was created: the store still opens afterwards) or "late"
+(after the run had returned). The last line
 counts them. LOST is a defect. Asserts nothing.
 """
 
@@ -52,7 +53,10 @@ def trial(directory: Path, delay: float) -> str:
     try:
         run_experiment(job)
     except KeyboardInterrupt:
-        runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("fashionbench").experiment_id])
+        experiment = MlflowClient(uri).get_experiment_by_name("fashionbench")
+        runs = MlflowClient(uri).search_runs([experiment.experiment_id]) if experiment else []
+        if not runs:
+            return "early"  # before the run was created: nothing to end
         return "KILLED" if [r.info.status for r in runs] == ["KILLED"] else f"interrupted, runs {runs}"
     finally:
         timer.cancel()

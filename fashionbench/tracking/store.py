@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
 import ssl
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,13 +104,39 @@ def _creation_lock(uri: str) -> Iterator[None]:
 
 def writable_store(settings: TrackingSettings) -> MlflowClient:
     """A client of the store, which exists once this returns: a server must answer within seconds
-    (StoreUnreachableError), and a fresh SQLite file is created and migrated under a file lock."""
+    (StoreUnreachableError), and a fresh SQLite file is created and migrated under a file lock,
+    then moved into place (``_create_sqlite_store``)."""
     check_server_answers(settings.uri)
     mlflow.set_tracking_uri(settings.uri)
     with _creation_lock(settings.uri):
-        client = MlflowClient(settings.uri)  # opening a SQLite store creates and migrates it
+        if settings.uri.startswith(SQLITE) and not _sqlite_file(settings.uri).exists():
+            _create_sqlite_store(_sqlite_file(settings.uri))
+        client = MlflowClient(settings.uri)
         client.search_experiments(max_results=1)
     return client
+
+
+def _sqlite_file(uri: str) -> Path:
+    """The database file of a ``sqlite:///`` URI (without SQLAlchemy's ``?option=`` query)."""
+    return Path(uri[len(SQLITE):].partition("?")[0])
+
+
+def _create_sqlite_store(database: Path) -> None:
+    """Create and migrate a SQLite store in a file beside ``database``, then rename it into place:
+    a Ctrl-C, a SIGKILL or a full disk while MLflow runs its dozens of migrations leaves no
+    half-migrated file (every later command failed on it: "table evaluation_datasets already
+    exists"), only a staging file, removed here or by the next creation. Each attempt's staging
+    file has a name of its own: MLflow keeps a store (and its connections) per URI for the life
+    of the process."""
+    for leftover in database.parent.glob(f".{database.name}.creating-*"):  # a creation killed outright
+        leftover.unlink(missing_ok=True)  # safe: we hold the creation lock
+    staging = database.with_name(f".{database.name}.creating-{uuid.uuid4().hex}")
+    try:
+        MlflowClient(SQLITE + str(staging)).search_experiments(max_results=1)  # creates and migrates it
+        os.replace(staging, database)
+    finally:
+        for leftover in (staging, staging.with_name(staging.name + "-journal")):
+            leftover.unlink(missing_ok=True)
 
 
 def require_store(settings: TrackingSettings) -> None:

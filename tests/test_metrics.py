@@ -27,6 +27,7 @@ def test_metrics_of_a_planted_list():
     assert metrics["recall"] == pytest.approx(2 / 3)
     assert metrics["hit"] == 1.0
     assert metrics["mrr"] == pytest.approx(1 / 2)
+    assert metrics["map"] == pytest.approx((1 / 2 + 2 / 4) / 3)  # the competition's AP@5: min(|H|, 5) = 3
     ideal = 1 + 1 / math.log2(3) + 1 / math.log2(4)
     assert metrics["ndcg"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / ideal)
 
@@ -35,7 +36,7 @@ def test_a_short_list_is_still_divided_by_k_and_a_miss_scores_zero():
     assert list_metrics(["a"], ["a"], k=5)["precision"] == pytest.approx(1 / 5)  # RecBole's Precision
     assert list_metrics(["a"], ["a"], k=5)["ndcg"] == 1.0  # one relevant item, found first
     miss = list_metrics(["x", "y"], ["a"], k=2)
-    assert miss == {"hits": 0.0, "precision": 0.0, "recall": 0.0, "ndcg": 0.0, "hit": 0.0, "mrr": 0.0}
+    assert miss == {"hits": 0.0, "precision": 0.0, "recall": 0.0, "ndcg": 0.0, "hit": 0.0, "mrr": 0.0, "map": 0.0}
 
 
 @pytest.mark.parametrize("n, h, k", [(6, 2, 3), (5, 1, 5), (7, 3, 2), (4, 2, 6), (6, 5, 4)])
@@ -49,7 +50,7 @@ def test_random_expectations_equal_the_average_over_every_possible_list(n, h, k)
 
 
 def test_the_registry_gives_every_metric_its_direction_source_and_random_expectation():
-    assert LIST_METRICS == ("hits", "precision", "recall", "ndcg", "hit", "mrr")  # the per-pair table's columns
+    assert LIST_METRICS == ("hits", "precision", "recall", "ndcg", "hit", "mrr", "map")  # the per-pair table's columns
     assert set(list_metrics(["a"], ["a"], 1)) == set(random_expectations(3, 1, 1)) == set(LIST_METRICS)
     assert all(metric.source and metric.higher_is_better for metric in METRICS.values())
     assert higher_is_better("ladder/ndcg_at_10/pixels") is True

@@ -14,13 +14,18 @@ Definitions follow RecBole's ``recbole.evaluator.metrics`` (Zhao et al., CIKM 20
 - hit@k = 1 if L[:k] ∩ H is not empty, else 0  (``Hit``);
 - MRR@k = 1 / rank of the first held-out item in L[:k], 0 if none  (``MRR``);
 - nDCG@k = DCG / IDCG with binary relevance, DCG = Σ_{i ≤ k, L[i] ∈ H} 1 / log2(i + 1) and
-  IDCG = Σ_{i ≤ min(|H|, k)} 1 / log2(i + 1)  (``NDCG``).
+  IDCG = Σ_{i ≤ min(|H|, k)} 1 / log2(i + 1)  (``NDCG``);
+- MAP@k: the mean over pairs of AP@k = (1 / min(|H|, k)) Σ_{i ≤ k, L[i] ∈ H} precision@i, the H&M
+  Personalized Fashion Recommendations competition's definition (Kaggle, 2022; MAP@12 there,
+  over a customer's purchases in the week after the cut; here over a pair's held-out items).
 
 The random recommender needs no draw: it ranks a uniformly random permutation of the n
 candidates (the category's shop items minus the user's queries), so for k' = min(k, n) slots,
 each holding a held-out item with probability |H| / n, the expectations are exact
 (``random_expectations``): E[hits] = k'·|H|/n, E[hit] = 1 − C(n − |H|, k') / C(n, k'),
-E[DCG] = (|H|/n)·Σ_{i ≤ k'} 1/log2(i + 1), and E[MRR] = Σ_{i ≤ k'} P(first hit at i) / i.
+E[DCG] = (|H|/n)·Σ_{i ≤ k'} 1/log2(i + 1), E[MRR] = Σ_{i ≤ k'} P(first hit at i) / i, and
+E[Σ precision@i at the hits] = Σ_{i ≤ k'} (|H|/n)·(1 + (i − 1)(|H| − 1)/(n − 1)) / i (slot i holds a
+held-out item, and each of the i − 1 slots before it another with probability (|H| − 1)/(n − 1)).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class RankedList:
     hits: int  # |L[:k] ∩ H|
     first: int | None  # rank of the first hit in L[:k]
     dcg: float
+    precision_sum: float  # Σ precision@i over the ranks i ≤ k that hold a held-out item
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class RandomList:
     no_hit: float  # P(no hit) = C(n − |H|, k') / C(n, k')
     dcg: float  # E[DCG] = (|H|/n)·Σ_{i ≤ k'} 1/log2(i + 1)
     mrr: float  # Σ_{i ≤ k'} P(first hit at i) / i
+    precision_sum: float  # E[Σ precision@i at the hits]
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,9 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
            of_list=lambda r: float(r.hits > 0), of_random=lambda r: 1.0 - r.no_hit),
     Metric("mrr", "RecBole MRR: 1 / rank of the first hit in L[:k]",
            of_list=lambda r: 1.0 / r.first if r.first else 0.0, of_random=lambda r: r.mrr),
+    Metric("map", "H&M competition MAP@k: mean of (1 / min(|H|, k)) Σ precision@i at each hit i ≤ k",
+           of_list=lambda r: r.precision_sum / min(r.n_relevant, r.k),
+           of_random=lambda r: r.precision_sum / min(r.n_relevant, r.k)),
     Metric("coverage", "RecBole ItemCoverage: distinct recommended items / shop items"),
     Metric("ild", "intra-list diversity: mean pairwise attribute distance (Ziegler et al., WWW 2005)"),
 )}
@@ -103,7 +113,9 @@ def list_metrics(recommended: Sequence[str], held_out: Sequence[str] | set[str],
     flags = [item in relevant for item in list(recommended)[:k]]
     first = next((rank for rank, hit in enumerate(flags, start=1) if hit), None)
     dcg = sum(1.0 / math.log2(rank + 1) for rank, hit in enumerate(flags, start=1) if hit)
-    ranked = RankedList(k, len(relevant), sum(flags), first, dcg)
+    cumulative = np.cumsum(flags)
+    precision_sum = sum(cumulative[rank - 1] / rank for rank, hit in enumerate(flags, start=1) if hit)
+    ranked = RankedList(k, len(relevant), sum(flags), first, dcg, float(precision_sum))
     return {name: METRICS[name].of_list(ranked) for name in LIST_METRICS}
 
 
@@ -117,8 +129,10 @@ def random_expectations(n_candidates: int, n_held_out: int, k: int) -> dict[str,
     for i in range(1, slots + 1):
         mrr += none_yet * h / (n - i + 1) / i
         none_yet *= (n - h - i + 1) / (n - i + 1)
+    others = (h - 1) / (n - 1) if n > 1 else 0.0  # P(another held-out item in a given other slot)
+    precision_sum = sum(share * (1 + (i - 1) * others) / i for i in range(1, slots + 1))
     draw = RandomList(k, h, slots * share, math.comb(n - h, slots) / math.comb(n, slots),
-                      share * sum(1.0 / math.log2(i + 1) for i in range(1, slots + 1)), mrr)
+                      share * sum(1.0 / math.log2(i + 1) for i in range(1, slots + 1)), mrr, precision_sum)
     return {name: METRICS[name].of_random(draw) for name in LIST_METRICS}
 
 

@@ -32,7 +32,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from fashionbench.data.catalogue_store import DataStoreConfig
 from fashionbench.data.deepfashion import DeepFashionSource
+from fashionbench.data.deepfashion_inshop import DeepFashionInShopSource
 from fashionbench.data.folders import FolderSource
+from fashionbench.data.hm import HmSource
 from fashionbench.data.image_csv import ImageCsvSource
 from fashionbench.data.synthetic import SyntheticSource
 from fashionbench.evaluation.schema import EvalConfig
@@ -42,6 +44,7 @@ from fashionbench.options import DEFAULT_SEED, ConfigError, Role, Stage, option,
 from fashionbench.runtime.device import DeviceConfig
 from fashionbench.tracking.settings import TrackingConfig
 from fashionbench.training.schema import TrainConfig
+from fashionbench.users.interactions import InteractionUsers
 from fashionbench.users.simulation import CourseUsers, TasteUsers
 
 # The installed package carries configs/ as this module (see pyproject.toml), so the entry
@@ -62,7 +65,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     index: Any = MISSING  # an index backend's config: index.registry.BACKENDS
-    users: Any = MISSING  # a users simulation: TasteUsers, CourseUsers
+    users: Any = MISSING  # the users: TasteUsers, CourseUsers (simulated), InteractionUsers (a real log)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     data_store: DataStoreConfig = field(default_factory=DataStoreConfig)
@@ -71,11 +74,11 @@ class ExperimentConfig:
 
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"synthetic": SyntheticSource, "image_csv": ImageCsvSource, "deepfashion": DeepFashionSource,
-             "folders": FolderSource},
+             "folders": FolderSource, "hm": HmSource, "deepfashion_inshop": DeepFashionInShopSource},
     "model": {"resnet50": ModelConfig},
     "train": {"default": TrainConfig},
     "index": {kind: backend.config for kind, backend in BACKENDS.items()},
-    "users": {"taste": TasteUsers, "course": CourseUsers},
+    "users": {"taste": TasteUsers, "course": CourseUsers, "interactions": InteractionUsers},
     "eval": {"default": EvalConfig},
     "tracking": {"mlflow": TrackingConfig},
 }

@@ -20,7 +20,15 @@ from fashionbench.analysis.comparison import Comparison, RunPairs, compare, mark
 from fashionbench.analysis.design import configuration_label, configuration_params, replicate_key
 from fashionbench.analysis.schema import AnalysisConfig
 from fashionbench.analysis.variance import PlanRow, TrainingNoise, components, plan, user_shares
-from fashionbench.artifacts import HEADLINE_SECTION, PAIRS, metric_column, parse_metric_name
+from fashionbench.artifacts import (
+    HEADLINE_SECTION,
+    PAIRS,
+    SAME_ITEM,
+    SAME_ITEM_COLUMN_PREFIX,
+    SAME_ITEM_SECTION,
+    metric_column,
+    parse_metric_name,
+)
 from fashionbench.evaluation.pairs import load_pairs
 from fashionbench.evaluation.references import MODEL
 from fashionbench.tracking.records import RunRecord, finished_experiment_runs, is_experiment_run
@@ -33,25 +41,36 @@ class MissingPairsError(LookupError):
     """A run without per-pair results (logged by runs since per-pair results were added)."""
 
 
-def load_run_pairs(settings: TrackingSettings, runs: list[RunRecord], destination: Path) -> list[RunPairs]:
-    """Each run with its per-pair results (``eval/pairs.csv``), downloaded into ``destination``.
+def load_run_pairs(settings: TrackingSettings, runs: list[RunRecord], destination: Path,
+                   artifact: str = PAIRS) -> list[RunPairs]:
+    """Each run with its per-pair results (``eval/pairs.csv``, or ``eval/same_item.csv``'s
+    per-query ones), downloaded into ``destination``.
 
     Raises MissingPairsError naming the runs that lack the artifact."""
     loaded, missing = [], []
     for run in runs:
         try:
-            path = download_run_artifacts(settings, run.run_id, PAIRS, destination / run.run_id)
+            path = download_run_artifacts(settings, run.run_id, artifact, destination / run.run_id)
         except Exception:  # MlflowException or OSError, by store: the artifact is not there
             missing.append(run)
             continue
         loaded.append(RunPairs(run, load_pairs(path)))
     if missing:
         names = ", ".join(f"{run.run_id} ({run.run_name})" for run in missing[:5])
+        if artifact == SAME_ITEM:
+            raise MissingPairsError(f"{len(missing)} run(s) have no same-item results ({SAME_ITEM}): {names}"
+                                    f"{' ...' if len(missing) > 5 else ''}. Same-item retrieval needs a catalogue "
+                                    "with several photos of each garment (data=deepfashion_inshop, data.views>=2).")
         raise MissingPairsError(f"{len(missing)} run(s) have no per-pair results ({PAIRS}): {names}"
                                 f"{' ...' if len(missing) > 5 else ''}. They were logged before per-pair results "
                                 f"existed, or did not finish; run them again to compare them pair by pair.")
     return loaded
 
+
+
+def results_artifact(column: str) -> str:
+    """The table that holds a per-unit column: same-item retrieval's per query, else the per-pair one."""
+    return SAME_ITEM if column.startswith(SAME_ITEM_COLUMN_PREFIX) else PAIRS
 
 
 def headline_metric(runs: list[RunRecord]) -> str:
@@ -67,10 +86,13 @@ def headline_metric(runs: list[RunRecord]) -> str:
 def pair_column(metric: str | None, runs: list[RunRecord]) -> str:
     """The per-pair column behind a metric name (``artifacts.parse_metric_name``): the headline
     (``headline/precision_at_k``, also written ``precision_at_k``, or None) is ``precision_at_<eval.k>``;
-    ``ladder/ndcg_at_10/model`` and ``ndcg_at_10`` are ``ndcg_at_10``. Other names are taken as a
+    ``ladder/ndcg_at_10/model`` and ``ndcg_at_10`` are ``ndcg_at_10``; ``same_item/recall_at_10/model``
+    is ``same_item_recall_at_10``, a column of ``eval/same_item.csv``. Other names are taken as a
     column as they are (``compare`` then says which columns exist)."""
     if metric is None:
         return headline_metric(runs)
+    if metric.startswith(SAME_ITEM_SECTION):  # same_item/recall_at_10[/model]: the per-query column
+        return SAME_ITEM_COLUMN_PREFIX + metric.removeprefix(SAME_ITEM_SECTION).split("/")[0]
     parsed = parse_metric_name(metric) or parse_metric_name(HEADLINE_SECTION + metric)
     if parsed is None:
         return metric
@@ -84,10 +106,11 @@ def compare_finished(settings: TrackingSettings, finished: list[RunRecord], metr
     """Compare FINISHED runs by their per-pair results, with the experiment's calibrations of training
     noise (``noise``, else those stored) for configurations trained once or twice (see ``compare_runs``
     for what it raises)."""
+    column = pair_column(metric, finished)
     with tempfile.TemporaryDirectory() as scratch:
-        tables = load_run_pairs(settings, finished, Path(scratch))
+        tables = load_run_pairs(settings, finished, Path(scratch), results_artifact(column))
     stored = stored_calibrations(settings) if noise is None else noise
-    return compare(tables, pair_column(metric, finished), recommender, alpha, n_resamples, group_by=group_by,
+    return compare(tables, column, recommender, alpha, n_resamples, group_by=group_by,
                    calibrations=stored)
 
 
@@ -117,7 +140,7 @@ def calibrate(settings: TrackingSettings, sweep: str | None = None, run_ids: lis
     finished = study_runs(settings, sweep, run_ids)
     column = pair_column(metric, finished)
     with tempfile.TemporaryDirectory() as scratch:
-        tables = load_run_pairs(settings, finished, Path(scratch))
+        tables = load_run_pairs(settings, finished, Path(scratch), results_artifact(column))
     noise = measure_training_noise(tables, column, recommender)
     with tracked_run(settings, run_name=f"calibration {column} ({noise.trainings} trainings)") as run:
         run.record(CalibrationResult(noise))
@@ -164,7 +187,7 @@ def plan_study(settings: TrackingSettings, delta: float, metric: str | None = No
     if sweep is not None:
         sweep_runs_ = study_runs(settings, sweep)
         with tempfile.TemporaryDirectory() as scratch:
-            tables = load_run_pairs(settings, sweep_runs_, Path(scratch))
+            tables = load_run_pairs(settings, sweep_runs_, Path(scratch), results_artifact(column))
         measured = users_spread_of_differences(tables, column, noise)
         if measured is not None:
             users_variance, users_note = measured, f"measured in sweep {resolve_sweep(settings, sweep)}"

@@ -27,6 +27,11 @@ ATTRIBUTE_PREFIX = "attr_"
 DEFAULT_IMAGE_SIZE = 64  # pixels per side, for every source
 MIN_IMAGE_SIZE = 32  # ResNet50's smallest input
 REQUIRED_COLUMNS = ("item_id", "category", "split", "source")
+# Optional: several images of one garment. ``product_id`` names the garment an image shows, and
+# in the shop (the test split) ``view`` says which images are the same-item retrieval's queries
+# and which its gallery (``evaluation.same_item``); "" elsewhere.
+PRODUCT_COLUMN, VIEW_COLUMN = "product_id", "view"
+QUERY_VIEW, GALLERY_VIEW = "query", "gallery"
 
 
 class CatalogueError(ValueError):

@@ -58,21 +58,22 @@ class DeepFashionSource(PhotoSourceOptions):
         mapping = validate_category_mapping(dict(self.categories), "data.categories")
         skips = SkipLog()
 
-        names = [tokens[0] for _, tokens in _listing(root / CATEGORY_LIST, ("category_name", "category_type"), skips)]
+        listing = read_listing(root / CATEGORY_LIST, ("category_name", "category_type"), skips)
+        names = [tokens[0] for _, tokens in listing]
         unknown = sorted(set(mapping) - set(names))
         if unknown:
             raise CatalogueError(
                 f"data.categories names {unknown}, not in {root / CATEGORY_LIST} (it lists {names})"
             )
         partition = {}
-        for where, (image, status) in _listing(root / PARTITION, ("image_name", "evaluation_status"), skips):
+        for where, (image, status) in read_listing(root / PARTITION, ("image_name", "evaluation_status"), skips):
             if status in SPLITS:
                 partition[image] = status
             else:
                 skips.skip(where, "malformed_row", f"evaluation_status {status!r}, expected one of {list(SPLITS)}")
 
         labelled: list[tuple[str, str]] = []
-        for where, (image, label) in _listing(root / CATEGORY_IMAGES, ("image_name", "category_label"), skips):
+        for where, (image, label) in read_listing(root / CATEGORY_IMAGES, ("image_name", "category_label"), skips):
             if not label.isdigit() or not 1 <= int(label) <= len(names):
                 skips.skip(where, "malformed_row", f"category_label {label!r}, expected 1..{len(names)}")
                 continue
@@ -104,13 +105,13 @@ class DeepFashionSource(PhotoSourceOptions):
             missing = ATTRIBUTE_LIST if not present[0] else ATTRIBUTE_IMAGES
             raise CatalogueError(f"{root / missing}: file not found (the other attribute file is there)")
         kinds = []
-        for where, tokens in _listing(root / ATTRIBUTE_LIST, ("attribute_name", "attribute_type"), skips):
+        for where, tokens in read_listing(root / ATTRIBUTE_LIST, ("attribute_name", "attribute_type"), skips):
             name, kind = tokens
             if not kind.isdigit() or int(kind) not in ATTRIBUTE_TYPES:
                 raise CatalogueError(f"{where}: attribute_type {kind!r}, expected one of {list(ATTRIBUTE_TYPES)}")
             kinds.append((name, ATTRIBUTE_TYPES[int(kind)]))
         found: dict[str, dict[str, str]] = {}
-        for where, tokens in _listing(root / ATTRIBUTE_IMAGES, ("image_name", "attribute_labels"), skips,
+        for where, tokens in read_listing(root / ATTRIBUTE_IMAGES, ("image_name", "attribute_labels"), skips,
                                       min_fields=1, split_all=True):
             image, values = tokens[0], tokens[1:]
             if image not in images:
@@ -130,7 +131,7 @@ class DeepFashionSource(PhotoSourceOptions):
         return {image: found.get(image, {kind: "unknown" for kind in ATTRIBUTE_TYPES.values()}) for image in images}
 
 
-def _listing(
+def read_listing(
     path: Path,
     header: tuple[str, str],
     skips: SkipLog,

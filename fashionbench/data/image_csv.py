@@ -14,7 +14,7 @@ import string
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from fashionbench.data.catalogue import Catalogue, CatalogueError
 from fashionbench.data.labelled_images import (
@@ -52,13 +52,21 @@ class ImageCsvSource(PhotoSourceOptions):
     attributes: dict[str, str] = option(factory=dict, decides=Stage.DATA)
     overflow_column: str | None = option(None, decides=Stage.DATA)
 
+    # Fields a layout computes from each row (``row_fields``) that its path template may name.
+    derived_fields: ClassVar[tuple[str, ...]] = ()
+
+    def row_fields(self, row: dict[str, str]) -> dict[str, str]:
+        """The row's values as the id and the path template read them; a layout whose ids or
+        paths need more than the CSV's text (H&M's zero-padded ids) overrides this."""
+        return row
+
     def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue:
         """Raises CatalogueError for an invalid option, a missing file or column, an empty category."""
         root = self.validated_root()
         mapping = validate_category_mapping(dict(self.categories), "data.categories")
         filters = {str(column): _allowed_values(column, values) for column, values in dict(self.filters).items()}
         attributes = {str(name): str(column) for name, column in dict(self.attributes).items()}
-        template_columns = _template_columns(self.path_template)
+        template_columns = [c for c in _template_columns(self.path_template) if c not in self.derived_fields]
         csv_path = Path(self.csv_file) if Path(self.csv_file).is_absolute() else root / self.csv_file
 
         skips = SkipLog()
@@ -67,6 +75,7 @@ class ImageCsvSource(PhotoSourceOptions):
         unmapped: Counter[str] = Counter()
         records = []
         for row in rows:
+            row = self.row_fields(row)
             if any(row[column].casefold() not in allowed for column, allowed in filters.items()):
                 skips.skip(row["_where"], "filtered_out")
                 continue

@@ -25,7 +25,9 @@ from fashionbench.data.catalogue import (
     ATTRIBUTE_PREFIX,
     CATEGORIES,
     DEFAULT_IMAGE_SIZE,
+    PRODUCT_COLUMN,
     SPLITS,
+    VIEW_COLUMN,
     Catalogue,
     CatalogueError,
     check_image_size,
@@ -52,6 +54,8 @@ class LabelledImage:
     category: str
     split: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
+    product: str | None = None  # the garment the image shows, when a source has several images of one
+    view: str = ""  # in the shop: the same-item retrieval's "query" or "gallery" (catalogue.VIEW_COLUMN)
 
 
 @dataclass(kw_only=True)
@@ -175,6 +179,9 @@ def load_labelled_images(
             "source": [record.path for record in kept],
         }
     )
+    if any(record.product is not None for record in kept):
+        items[PRODUCT_COLUMN] = [record.product or record.item_id for record in kept]
+        items[VIEW_COLUMN] = [record.view for record in kept]
     attribute_names = list(dict.fromkeys(name for record in kept for name in record.attributes))
     for name in attribute_names:
         items[ATTRIBUTE_PREFIX + name] = [record.attributes.get(name, "unknown") for record in kept]

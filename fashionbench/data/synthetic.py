@@ -18,7 +18,11 @@ from fashionbench.data.catalogue import (
     ATTRIBUTE_PREFIX,
     CATEGORIES,
     DEFAULT_IMAGE_SIZE,
+    GALLERY_VIEW,
+    PRODUCT_COLUMN,
+    QUERY_VIEW,
     SPLITS,
+    VIEW_COLUMN,
     Catalogue,
     CatalogueError,
     check_image_size,
@@ -62,6 +66,10 @@ class SyntheticSource:
     scale: float = option(0.1, decides=Stage.DATA)  # times the course's Train/Val/Test counts per category
     min_per_split: int = option(2, decides=Stage.DATA)  # at least this many items per category and split
     noise: float = option(8.0, decides=Stage.DATA)  # std of Gaussian pixel noise
+    # Images of each garment: with 2 or more, each is drawn again with another pose, background
+    # and lighting; in the shop the first view of a garment is a same-item query, the others its
+    # gallery (evaluation.same_item). 1: one image per garment, no same-item retrieval.
+    views: int = option(1, decides=Stage.DATA)
 
     def __post_init__(self) -> None:
         """CatalogueError naming the ``data.*`` option that is invalid."""
@@ -72,6 +80,8 @@ class SyntheticSource:
             raise CatalogueError(f"data.min_per_split must be >= 1, got {self.min_per_split}")
         if self.noise < 0:
             raise CatalogueError(f"data.noise must be >= 0, got {self.noise}")
+        if self.views < 1:
+            raise CatalogueError(f"data.views must be >= 1, got {self.views}")
 
     def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue:
         """The drawn catalogue; each image goes into ``images`` as it is drawn (default: a list in
@@ -79,22 +89,28 @@ class SyntheticSource:
         sizes = course_split_sizes(self.scale, self.min_per_split)
         images = images or RowsInMemory((self.image_size, self.image_size, 3))
         rows = []
+        garments = 0
         for category in CATEGORIES:
             for split, count in zip(SPLITS, sizes[category]):
                 for _ in range(count):
-                    number = len(rows)
+                    number = garments
+                    garments += 1
                     rng = np.random.default_rng([self.seed, number])
                     attributes = draw_attributes(category, rng)
-                    images.append(draw_garment(category, attributes, self.image_size, self.noise, rng))
-                    rows.append(
-                        {
-                            "item_id": f"synthetic-{number:06d}",
-                            "category": category,
-                            "split": split,
-                            "source": "synthetic",
-                            **{ATTRIBUTE_PREFIX + k: v for k, v in attributes.items()},
-                        }
-                    )
+                    row = {"item_id": f"synthetic-{number:06d}", "category": category, "split": split,
+                           "source": "synthetic", **{ATTRIBUTE_PREFIX + k: v for k, v in attributes.items()}}
+                    if self.views == 1:  # the garment's one image, drawn as it always was
+                        images.append(draw_garment(category, attributes, self.image_size, self.noise, rng))
+                        rows.append(row)
+                        continue
+                    for view in range(self.views):
+                        # Another pose and background (drawn from the generator's next values) and lighting.
+                        garment = draw_garment(category, attributes, self.image_size, self.noise, rng)
+                        lighting = rng.uniform(0.75, 1.15) if view else 1.0
+                        images.append(np.clip(garment.astype(np.float32) * lighting, 0, 255).astype(np.uint8))
+                        role = "" if split != "test" else QUERY_VIEW if view == 0 else GALLERY_VIEW
+                        rows.append({**row, "item_id": f"{row['item_id']}-v{view}", PRODUCT_COLUMN: row["item_id"],
+                                     VIEW_COLUMN: role})
         return Catalogue(pd.DataFrame(rows), images.finish())
 
 

@@ -5,7 +5,8 @@ held-out items the model is scored on:
 
 - ``random``: k of the candidates uniformly at random, as an exact expectation (no draw, no noise);
 - ``popularity``: the category's items most often favoured by the *other* users (the target
-  user's own ratings, queries and held-out items alike, are left out of the counts);
+  user's own ratings, queries and held-out items alike, are left out of the counts); for an
+  interaction log, only interactions before its cut count (``SimulatedUsers.known_favourites``);
 - ``pixels``: nearest items by small colour thumbnails (``eval.pixels_size`` px a side): what raw
   pixels alone give;
 - ``untrained``: the same backbone, embedding layer and index, with the weights before
@@ -67,7 +68,7 @@ class PopularityRecommender:
     name = POPULARITY
 
     def __init__(self, users: SimulatedUsers, shop_items: Mapping[str, list[str]]) -> None:
-        favourites = users.favourites
+        favourites = users.known_favourites
         self.shop_items = {category: list(items) for category, items in shop_items.items()}
         self.counts = {category: Counter(group["item_id"]) for category, group in favourites.groupby("category")}
         self.own = {key: set(group["item_id"]) for key, group in favourites.groupby(["user_id", "category"])}

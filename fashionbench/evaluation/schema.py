@@ -29,6 +29,9 @@ class EvalConfig:
     references: list[str] = option(factory=lambda: list(REFERENCES), decides=Stage.EVALUATION)
     # the pixels reference: thumbnails of this many pixels a side
     pixels_size: int = option(8, decides=Stage.EVALUATION)
+    # Same-item retrieval's cutoffs (evaluation.same_item; a catalogue with several photos of a
+    # garment): the In-shop benchmark's published Recall@1/10/20.
+    same_item_ks: list[int] = option(factory=lambda: [1, 10, 20], decides=Stage.EVALUATION)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -38,6 +41,8 @@ class EvalConfig:
         unknown = sorted(set(self.references) - set(REFERENCES))
         if unknown:
             raise EvalConfigError(f"eval.references: unknown {unknown}; expected some of {list(REFERENCES)}")
+        if not self.same_item_ks or min(self.same_item_ks) < 1:
+            raise EvalConfigError(f"eval.same_item_ks must list cutoffs >= 1, got {list(self.same_item_ks)}")
         if self.pixels_size < 1:
             raise EvalConfigError(f"eval.pixels_size must be >= 1, got {self.pixels_size}")
         if not 0.0 < self.holdout_fraction < 1.0:

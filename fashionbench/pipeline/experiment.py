@@ -1,9 +1,10 @@
 """One experiment as one MLflow run: every stage in order, each result handed to the run.
 
-Load the catalogue, build and fine-tune the classifier (timed), evaluate it on the test split,
-embed the shop (the test split: new items in the shop), index it per category and measure the
-index against exact search, simulate users and hold out their favourites, and score the model
-beside the reference ladder on every (user, category) pair. Each stage is a function of the
+Load the catalogue, simulate users (or read them from a log) and hold out their favourites
+(before the run starts: a log that cannot be used fails first), build and fine-tune the
+classifier (timed), evaluate it on the test split, embed the shop (the test split: new items in
+the shop), index it per category and measure the index against exact search, and score the
+model beside the reference ladder on every (user, category) pair. Each stage is a function of the
 stage packages that returns what it measured; this module only composes them and hands each
 result to the run (``TrackedRun.record``). A run whose training a FINISHED run already did reuses
 its weights (``pipeline.reuse``).
@@ -19,6 +20,7 @@ from fashionbench.data.catalogue_store import load_catalogue
 from fashionbench.evaluation.classification import evaluate_classifier
 from fashionbench.evaluation.pairs import check_cutoffs, evaluate_shop
 from fashionbench.evaluation.references import UNTRAINED
+from fashionbench.evaluation.same_item import has_views, ladder_vectors, same_item_retrieval
 from fashionbench.index.quality import measure_shop_index
 from fashionbench.index.shop import build_shop_index
 from fashionbench.model.classifier import build_classifier
@@ -36,7 +38,7 @@ from fashionbench.tracking.settings import tracking_settings
 from fashionbench.tracking.store import check_server_answers
 from fashionbench.training.fit import train_classifier
 from fashionbench.training.trunk_cache import TrunkCache
-from fashionbench.users.simulation import hold_out_favourites
+from fashionbench.users.simulation import HeldOutSplits, SimulatedUsers
 
 
 def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
@@ -52,6 +54,10 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
     data = load_catalogue(x.data, x.data_store.directory, x.data_store.enabled)
     catalogue, shop = data.catalogue, data.catalogue.split("test")  # the test split plays the shop's new items
     check_cutoffs(x.eval, shop)
+    # The users and their held-out items, before any run starts: an interaction log that cannot be
+    # used (a cut outside it) fails here, and the jobs of a sweep in this process share them.
+    users, splits = _users_and_splits(x, catalogue, shop, (stage_fingerprint(job.values, Stage.USERS),
+                                                           data.catalogue.fingerprint()))
     reap_orphaned_runs(settings)  # runs of this host whose process died (SIGKILL, a crash) are marked KILLED
     fingerprints = {TAG_CONFIG_FINGERPRINT: job.fingerprint,
                     TAG_TRAINING_FINGERPRINT: training_fingerprint(job.values, data.catalogue.fingerprint())}
@@ -96,14 +102,13 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
         # Against exact search, as ann-benchmarks does, whatever the backend.
         run.record(measure_shop_index(shop_index, embeddings, x.index.quality_k, x.index.quality_repeats))
 
-        users_key = stage_fingerprint(job.values, Stage.USERS)  # users.* and eval.holdout_fraction
-        users = kept.remember(("users", users_key), lambda: x.users.simulate(shop))
         run.record(users)
-        splits = kept.remember(("splits", users_key),
-                               lambda: hold_out_favourites(users, x.eval.holdout_fraction, seed=x.users.seed))
         run.record(splits)
         recommendations = evaluate_shop(shop_index, users, splits, untrained, x.index, x.eval)
         run.record(recommendations)  # the model and the reference ladder, pair by pair
+        if has_views(shop):  # several photos of each garment: a ground truth that no user simulation shapes
+            run.record(same_item_retrieval(shop, ladder_vectors(shop, embeddings, untrained, x.eval), x.index.metric,
+                                           x.eval.same_item_ks))
 
         if x.tracking.log_model and weights_from is None:  # lean: its own layers; the backbone once per experiment
             run.log_classifier(classifier)
@@ -112,3 +117,18 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
         MEMORY.keep(kept)  # for the next job of this process, once this run has done its work
         metrics = {**training.metrics(), **classification.metrics(), **recommendations.metrics()}
         return RunSummary(run.run_id, settings.uri, run.experiment_id, x.eval.k, metrics)
+
+
+_USERS: dict[tuple[str, str], tuple[SimulatedUsers, HeldOutSplits]] = {}  # this process's last users and splits
+
+
+def _users_and_splits(x: ExperimentConfig, catalogue, shop, key: tuple[str, str]
+                      ) -> tuple[SimulatedUsers, HeldOutSplits]:
+    """The users of ``shop`` and their held-out splits, kept for the next job of this process
+    with the same ``users.*`` and ``eval.holdout_fraction`` options and the same catalogue (``key``)."""
+    if key not in _USERS:
+        users = x.users.simulate(shop, catalogue)
+        splits = x.users.hold_out(users, x.eval.holdout_fraction)
+        _USERS.clear()
+        _USERS[key] = users, splits
+    return _USERS[key]

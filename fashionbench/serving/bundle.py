@@ -59,7 +59,9 @@ def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_b
         "source_run_id": run.run_id, "experiment": experiment,
         "embedding_layer": config.model.embedding_layer, "image_size": int(config.data.image_size),
         "k": int(config.eval.k), "index_metric": config.index.metric,
-        "favourite_threshold": float(config.users.favourite_threshold),
+        # null: every rated item is a favourite (users=interactions without a threshold)
+        "favourite_threshold": None if config.users.get("favourite_threshold") is None
+        else float(config.users.favourite_threshold),
         "selected_by": selected_by, selected_by: run.metrics.get(selected_by),
     }
     (directory / BUNDLE_META).write_text(json.dumps(meta, indent=2))

@@ -96,7 +96,8 @@ class ShopRecommender:
             known = self.user_ids
             raise BundleError(f"unknown user {user_id!r}; this model's simulated users are "
                               f"{known[0]} .. {known[-1]} ({len(known)} users)")
-        return favourites(rows, float(self.meta["favourite_threshold"]))["item_id"].tolist()
+        threshold = self.meta["favourite_threshold"]
+        return favourites(rows, float("-inf") if threshold is None else float(threshold))["item_id"].tolist()
 
     def category_of(self, item_id: str) -> str:
         return str(self.shop.items["category"].iat[self._position(item_id)])

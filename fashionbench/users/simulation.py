@@ -70,6 +70,12 @@ class SimulatedUsers(StageResult):
         return favourites(self.ratings, self.favourite_threshold)
 
     @property
+    def known_favourites(self) -> pd.DataFrame:
+        """The favourites a popularity count may use: all of them for simulated users (who have no
+        time); an interaction log's before its cut (``users.interactions``)."""
+        return self.favourites
+
+    @property
     def n_users(self) -> int:
         return int(self.ratings["user_id"].nunique())
 
@@ -134,8 +140,9 @@ class TasteUsers:
             check_reviews_file(self.reviews)
             check_class_map(self.class_map)
 
-    def simulate(self, shop: Catalogue) -> SimulatedUsers:
-        """The users' ratings of ``shop``'s items; the same seed and shop give the same ratings."""
+    def simulate(self, shop: Catalogue, catalogue: Catalogue | None = None) -> SimulatedUsers:
+        """The users' ratings of ``shop``'s items; the same seed and shop give the same ratings
+        (``catalogue``, the shop's whole catalogue, is not needed)."""
         attributes, measured = item_attributes(shop)
         simulation: dict[str, float] = {}
         if measured:
@@ -182,6 +189,10 @@ class TasteUsers:
                 }))
         return SimulatedUsers(pd.concat(frames, ignore_index=True), self.favourite_threshold, simulation)
 
+    def hold_out(self, users: SimulatedUsers, fraction: float) -> HeldOutSplits:
+        """Each (user, category) pair's favourites split at random (``hold_out_favourites``)."""
+        return hold_out_favourites(users, fraction, seed=self.seed)
+
 
 @dataclass
 class CourseUsers:
@@ -206,7 +217,7 @@ class CourseUsers:
         check_reviews_file(self.reviews)
         check_class_map(self.class_map)
 
-    def simulate(self, shop: Catalogue) -> SimulatedUsers:
+    def simulate(self, shop: Catalogue, catalogue: Catalogue | None = None) -> SimulatedUsers:
         calibration = load_reviews(self.reviews, self.class_map)
         rows = calibration.rows
         rng = np.random.default_rng(self.seed)
@@ -226,6 +237,10 @@ class CourseUsers:
         }).dropna(subset=["item_id"])
         ratings = ratings.groupby(["user_id", "item_id", "category"], as_index=False)["rating"].mean()
         return SimulatedUsers(ratings, self.favourite_threshold, calibration.metrics())
+
+    def hold_out(self, users: SimulatedUsers, fraction: float) -> HeldOutSplits:
+        """Each (user, category) pair's favourites split at random (``hold_out_favourites``)."""
+        return hold_out_favourites(users, fraction, seed=self.seed)
 
 
 def _calibrate(reviews: Reviews, categories: list[str], min_rows: int):
@@ -260,6 +275,7 @@ class HeldOutSplits(StageResult):
 
     splits: list[HeldOutFavourites]
     skipped: int
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)  # logged as eval/pairs_<reason>
 
     def __len__(self) -> int:
         return len(self.splits)
@@ -270,10 +286,15 @@ class HeldOutSplits(StageResult):
     stage = "hold out"
 
     def summary(self) -> str:
+        if self.skipped_by_reason:
+            reasons = ", ".join(f"{count} {reason.replace('_', ' ')}"
+                                for reason, count in self.skipped_by_reason.items())
+            return f"{len(self.splits)} (user, category) pairs to evaluate; skipped: {reasons}"
         return f"{len(self.splits)} (user, category) pairs to evaluate, {self.skipped} with < 2 favourites skipped"
 
     def metrics(self) -> dict[str, float]:
-        return {EVAL_PAIRS + "_skipped": float(self.skipped)}
+        return {EVAL_PAIRS + "_skipped": float(self.skipped),
+                **{f"{EVAL_PAIRS}_{reason}": float(count) for reason, count in self.skipped_by_reason.items()}}
 
 
 def hold_out_favourites(users: SimulatedUsers, fraction: float, *, seed: int) -> HeldOutSplits:

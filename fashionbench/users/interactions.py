@@ -71,7 +71,7 @@ class InteractionUsers:
     holdout_last: int = option(1, decides=Stage.USERS)  # without a cut: each pair's most recent items held out
     favourite_threshold: float | None = option(None, decides=Stage.USERS)  # null: every interaction
     max_users: int | None = option(None, decides=Stage.USERS)  # a seeded sample of the evaluable users
-    chunk_mb: int = option(16, decides=Stage.PLACEMENT)  # the log is read this much at a time: memory, not results
+    chunk_mb: int = option(4, decides=Stage.PLACEMENT)  # the log is read this much at a time: memory, not results
     seed: int = option(0, decides=Stage.USERS, seed=True)
 
     def __post_init__(self) -> None:
@@ -116,7 +116,10 @@ class InteractionUsers:
         Raises UsersConfigError when the cut is outside the log or no row can be used."""
         path = Path(self.log)
         category_of = dict(zip(shop.items["item_id"], shop.items["category"]))
-        elsewhere = set((catalogue if catalogue is not None else shop).items["item_id"]) - set(category_of)
+        # Indexes keep their hash tables: each chunk is looked up, not each id converted again.
+        shop_ids = pd.Index(list(category_of), dtype=object)
+        elsewhere = pd.Index(sorted(set((catalogue if catalogue is not None else shop).items["item_id"])
+                                    - set(category_of)), dtype=object)
         cut = _timestamp(self.cut, "users.cut") if self.cut is not None else None
         end = cut + pd.Timedelta(days=self.window_days) if cut is not None and self.window_days else None
         unused: Counter[str] = Counter()
@@ -134,8 +137,9 @@ class InteractionUsers:
                 last = max(last, chunk["time"].max()) if last is not None else chunk["time"].max()
             items = chunk["item"].str.zfill(self.item_id_width) if self.item_id_width else chunk["item"]
             chunk = chunk.assign(item=items)
-            in_shop = chunk["item"].isin(category_of.keys())
-            in_catalogue = chunk["item"].isin(elsewhere)
+            items = chunk["item"].to_numpy(dtype=object)
+            in_shop = shop_ids.get_indexer(items) >= 0
+            in_catalogue = elsewhere.get_indexer(items) >= 0
             unused["item_not_in_shop"] += int(in_catalogue.sum())
             unused["item_not_in_catalogue"] += int((~in_shop & ~in_catalogue).sum())
             chunk = chunk[in_shop]
@@ -274,6 +278,11 @@ def log_columns(path: Path) -> list[str]:
         raise UsersConfigError(f"{path}: cannot read its header ({type(error).__name__}: {error})") from None
 
 
+# pyarrow's streaming CSV reader keeps a few dozen blocks in flight (read ahead and being parsed):
+# small blocks bound that, and they are joined into chunks of ``users.chunk_mb`` for pandas.
+READ_BLOCK_BYTES = 1 << 20
+
+
 def read_log(path: Path, columns: dict[str, str], chunk_mb: int, malformed: Counter[str]) -> Iterator[pd.DataFrame]:
     """The log about ``chunk_mb`` MB at a time (pyarrow's streaming readers), its ``columns``
     (role -> column) renamed to their roles, every value as text, so that "0108775015" keeps its
@@ -291,13 +300,20 @@ def read_log(path: Path, columns: dict[str, str], chunk_mb: int, malformed: Coun
         malformed["malformed_row"] += 1
         return "skip"
 
-    with pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=chunk_mb * 2**20),
+    pending, pending_bytes = [], 0
+    with pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=READ_BLOCK_BYTES),
                          parse_options=pa_csv.ParseOptions(invalid_row_handler=skip, newlines_in_values=True),
                          convert_options=pa_csv.ConvertOptions(include_columns=names,
                                                                column_types={name: pa.string() for name in names},
                                                                strings_can_be_null=True)) as reader:
         for batch in reader:
-            yield _as_text(batch.to_pandas().rename(columns=roles))
+            pending.append(batch)
+            pending_bytes += batch.nbytes
+            if pending_bytes >= chunk_mb * 2**20:
+                yield _as_text(pa.Table.from_batches(pending).to_pandas().rename(columns=roles))
+                pending, pending_bytes = [], 0
+    if pending:
+        yield _as_text(pa.Table.from_batches(pending).to_pandas().rename(columns=roles))
 
 
 def _as_text(chunk: pd.DataFrame) -> pd.DataFrame:

@@ -96,6 +96,24 @@ def test_the_split_is_by_time_and_popularity_counts_only_what_came_before_the_cu
     assert liked.simulate(shop, tiny_catalogue).simulation["log_below_threshold"] == 1
 
 
+def test_a_log_that_is_not_all_utf8_is_read_with_its_bad_rows_counted(tiny_catalogue, tmp_path):
+    """A byte-order mark, Windows line ends, bytes that are not UTF-8 in an id, a row cut short:
+    pyarrow refuses such a column as text, so the log is read again as bytes, decoded with
+    replacement; the rows whose user or item has such bytes are counted and the rest used."""
+    shop = tiny_catalogue.split("test")
+    a, b = shop.items.loc[shop.items["category"] == "Dresses", "item_id"].tolist()[:2]
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"\xef\xbb\xbfuser,item,when\r\n" + f"u1,{a},2024-01-01\r\n".encode()
+                    + f"u2,{b}\xff,2024-01-02\r\n".encode("latin-1")  # an item id with a byte that is not UTF-8
+                    + f"caf\xe9,{a},2024-01-03\r\n".encode("latin-1")  # a user id in Latin-1
+                    + f"u3,{b}\r\nu4,{b},2024-01-04".encode())  # a row cut short; the last line without its end
+    users = InteractionUsers(log=str(log), user_column="user", item_column="item", time_column="when"
+                             ).simulate(shop, tiny_catalogue)
+    assert {name: value for name, value in users.simulation.items() if value} == {
+        "log_rows": 5, "log_rows_used": 2, "log_invalid_utf8": 2, "log_malformed_row": 1}
+    assert users.ratings["user_id"].tolist() == ["u1", "u4"]
+
+
 def test_a_parquet_log_with_integer_ids_and_epoch_seconds_reads_as_its_csv(hm, tmp_path):
     tree, catalogue = hm
     shop = catalogue.split("test")

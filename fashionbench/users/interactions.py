@@ -13,7 +13,8 @@ recommenders split it.
   image-less article), an item of the catalogue's training or validation split
   (``item_not_in_shop``: only the shop can be recommended), a rating under
   ``favourite_threshold`` (``below_threshold``), a row after the held-out window
-  (``after_window``) and a repeat of a (user, item, time) row (``duplicate``).
+  (``after_window``) and a repeat of a (user, item, time) row (``duplicate``); in a log that is
+  not all UTF-8, a row whose user, item or time has bytes that are not (``invalid_utf8``).
 - A user's favourites in a category are their interactions there (with ``favourite_threshold``:
   those rated at least that).
 - The split is by time. With ``cut`` (an ISO date or time), a pair's queries are its items
@@ -122,36 +123,15 @@ class InteractionUsers:
                                     - set(category_of)), dtype=object)
         cut = _timestamp(self.cut, "users.cut") if self.cut is not None else None
         end = cut + pd.Timedelta(days=self.window_days) if cut is not None and self.window_days else None
-        unused: Counter[str] = Counter()
-        rows, first, last, kept = 0, None, None, []
-        for chunk in read_log(path, self._columns(), self.chunk_mb, unused):
-            rows += len(chunk)
-            missing = chunk[["user", "item", "time"]].isna().any(axis=1) | (chunk["user"] == "") | (chunk["item"] == "")
-            unused["missing_value"] += int(missing.sum())
-            chunk = chunk[~missing]
-            times = self._times(chunk["time"])
-            unused["bad_time"] += int(times.isna().sum())
-            chunk = chunk.assign(time=times)[times.notna()]
-            if len(chunk):
-                first = min(first, chunk["time"].min()) if first is not None else chunk["time"].min()
-                last = max(last, chunk["time"].max()) if last is not None else chunk["time"].max()
-            items = chunk["item"].str.zfill(self.item_id_width) if self.item_id_width else chunk["item"]
-            chunk = chunk.assign(item=items)
-            items = chunk["item"].to_numpy(dtype=object)
-            in_shop = shop_ids.get_indexer(items) >= 0
-            in_catalogue = elsewhere.get_indexer(items) >= 0
-            unused["item_not_in_shop"] += int(in_catalogue.sum())
-            unused["item_not_in_catalogue"] += int((~in_shop & ~in_catalogue).sum())
-            chunk = chunk[in_shop]
-            if self.favourite_threshold is not None:
-                low = ~(pd.to_numeric(chunk["rating"], errors="coerce") >= self.favourite_threshold)
-                unused["below_threshold"] += int(low.sum())
-                chunk = chunk[~low]
-            if end is not None:
-                late = chunk["time"] >= end
-                unused["after_window"] += int(late.sum())
-                chunk = chunk[~late]
-            kept.append(chunk)
+        try:
+            rows, first, last, kept, unused = self._scan(path, shop_ids, elsewhere, end, binary=False)
+        except pa.ArrowInvalid as error:
+            if "UTF8" not in str(error):
+                raise UsersConfigError(f"{path}: cannot be read ({error})") from None
+            # Rare, so not paid for by clean logs: read again, decoding each value with replacement.
+            log.warning("%s holds bytes that are not UTF-8: reading it again with them replaced (rows whose user, "
+                        "item or time has them are counted as log_invalid_utf8)", path.name)
+            rows, first, last, kept, unused = self._scan(path, shop_ids, elsewhere, end, binary=True)
         rows += unused["malformed_row"]
         if first is None:
             raise UsersConfigError(f"{path}: no row has a user, an item and a time that parses "
@@ -185,6 +165,48 @@ class InteractionUsers:
                  ratings["user_id"].nunique(), {reason: count for reason, count in unused.items() if count} or "none")
         threshold = self.favourite_threshold if self.favourite_threshold is not None else float("-inf")
         return UserInteractions(ratings, threshold, counts)
+
+    def _scan(self, path: Path, shop_ids: pd.Index, elsewhere: pd.Index, end: pd.Timestamp | None, *,
+              binary: bool) -> tuple[int, pd.Timestamp | None, pd.Timestamp | None, list[pd.DataFrame], Counter[str]]:
+        """One pass over the log: rows read, the first and last time, the shop's rows, and the
+        other rows' counts by reason. ``binary``: values are read as bytes and decoded with
+        replacement (a log that is not all UTF-8)."""
+        unused: Counter[str] = Counter()
+        rows, first, last, kept = 0, None, None, []
+        for chunk in read_log(path, self._columns(), self.chunk_mb, unused, binary=binary):
+            rows += len(chunk)
+            if binary:
+                replaced = chunk[["user", "item", "time"]].apply(lambda values: values.str.contains("\ufffd", na=False))
+                invalid = replaced.any(axis=1)
+                unused["invalid_utf8"] += int(invalid.sum())
+                chunk = chunk[~invalid]
+            missing = chunk[["user", "item", "time"]].isna().any(axis=1) | (chunk["user"] == "") | (chunk["item"] == "")
+            unused["missing_value"] += int(missing.sum())
+            chunk = chunk[~missing]
+            times = self._times(chunk["time"])
+            unused["bad_time"] += int(times.isna().sum())
+            chunk = chunk.assign(time=times)[times.notna()]
+            if len(chunk):
+                first = min(first, chunk["time"].min()) if first is not None else chunk["time"].min()
+                last = max(last, chunk["time"].max()) if last is not None else chunk["time"].max()
+            items = chunk["item"].str.zfill(self.item_id_width) if self.item_id_width else chunk["item"]
+            chunk = chunk.assign(item=items)
+            items = chunk["item"].to_numpy(dtype=object)
+            in_shop = shop_ids.get_indexer(items) >= 0
+            in_catalogue = elsewhere.get_indexer(items) >= 0
+            unused["item_not_in_shop"] += int(in_catalogue.sum())
+            unused["item_not_in_catalogue"] += int((~in_shop & ~in_catalogue).sum())
+            chunk = chunk[in_shop]
+            if self.favourite_threshold is not None:
+                low = ~(pd.to_numeric(chunk["rating"], errors="coerce") >= self.favourite_threshold)
+                unused["below_threshold"] += int(low.sum())
+                chunk = chunk[~low]
+            if end is not None:
+                late = chunk["time"] >= end
+                unused["after_window"] += int(late.sum())
+                chunk = chunk[~late]
+            kept.append(chunk)
+        return rows, first, last, kept, unused
 
     def _times(self, values: pd.Series) -> pd.Series:
         """The time column as UTC times without a zone; NaT where a value does not parse."""
@@ -283,11 +305,13 @@ def log_columns(path: Path) -> list[str]:
 READ_BLOCK_BYTES = 1 << 20
 
 
-def read_log(path: Path, columns: dict[str, str], chunk_mb: int, malformed: Counter[str]) -> Iterator[pd.DataFrame]:
+def read_log(path: Path, columns: dict[str, str], chunk_mb: int, malformed: Counter[str], binary: bool = False
+             ) -> Iterator[pd.DataFrame]:
     """The log about ``chunk_mb`` MB at a time (pyarrow's streaming readers), its ``columns``
     (role -> column) renamed to their roles, every value as text, so that "0108775015" keeps its
     leading zero. A CSV row with the wrong number of fields is skipped and counted in
-    ``malformed["malformed_row"]``."""
+    ``malformed["malformed_row"]``. ``binary``: CSV values are read as bytes and decoded with
+    replacement characters, for a log that is not all UTF-8 (pyarrow refuses such a column as text)."""
     names = list(dict.fromkeys(columns.values()))
     roles = {column: role for role, column in columns.items()}
     if path.name.lower().endswith(PARQUET_SUFFIXES):
@@ -304,7 +328,8 @@ def read_log(path: Path, columns: dict[str, str], chunk_mb: int, malformed: Coun
     with pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=READ_BLOCK_BYTES),
                          parse_options=pa_csv.ParseOptions(invalid_row_handler=skip, newlines_in_values=True),
                          convert_options=pa_csv.ConvertOptions(include_columns=names,
-                                                               column_types={name: pa.string() for name in names},
+                                                               column_types={name: pa.binary() if binary
+                                                                             else pa.string() for name in names},
                                                                strings_can_be_null=True)) as reader:
         for batch in reader:
             pending.append(batch)
@@ -320,6 +345,8 @@ def _as_text(chunk: pd.DataFrame) -> pd.DataFrame:
     for role in chunk.columns:
         if role != "time" or not pd.api.types.is_datetime64_any_dtype(chunk[role]):
             values = chunk[role]
+            if values.map(type).eq(bytes).any():  # read as bytes: a log that is not all UTF-8
+                values = values.str.decode("utf-8", errors="replace")
             chunk[role] = values.where(values.isna(), values.astype(str).str.strip())
     return chunk
 

@@ -22,7 +22,6 @@ pixels.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +45,6 @@ from fashionbench.data.labelled_images import (
 from fashionbench.data.rows import RowsInMemory, RowsWriter
 from fashionbench.data.skips import SkipLog
 from fashionbench.options import Stage, option
-
-log = logging.getLogger("fashionbench.data")
 
 PARTITION = "Eval/list_eval_partition.txt"
 STATUSES = ("train", QUERY_VIEW, GALLERY_VIEW)

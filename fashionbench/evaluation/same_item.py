@@ -20,7 +20,6 @@ Logged as ``same_item/recall_at_<k>/<recommender>``, with one row per query and 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import pandas as pd
 from fashionbench.artifacts import SAME_ITEM, SAME_ITEM_COLUMN_PREFIX, SAME_ITEM_SECTION
 from fashionbench.data import Catalogue
 from fashionbench.data.catalogue import GALLERY_VIEW, PRODUCT_COLUMN, QUERY_VIEW, VIEW_COLUMN
+from fashionbench.evaluation.metrics import random_expectations
 from fashionbench.evaluation.references import LADDER, MODEL, PIXELS, RANDOM, UNTRAINED, thumbnail_vectors
 from fashionbench.evaluation.schema import EvalConfig
 from fashionbench.index.base import ItemEmbeddings
@@ -51,9 +51,9 @@ def has_views(shop: Catalogue) -> bool:
 
 
 def random_recall(n_gallery: int, n_matches: int, k: int) -> float:
-    """P(at least one of ``n_matches`` of ``n_gallery`` images in a uniformly random top k)."""
-    slots = min(k, n_gallery)
-    return 1.0 - math.comb(n_gallery - n_matches, slots) / math.comb(n_gallery, slots)
+    """P(at least one of ``n_matches`` of ``n_gallery`` images in a uniformly random top k): the
+    hit rate of a random list (``metrics.random_expectations``), the gallery its candidates."""
+    return random_expectations(n_gallery, n_matches, k)["hit"]
 
 
 @dataclass(frozen=True)

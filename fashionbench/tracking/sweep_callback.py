@@ -87,8 +87,7 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close(completed=True)
-        if self._interrupted:  # every job had ended when the swallowed signal came: it still ends the process
-            raise interrupts.exception_for(interrupts.pending() or signal.SIGINT)
+        self._stop_if_interrupted()  # every job had ended when the swallowed signal came: it still ends the process
 
     def _note_signal(self, signum: int, frame: Any) -> None:
         """Remember that the sweep was interrupted, then stop as the signal would have."""
@@ -103,7 +102,11 @@ class SweepCallback(Callback):
         raise interrupts.exception_for(signum)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if self._interrupted:  # a signal whose exception was swallowed (runtime.interrupts): no further job
+        self._stop_if_interrupted()  # no further job
+
+    def _stop_if_interrupted(self) -> None:
+        """Raise the signal the sweep noted, if any: its exception was swallowed (runtime.interrupts)."""
+        if self._interrupted:
             raise interrupts.exception_for(interrupts.pending() or signal.SIGINT)
 
     def _close_cut_short(self) -> None:

@@ -317,7 +317,7 @@ def read_log(path: Path, columns: dict[str, str], chunk_mb: int, malformed: Coun
     if path.name.lower().endswith(PARQUET_SUFFIXES):
         rows = max(1, chunk_mb * 2**20 // 64)
         for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=names):
-            yield _as_text(batch.to_pandas().rename(columns=roles))
+            yield _as_text(batch.to_pandas().rename(columns=roles), binary=False)
         return
 
     def skip(row) -> str:
@@ -335,17 +335,19 @@ def read_log(path: Path, columns: dict[str, str], chunk_mb: int, malformed: Coun
             pending.append(batch)
             pending_bytes += batch.nbytes
             if pending_bytes >= chunk_mb * 2**20:
-                yield _as_text(pa.Table.from_batches(pending).to_pandas().rename(columns=roles))
+                yield _as_text(pa.Table.from_batches(pending).to_pandas().rename(columns=roles), binary)
                 pending, pending_bytes = [], 0
     if pending:
-        yield _as_text(pa.Table.from_batches(pending).to_pandas().rename(columns=roles))
+        yield _as_text(pa.Table.from_batches(pending).to_pandas().rename(columns=roles), binary)
 
 
-def _as_text(chunk: pd.DataFrame) -> pd.DataFrame:
+def _as_text(chunk: pd.DataFrame, binary: bool) -> pd.DataFrame:
+    """Every column but a time column Parquet typed as such, as stripped text; ``binary``: the
+    values were read as bytes (a log that is not all UTF-8) and are decoded with replacement."""
     for role in chunk.columns:
         if role != "time" or not pd.api.types.is_datetime64_any_dtype(chunk[role]):
             values = chunk[role]
-            if values.map(type).eq(bytes).any():  # read as bytes: a log that is not all UTF-8
+            if binary:
                 values = values.str.decode("utf-8", errors="replace")
             chunk[role] = values.where(values.isna(), values.astype(str).str.strip())
     return chunk

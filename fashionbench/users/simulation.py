@@ -275,7 +275,7 @@ class HeldOutSplits(StageResult):
 
     splits: list[HeldOutFavourites]
     skipped: int
-    skipped_by_reason: dict[str, int] = field(default_factory=dict)  # logged as eval/pairs_<reason>
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)  # logged as EVAL_PAIRS + _<reason>
 
     def __len__(self) -> int:
         return len(self.splits)

@@ -12,6 +12,8 @@ its weights (``pipeline.reuse``).
 
 from __future__ import annotations
 
+import time
+
 from omegaconf import DictConfig
 
 from fashionbench.artifacts import TAG_CONFIG_FINGERPRINT, TAG_GPU, TAG_TRAINING_FINGERPRINT
@@ -56,8 +58,8 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
     check_cutoffs(x.eval, shop)
     # The users and their held-out items, before any run starts: an interaction log that cannot be
     # used (a cut outside it) fails here, and the jobs of a sweep in this process share them.
-    users, splits = _users_and_splits(x, catalogue, shop, (stage_fingerprint(job.values, Stage.USERS),
-                                                           data.catalogue.fingerprint()))
+    users, splits, users_seconds = _users_and_splits(x, catalogue, shop, (stage_fingerprint(job.values, Stage.USERS),
+                                                                          data.catalogue.fingerprint()))
     reap_orphaned_runs(settings)  # runs of this host whose process died (SIGKILL, a crash) are marked KILLED
     fingerprints = {TAG_CONFIG_FINGERPRINT: job.fingerprint,
                     TAG_TRAINING_FINGERPRINT: training_fingerprint(job.values, data.catalogue.fingerprint())}
@@ -102,8 +104,8 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
         # Against exact search, as ann-benchmarks does, whatever the backend.
         run.record(measure_shop_index(shop_index, embeddings, x.index.quality_k, x.index.quality_repeats))
 
-        run.record(users)
-        run.record(splits)
+        run.record(users, users_seconds[0])  # the seconds they took before the run
+        run.record(splits, users_seconds[1])
         recommendations = evaluate_shop(shop_index, users, splits, untrained, x.index, x.eval)
         run.record(recommendations)  # the model and the reference ladder, pair by pair
         if has_views(shop):  # several photos of each garment: a ground truth that no user simulation shapes
@@ -123,12 +125,16 @@ _USERS: dict[tuple[str, str], tuple[SimulatedUsers, HeldOutSplits]] = {}  # this
 
 
 def _users_and_splits(x: ExperimentConfig, catalogue, shop, key: tuple[str, str]
-                      ) -> tuple[SimulatedUsers, HeldOutSplits]:
-    """The users of ``shop`` and their held-out splits, kept for the next job of this process
-    with the same ``users.*`` and ``eval.holdout_fraction`` options and the same catalogue (``key``)."""
-    if key not in _USERS:
-        users = x.users.simulate(shop, catalogue)
-        splits = x.users.hold_out(users, x.eval.holdout_fraction)
-        _USERS.clear()
-        _USERS[key] = users, splits
-    return _USERS[key]
+                      ) -> tuple[SimulatedUsers, HeldOutSplits, tuple[float, float]]:
+    """The users of ``shop``, their held-out splits and the seconds each took (0 when kept), kept
+    for the next job of this process with the same ``users.*`` and ``eval.holdout_fraction``
+    options and the same catalogue (``key``)."""
+    if key in _USERS:
+        return *_USERS[key], (0.0, 0.0)
+    start = time.perf_counter()
+    users = x.users.simulate(shop, catalogue)
+    simulated = time.perf_counter()
+    splits = x.users.hold_out(users, x.eval.holdout_fraction)
+    _USERS.clear()
+    _USERS[key] = users, splits
+    return users, splits, (simulated - start, time.perf_counter() - simulated)

@@ -99,10 +99,11 @@ class TrackedRun:
         self.experiment_id = experiment_id
         self._since = time.perf_counter()  # the previous stage ended here
 
-    def record(self, result: StageResult) -> None:
+    def record(self, result: StageResult, seconds: float | None = None) -> None:
         """Log what a stage measured: its metrics, stepped metrics, tags and artifact files; and
-        print the stage's one-line summary with its seconds (the time since the previous record)."""
-        seconds = time.perf_counter() - self._since
+        print the stage's one-line summary with its seconds: the time since the previous record, or
+        ``seconds`` for a stage that ran before the run started."""
+        seconds = time.perf_counter() - self._since if seconds is None else seconds
         if result.stage:
             stages.info("%-10s %6.1f s   %s", result.stage, seconds, result.summary())
         self.log_metrics(result.metrics())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import resources
 from typing import Any
 
 from hydra import compose, initialize_config_module
@@ -114,6 +115,24 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     notebooks, benchmarks and tests. Raises Hydra's ConfigCompositionException naming a bad key."""
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose(config_name=CONFIG_NAME, overrides=list(overrides or []))
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Every config group of ``configs/`` and the options a command line can pick in it (its YAML
+    files), by group path (``data``, ``hydra/launcher``). The schemas (``<name>_schema``, in Hydra's
+    ConfigStore) are not options: a config file extends one. Read from the installed package's
+    files, so it costs no composition."""
+
+    def walk(folder, prefix: str):
+        options = sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir()
+                         if entry.is_file() and entry.name.endswith(".yaml"))
+        if options and prefix:
+            yield prefix, options
+        for entry in sorted(folder.iterdir(), key=lambda entry: entry.name):
+            if entry.is_dir() and not entry.name.startswith(("_", ".")):
+                yield from walk(entry, f"{prefix}/{entry.name}" if prefix else entry.name)
+
+    return dict(walk(resources.files(CONFIG_MODULE), ""))
 
 
 def experiment_config(cfg: DictConfig | ExperimentConfig) -> ExperimentConfig:

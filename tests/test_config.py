@@ -121,16 +121,52 @@ def test_every_config_file_names_its_schema_and_every_option_of_it():
             assert listed == [field.name for field in dataclasses.fields(schema)], path
 
 
-def test_a_config_error_answers_before_tensorflow_or_mlflow_is_loaded(tmp_path):
-    """The config is checked before the heavy imports: a user's typo costs a second, not TensorFlow's start."""
+@pytest.mark.parametrize(("args", "answer"), [
+    (["eval.k=0"], "EXIT fashionbench.run: invalid config: EvalConfigError: eval.k must be >= 1, got 0"),
+    (["train.epochs=abc"], "train.epochs"),  # a type error, named by Hydra's composition
+    (["--help"], "== Configuration groups =="),
+    (["--help", "freeze=7"], "freeze: 7"),
+    (["--cfg", "job"], "freeze: 4"),
+])
+def test_help_and_config_errors_answer_before_tensorflow_or_mlflow_is_loaded(tmp_path, args, answer):
+    """The config is checked before the heavy imports: a user's typo, --help or --cfg job costs a
+    second, not TensorFlow's start."""
     import subprocess
     import sys
 
     code = ("import runpy, sys\n"
-            "sys.argv = ['fashionbench.run', 'eval.k=0']\n"
+            f"sys.argv = ['fashionbench.run', *{args!r}]\n"
             "try:\n    runpy.run_module('fashionbench.run', run_name='__main__')\n"
             "except SystemExit as error:\n    print('EXIT', error.code)\n"
             "print('LOADED', sorted(m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert "EXIT fashionbench.run: invalid config: EvalConfigError: eval.k must be >= 1, got 0" in result.stdout
+    assert answer in result.stdout + result.stderr, result.stdout + result.stderr
     assert "LOADED []" in result.stdout, result.stdout + result.stderr
+
+
+def test_help_lists_every_group_and_option_hydra_knows_and_no_schema():
+    """``--help`` is ours (Hydra's composes once per group: 2.4 s): its groups and options are those
+    Hydra's config loader finds, without the ``_schema`` nodes a config file extends."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    from fashionbench.config import CONFIG_MODULE, config_groups
+    from fashionbench.run import help_text
+
+    text = help_text(["--help", "data=hm"])
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        app_groups = [group for group in loader.get_group_options("", ObjectType.GROUP) if group != "hydra"]
+        for group in [*app_groups, "hydra/launcher"]:
+            known = sorted(name for name in loader.get_group_options(group, ObjectType.CONFIG)
+                           if not name.endswith("_schema"))
+            if group == "hydra/launcher":  # Hydra's own (basic, and installed plugins') are --hydra-help's
+                assert set(config_groups()[group]) <= set(known)
+                continue
+            assert config_groups()[group] == known, group
+            assert f"{group}:" in text and ", ".join(known) in text, group
+    assert "_schema" not in text.split("== Config ==")[0]
+    assert "name: hm" in text  # the config composed with the overrides given
+    assert help_text(["eval.k=3"]) is None  # no --help: Hydra runs the command
+    assert help_text(["--help", "--config-name", "other"]) is None  # a flag only Hydra's help knows

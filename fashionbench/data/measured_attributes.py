@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import rgb_to_hsv
 
 from fashionbench.data.catalogue import ATTRIBUTE_PREFIX
 
@@ -43,6 +42,8 @@ def _garment_hsv(image: np.ndarray) -> np.ndarray:
     if foreground.mean() < 0.05:
         height, width = foreground.shape
         foreground[height // 4: height - height // 4, width // 4: width - width // 4] = True
+    from matplotlib.colors import rgb_to_hsv  # here: the config imports this module, and --help should not wait
+
     return np.median(rgb_to_hsv(pixels[foreground] / 255.0), axis=0)
 
 

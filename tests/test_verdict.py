@@ -295,7 +295,7 @@ def test_the_report_draws_every_difference_and_the_users_the_top_two_differ_for(
 
 
 def test_reading_commands_answer_without_tensorflow(planted_study, tmp_path):
-    """compare (and its calibration and plan) and a promote the gate refuses read runs: no TensorFlow."""
+    """compare (its calibration, comparison and plan) and report read runs: no TensorFlow."""
     import subprocess
     import sys
 
@@ -304,9 +304,12 @@ def test_reading_commands_answer_without_tensorflow(planted_study, tmp_path):
             f"codes = [compare.main(['--tracking-uri', {settings.uri!r}, '--experiment', 'verdict', *args, '--out', "
             f"{str(tmp_path / 'c.md')!r}]) for args in (['--calibrate', '--runs', *{seeds!r}], "
             f"['--runs', {pick['2']!r}, {pick['8']!r}], ['--plan', '--delta', '0.05'])]\n"
+            "from fashionbench import report\n"
+            f"codes.append(report.main(['--tracking-uri', {settings.uri!r}, '--experiment', 'verdict', '--out', "
+            f"{str(tmp_path / 'r.md')!r}]) or 0)\n"
             "print('CODES', codes, 'LOADED', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert "CODES [0, 0, 0] LOADED []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "CODES [0, 0, 0, 0] LOADED []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 def test_what_an_index_costs_is_measured_against_exact_search_on_the_same_weights(store_uri, tmp_path):

@@ -118,3 +118,29 @@ def test_the_exact_backend_ranks_by_every_items_distance_with_ties_by_position(m
         positions, found = index.nearest(12, vector=query)
         assert positions == expected.tolist()
         np.testing.assert_allclose(found, distances[expected])
+
+
+def merged_nearest(index, query_item_ids, k):
+    """CategoryIndex.recommend as it was first written: one neighbour search per query item."""
+    excluded, best = set(query_item_ids), {}
+    for item_id in query_item_ids:
+        positions, distances = index.nearest(k + len(excluded), position=index.position_of(item_id))
+        for position, distance in zip(positions, distances):
+            if index.item_ids[position] not in excluded and distance < best.get(position, np.inf):
+                best[position] = distance
+    ranked = sorted(best.items(), key=lambda pair: (pair[1], pair[0]))[:k]
+    return [(str(index.item_ids[position]), float(distance)) for position, distance in ranked]
+
+
+@pytest.mark.parametrize("config", [ExactIndexConfig("angular"), ExactIndexConfig("manhattan"),
+                                    AnnoyIndexConfig(metric="euclidean", n_trees=3), AnnoyIndexConfig(metric="dot")])
+def test_recommending_for_many_lists_shares_searches_and_answers_as_each_list_alone(config):
+    # Copies of a few vectors make ties; many lists share query items and list lengths, as an
+    # evaluation's users do, and the shared searches must not change any list's answer.
+    rng = np.random.default_rng(4)
+    items = embeddings(n=60, dim=6, seed=4)
+    items.vectors[rng.permutation(60)[:30]] = items.vectors[rng.integers(0, 60, size=30)]
+    index = config.build(items)
+    lists = [rng.choice(items.item_ids, size=rng.integers(1, 6), replace=False).tolist() for _ in range(200)]
+    for k in (1, 5, 20):
+        assert index.recommend_many(lists, k) == [merged_nearest(index, queries, k) for queries in lists]

@@ -11,8 +11,10 @@ from fashionbench.evaluation.metrics import (
     LIST_METRICS,
     METRICS,
     higher_is_better,
+    intra_list_diversities,
     intra_list_diversity,
     list_metrics,
+    list_metrics_at,
     random_coverage,
     random_expectations,
     random_intra_list_diversity,
@@ -75,3 +77,41 @@ def test_random_coverage_and_diversity_equal_their_enumerations():
     brute = np.mean([len(a | b) / 5 for a, b in draws])
     assert random_coverage(5, sets, [2, 2]) == pytest.approx(brute)
     assert random_coverage(5, sets, [3, 3]) == pytest.approx(4 / 5)  # lists as long as the candidates
+
+
+def one_k_metrics(recommended, held_out, k):
+    """list_metrics as it was first written: every sum over the top k alone."""
+    relevant = set(held_out)
+    flags = [item in relevant for item in list(recommended)[:k]]
+    first = next((rank for rank, hit in enumerate(flags, start=1) if hit), None)
+    dcg = sum(1.0 / math.log2(rank + 1) for rank, hit in enumerate(flags, start=1) if hit)
+    cumulative = np.cumsum(flags)
+    precision_sum = sum(cumulative[rank - 1] / rank for rank, hit in enumerate(flags, start=1) if hit)
+    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(relevant), k) + 1))
+    hits = sum(flags)
+    return {"hits": float(hits), "precision": hits / k, "recall": hits / len(relevant), "ndcg": dcg / ideal,
+            "hit": float(hits > 0), "mrr": 1.0 / first if first else 0.0,
+            "map": float(precision_sum) / min(len(relevant), k)}
+
+
+def test_metrics_at_several_k_are_the_same_floats_as_each_k_alone():
+    # One pass serves every k of a run's eval.ks; the per-pair table must not change by a bit.
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        items = [f"i{n}" for n in rng.permutation(40)]
+        recommended = items[:rng.integers(0, 30)]
+        held_out = rng.choice(items, size=rng.integers(1, 15), replace=False).tolist()
+        ks = sorted({int(k) for k in rng.integers(1, 35, size=3)})
+        by_k = list_metrics_at(recommended, held_out, ks)
+        for k in ks:
+            assert by_k[k] == one_k_metrics(recommended, held_out, k) == list_metrics(recommended, held_out, k)
+
+
+def test_diversity_of_many_lists_is_the_same_floats_as_of_each_list():
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(70, 5))
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    lists = [rng.choice(70, size=rng.integers(0, 30), replace=False).tolist() for _ in range(400)]
+    batched = intra_list_diversities(lists, distances)
+    one_by_one = np.array([intra_list_diversity(positions, distances) for positions in lists])
+    np.testing.assert_array_equal(batched, one_by_one)  # bit for bit, NaN for lists shorter than two

@@ -160,3 +160,16 @@ def test_the_summary_table_breaks_every_mean_down_by_category(tmp_path):
     assert model.loc["Dresses", "coverage_at_2"] == pytest.approx(2 / 5)  # d1, d2 of five dresses
     assert results.metrics()["ladder/precision_at_3/model"] == pytest.approx(model.loc["all", "precision_at_3"])
     assert (tmp_path / "eval" / "pairs.csv").is_file()
+
+
+def test_an_index_recommender_answers_all_splits_as_it_answers_each():
+    from fashionbench.index.base import ItemEmbeddings
+
+    rng = np.random.default_rng(0)
+    ids = np.array(SHOP["Skirts"] + SHOP["Dresses"])
+    categories = np.array(["Skirts"] * 6 + ["Dresses"] * 5)
+    embeddings = ItemEmbeddings(ids, categories, rng.integers(0, 2, size=(11, 3)).astype(np.float32), "test")  # ties
+    recommender = IndexRecommender("pixels", {c: ExactIndexConfig("euclidean").build(embeddings.of_category(c))
+                                              for c in SHOP})
+    splits = [*SPLITS, HeldOutFavourites("u3", "Skirts", ["s0"], ["s2"]), HeldOutFavourites("u4", "Dresses", ["d1", "d0"], ["d3"])]
+    assert recommender.recommend_all(splits, 4) == [recommender.recommend(split, 4) for split in splits]

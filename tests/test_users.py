@@ -105,3 +105,56 @@ def test_course_users_deal_review_rows_to_named_users(tiny_catalogue, tmp_path):
     assert set(users.ratings.item_id) <= set(shop.items.item_id)
     assert users.ratings.equals(CourseUsers(path, n_users=5, seed=0).simulate(shop).ratings)
     assert users.metrics()["pipeline/users/reviews_rows"] == 70
+
+
+def per_pair_ratings(users: TasteUsers, shop) -> pd.DataFrame:
+    """TasteUsers.simulate as it was first written (no reviews): a frame per (user, category) pair."""
+    import math
+
+    from fashionbench.data import CATEGORIES
+    from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
+
+    attributes, _ = item_attributes(shop)
+    features = attribute_vectors(attributes).astype(np.float64)
+    categories = [c for c in CATEGORIES if (shop.items["category"] == c).any()]
+    mix = shop.items["category"].value_counts(normalize=True).to_dict()
+    members = {c: np.flatnonzero(shop.items["category"].to_numpy() == c) for c in categories}
+    cumulative = np.cumsum(users.rating_histogram) / np.sum(users.rating_histogram)
+    rng, frames = np.random.default_rng(users.seed), []
+    for user in range(users.n_users):
+        taste = rng.normal(0.0, 1.0, features.shape[1])
+        for category in categories:
+            size = min(len(members[category]), max(1, round(users.items_per_user * mix[category])))
+            rated = rng.choice(members[category], size=size, replace=False)
+            scores = features[rated] @ taste / math.sqrt(attributes.shape[1]) + rng.normal(0.0, users.noise, size)
+            frames.append(pd.DataFrame({"user_id": f"user-{user:04d}", "item_id": shop.items["item_id"].to_numpy()[rated],
+                                        "category": category,
+                                        "rating": 1 + np.searchsorted(cumulative, (np.argsort(np.argsort(scores)) + 0.5) / size)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def per_pair_splits(users, fraction: float, seed: int) -> list[tuple]:
+    """hold_out_favourites as it was first written: a groupby loop over the pairs."""
+    rng, splits = np.random.default_rng(seed), []
+    for (user_id, category), group in users.ratings.groupby(["user_id", "category"], sort=True):
+        favourites = group.loc[group["rating"] >= users.favourite_threshold, "item_id"].tolist()
+        if len(favourites) >= 2:
+            shuffled = [favourites[i] for i in rng.permutation(len(favourites))]
+            n_held = min(len(shuffled) - 1, max(1, round(fraction * len(shuffled))))
+            splits.append((user_id, category, shuffled[n_held:], shuffled[:n_held]))
+    return splits
+
+
+@pytest.mark.parametrize("items_per_user, threshold", [(10, 4), (25, 3), (7, 5)])
+def test_users_and_splits_are_the_draws_of_the_per_pair_loops(tiny_catalogue, items_per_user, threshold):
+    # The vectorised stages must consume the random stream as the per-pair loops did: same ratings,
+    # same favourites held out, bit for bit (a run's ratings and pairs are compared across versions).
+    shop = shop_of(tiny_catalogue)
+    config = TasteUsers(n_users=12, items_per_user=items_per_user, rating_histogram=[1, 2, 1, 3, 2],
+                        favourite_threshold=threshold, seed=3)
+    users = config.simulate(shop)
+    pd.testing.assert_frame_equal(users.ratings, per_pair_ratings(config, shop), check_exact=True)
+    for fraction in (0.2, 0.5, 0.9):
+        held_out = hold_out_favourites(users, fraction, seed=5)
+        assert [(s.user_id, s.category, s.queries, s.held_out) for s in held_out] == per_pair_splits(users, fraction, 5)
+        assert held_out.skipped == users.ratings.groupby(["user_id", "category"]).ngroups - len(held_out)

@@ -30,6 +30,7 @@ held-out item, and each of the i − 1 slots before it another with probability 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ import numpy as np
 from fashionbench.artifacts import HEADLINE_SECTION, MODEL_SECTION, parse_metric_name
 
 
+@functools.lru_cache(maxsize=1024)
 def _ideal_dcg(n_relevant: int, k: int) -> float:
     return sum(1.0 / math.log2(i + 1) for i in range(1, min(n_relevant, k) + 1))
 
@@ -109,19 +111,42 @@ LOGGED_METRICS = tuple(name for name in LIST_METRICS if METRICS[name].logged)
 
 def list_metrics(recommended: Sequence[str], held_out: Sequence[str] | set[str], k: int) -> dict[str, float]:
     """Every list metric at k for one ranked list (see the module docstring)."""
+    return list_metrics_at(recommended, held_out, [k])[k]
+
+
+def list_metrics_at(recommended: Sequence[str], held_out: Sequence[str] | set[str], ks: Sequence[int]
+                    ) -> dict[int, dict[str, float]]:
+    """``list_metrics`` at every k of ``ks``, from one pass over the list's top max(ks).
+
+    The sums are running sums in rank order, read at rank k, so each k's values are the same
+    floats, bit for bit, as summing the top k alone.
+    """
     relevant = set(held_out)
-    flags = [item in relevant for item in list(recommended)[:k]]
-    first = next((rank for rank, hit in enumerate(flags, start=1) if hit), None)
-    dcg = sum(1.0 / math.log2(rank + 1) for rank, hit in enumerate(flags, start=1) if hit)
-    cumulative = np.cumsum(flags)
-    precision_sum = sum(cumulative[rank - 1] / rank for rank, hit in enumerate(flags, start=1) if hit)
-    ranked = RankedList(k, len(relevant), sum(flags), first, dcg, float(precision_sum))
-    return {name: METRICS[name].of_list(ranked) for name in LIST_METRICS}
+    top = list(recommended)[:max(ks)]
+    hits, first, dcg, precision_sum = 0, None, 0.0, 0.0
+    after = [(hits, first, dcg, precision_sum)]  # after[r]: the sums over ranks 1..r
+    for rank, item in enumerate(top, start=1):
+        if item in relevant:
+            hits += 1
+            first = first or rank
+            dcg += 1.0 / math.log2(rank + 1)
+            precision_sum += hits / rank  # precision@rank at a rank that holds a held-out item
+        after.append((hits, first, dcg, precision_sum))
+    values = {}
+    for k in ks:
+        ranked = RankedList(k, len(relevant), *after[min(k, len(top))])
+        values[k] = {name: METRICS[name].of_list(ranked) for name in LIST_METRICS}
+    return values
 
 
 def random_expectations(n_candidates: int, n_held_out: int, k: int) -> dict[str, float]:
     """The exact expectation of every list metric at k when k' = min(k, n) of the
     ``n_candidates`` are drawn uniformly without replacement and ``n_held_out`` of them are relevant."""
+    return dict(_random_expectations(n_candidates, n_held_out, k))
+
+
+@functools.lru_cache(maxsize=4096)  # an evaluation asks for the same few (n, |H|, k) for every pair
+def _random_expectations(n_candidates: int, n_held_out: int, k: int) -> dict[str, float]:
     n, h = n_candidates, n_held_out
     slots = min(k, n)
     share = h / n
@@ -160,6 +185,20 @@ def intra_list_diversity(positions: Sequence[int], distances: np.ndarray) -> flo
         return float("nan")
     block = distances[np.ix_(positions, positions)]
     return float(block.sum() / (len(positions) * (len(positions) - 1)))
+
+
+def intra_list_diversities(lists: Sequence[Sequence[int]], distances: np.ndarray) -> np.ndarray:
+    """``intra_list_diversity`` of each list, as an array: the lists of one length at once. Each
+    list's block is summed as one contiguous row, as numpy sums a lone block, so the values are
+    the same floats."""
+    values = np.full(len(lists), np.nan)
+    lengths = np.array([len(positions) for positions in lists], dtype=int)
+    for length in np.unique(lengths[lengths >= 2]):
+        members = np.flatnonzero(lengths == length)
+        positions = np.array([lists[i] for i in members], dtype=int)  # (lists, length)
+        blocks = distances[positions[:, :, None], positions[:, None, :]]  # (lists, length, length)
+        values[members] = blocks.reshape(len(members), -1).sum(axis=1) / (length * (length - 1))
+    return values
 
 
 def random_intra_list_diversity(distances: np.ndarray, excluded: Sequence[int],

@@ -35,7 +35,7 @@ from fashionbench.artifacts import (
 from fashionbench.data import Catalogue
 from fashionbench.data.catalogue import ATTRIBUTE_PREFIX
 from fashionbench.data.measured_attributes import attribute_vectors, item_attributes
-from fashionbench.evaluation.metrics import LIST_METRICS, list_metrics, random_expectations
+from fashionbench.evaluation.metrics import LIST_METRICS, list_metrics_at, random_expectations
 from fashionbench.evaluation.plots import plot_ladder
 from fashionbench.evaluation.references import (
     LADDER,
@@ -110,32 +110,44 @@ def evaluate_recommenders(recommenders: Sequence, splits: Sequence[HeldOutFavour
                           notes: Mapping[str, str] | None = None) -> PairResults:
     """Score every recommender on every split at every k (``fashionbench.evaluation.metrics``).
 
-    Each recommender is asked once per split for max(ks) items; the random recommender is
-    scored by its exact expectation. Raises ValueError for a k < 1.
+    Each recommender ranks max(ks) items for every split (an index recommender answers them all
+    at once, ``recommend_all``); the random recommender is scored by its exact expectation.
+    Raises ValueError for a k < 1.
     """
     ks = tuple(sorted(set(ks) | {headline_k}))
     if ks[0] < 1:
         raise ValueError(f"eval.ks must all be >= 1, got {list(ks)}")
-    longest = ks[-1]
+    splits = list(splits)
+    # Every recommender's lists first (an index answers all its splits at once), then the rows,
+    # split by split and in the recommenders' order, as the table has always been laid out.
+    rankings = [None if isinstance(recommender, RandomRecommender) else _ranked_lists(recommender, splits, ks[-1])
+                for recommender in progress(recommenders, "recommend", len(recommenders))]
     rows = []
-    for split in progress(splits, "recommend", len(splits)):
+    for s, split in enumerate(splits):
         pair = {"user_id": split.user_id, "category": split.category, "n_queries": len(split.queries),
                 "n_held_out": len(split.held_out),
                 "n_candidates": len(shop_items[split.category]) - len(split.queries),
                 "queries": json.dumps(list(split.queries)), "held_out": json.dumps(list(split.held_out))}
-        for recommender in recommenders:
-            if isinstance(recommender, RandomRecommender):
+        for recommender, ranked in zip(recommenders, rankings, strict=True):
+            if ranked is None:
                 values = {k: random_expectations(pair["n_candidates"], pair["n_held_out"], k) for k in ks}
                 recommended = ""
             else:
-                ranked = recommender.recommend(split, longest)
-                values = {k: list_metrics(ranked, split.held_out, k) for k in ks}
-                recommended = json.dumps(ranked)
+                values = list_metrics_at(ranked[s], split.held_out, ks)
+                recommended = json.dumps(ranked[s])
             rows.append({**pair, "recommender": recommender.name, "recommended": recommended,
                          **{metric_column(m, k): values[k][m] for k in ks for m in LIST_METRICS}})
     columns = [*ID_COLUMNS, *COUNT_COLUMNS, *(metric_column(m, k) for k in ks for m in LIST_METRICS), *LIST_COLUMNS]
     return PairResults(pd.DataFrame(rows, columns=columns), headline_k, ks, dict(shop_items), distances,
                        dict(notes or {}))
+
+
+def _ranked_lists(recommender, splits: list[HeldOutFavourites], k: int) -> list[list[str]]:
+    """The recommender's top k for every split: ``recommend_all`` where it has one (an index
+    recommender asks each shared neighbour search once), else one ``recommend`` per split."""
+    if hasattr(recommender, "recommend_all"):
+        return recommender.recommend_all(splits, k)
+    return [recommender.recommend(split, k) for split in splits]
 
 
 def eval_fingerprint(table: pd.DataFrame, shop_items: Mapping[str, list[str]]) -> str:

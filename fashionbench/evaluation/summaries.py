@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from fashionbench.artifacts import (
 from fashionbench.data import CATEGORIES
 from fashionbench.evaluation.metrics import (
     LOGGED_METRICS,
-    intra_list_diversity,
+    intra_list_diversities,
     random_coverage,
     random_intra_list_diversity,
 )
@@ -48,16 +49,23 @@ def summary_table(table: pd.DataFrame, headline_k: int, ks: Sequence[int], shop_
     Logged as ``eval/summary.csv``; ``summarise`` names its numbers for the run's metrics."""
     rows = []
     for recommender, of_recommender in table.groupby("recommender", sort=False):
-        scopes = [(ALL, of_recommender), *((c, of_recommender[of_recommender["category"] == c]) for c in CATEGORIES)]
-        for category, rows_in_scope in scopes:
-            if rows_in_scope.empty:
+        # Each pair's lists are read, and each category's coverage and each pair's diversity
+        # computed, once; the "all" scope and the category's own scope both use them.
+        lists = _PairLists.of(of_recommender, headline_k)
+        coverage = _coverage_by_category(lists, headline_k, shop_items)
+        diversity = _diversity_by_pair(lists, shop_items, distances) if distances is not None else None
+        scopes = [(ALL, np.ones(len(lists.categories), dtype=bool)),
+                  *((c, lists.categories == c) for c in CATEGORIES)]
+        for category, in_scope in scopes:
+            if not in_scope.any():
                 continue
+            rows_in_scope = of_recommender if category == ALL else of_recommender[in_scope]
             row = {"recommender": recommender, "category": category, "pairs": len(rows_in_scope)}
             row.update({metric_column(m, k): float(rows_in_scope[metric_column(m, k)].mean())
                         for k in ks for m in LOGGED_METRICS})
-            row[metric_column("coverage", headline_k)] = _coverage(rows_in_scope, headline_k, shop_items)
-            if distances is not None:
-                row[metric_column("ild", headline_k)] = _diversity(rows_in_scope, headline_k, shop_items, distances)
+            row[metric_column("coverage", headline_k)] = _coverage(coverage, lists.categories[in_scope])
+            if diversity is not None:
+                row[metric_column("ild", headline_k)] = _diversity(diversity[in_scope], lists.categories[in_scope])
             rows.append(row)
     columns = ["recommender", "category", "pairs", *(metric_column(m, k) for k in ks for m in LOGGED_METRICS),
                metric_column("coverage", headline_k), *([metric_column("ild", headline_k)] if distances else [])]
@@ -105,40 +113,72 @@ def summarise(table: pd.DataFrame, headline_k: int, ks: Sequence[int], shop_item
     return metrics
 
 
-def _coverage(rows: pd.DataFrame, k: int, shop_items: Mapping[str, list[str]]) -> float:
+@dataclass(frozen=True)
+class _PairLists:
+    """One recommender's pairs, in the table's order: category, queries (JSON), and top-k list
+    (None for the random recommender, whose ``recommended`` is empty)."""
+
+    categories: np.ndarray
+    queries: list[str]
+    top: list[list[str] | None]
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame, k: int) -> _PairLists:
+        return cls(rows["category"].to_numpy(dtype=object), rows["queries"].tolist(),
+                   [json.loads(ranked)[:k] if ranked != "" else None for ranked in rows["recommended"].tolist()])
+
+
+def _coverage_by_category(lists: _PairLists, k: int, shop_items: Mapping[str, list[str]]
+                          ) -> dict[str, tuple[float, int]]:
+    """Per category: the distinct items in its top-k lists (for random, the expected number), and
+    its shop items (RecBole ``ItemCoverage``)."""
+    by_category = {}
+    for category in dict.fromkeys(lists.categories):
+        items = shop_items[category]
+        pairs = np.flatnonzero(lists.categories == category)
+        if all(lists.top[i] is None for i in pairs):  # the random recommender: expected coverage
+            candidates = [_candidate_positions(items, lists.queries[i]) for i in pairs]
+            covered = len(items) * random_coverage(len(items), candidates, [k] * len(candidates))
+        else:
+            covered = len({item for i in pairs for item in lists.top[i]})
+        by_category[category] = (covered, len(items))
+    return by_category
+
+
+def _coverage(by_category: Mapping[str, tuple[float, int]], categories: np.ndarray) -> float:
     """Distinct items in the top-k lists / all shop items (RecBole ``ItemCoverage``), over the
     categories with evaluated pairs; for random, its exact expectation."""
     covered, total = 0.0, 0
-    for category, in_category in rows.groupby("category"):
-        items = shop_items[category]
-        total += len(items)
-        if (in_category["recommended"] == "").all():  # the random recommender: expected coverage
-            candidates = [_candidate_positions(items, queries) for queries in in_category["queries"]]
-            covered += len(items) * random_coverage(len(items), candidates, [k] * len(candidates))
-        else:
-            covered += len({item for ranked in in_category["recommended"] for item in json.loads(ranked)[:k]})
+    for category in sorted(set(categories)):  # summed in category order, as ever (same floats)
+        covered += by_category[category][0]
+        total += by_category[category][1]
     return covered / total if total else float("nan")
 
 
-def _diversity(rows: pd.DataFrame, k: int, shop_items: Mapping[str, list[str]],
-               distances: Mapping[str, np.ndarray]) -> float:
-    """Mean over pairs of the intra-list attribute distance of the top-k list (random: expected)."""
-    values = []
-    for category, in_category in rows.groupby("category"):
+def _diversity_by_pair(lists: _PairLists, shop_items: Mapping[str, list[str]],
+                       distances: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Each pair's intra-list attribute distance of its top-k list (random: expected)."""
+    values = np.full(len(lists.categories), np.nan)
+    for category in dict.fromkeys(lists.categories):
         items, matrix = shop_items[category], distances[category]
         position = {item: i for i, item in enumerate(items)}
-        row_sums = None
-        for row in in_category.itertuples():
-            if row.recommended == "":
-                if row_sums is None:
-                    row_sums = matrix.sum(axis=1)
-                excluded = [position[item] for item in json.loads(row.queries) if item in position]
-                values.append(random_intra_list_diversity(matrix, excluded, row_sums))
-            else:
-                ranked = json.loads(row.recommended)[:k]
-                values.append(intra_list_diversity([position[item] for item in ranked], matrix))
-    values = [v for v in values if not np.isnan(v)]
-    return float(np.mean(values)) if values else float("nan")
+        pairs = np.flatnonzero(lists.categories == category)
+        ranked = [i for i in pairs if lists.top[i] is not None]
+        values[ranked] = intra_list_diversities([[position[item] for item in lists.top[i]] for i in ranked], matrix)
+        row_sums = matrix.sum(axis=1)
+        for i in pairs:
+            if lists.top[i] is None:
+                excluded = [position[item] for item in json.loads(lists.queries[i]) if item in position]
+                values[i] = random_intra_list_diversity(matrix, excluded, row_sums)
+    return values
+
+
+def _diversity(values: np.ndarray, categories: np.ndarray) -> float:
+    """Mean over pairs of the intra-list attribute distance, NaNs left out; the pairs taken
+    category by category (in name order, as ever, so the mean is the same float)."""
+    values = values[np.argsort(categories, kind="stable")]
+    values = values[~np.isnan(values)]
+    return float(np.mean(values)) if len(values) else float("nan")
 
 
 def _candidate_positions(items: list[str], queries: str) -> np.ndarray:

@@ -4,7 +4,9 @@ item vectors it indexes."""
 from __future__ import annotations
 
 import json
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -145,15 +147,31 @@ class CategoryIndex(ABC):
         Each query asks for k + len(queries) neighbours, so that k remain after the queries
         themselves are removed. Ties are broken by position, so the answer is deterministic.
         """
-        excluded = set(query_item_ids)
-        best: dict[int, float] = {}
-        for item_id in query_item_ids:
-            positions, distances = self.nearest(k + len(excluded), position=self.position_of(item_id))
-            for position, distance in zip(positions, distances):
-                if self.item_ids[position] not in excluded and distance < best.get(position, np.inf):
-                    best[position] = distance
-        ranked = sorted(best.items(), key=lambda pair: (pair[1], pair[0]))[:k]
-        return [(str(self.item_ids[position]), float(distance)) for position, distance in ranked]
+        return self.recommend_many([query_item_ids], k)[0]
+
+    def recommend_many(self, queries: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
+        """``recommend`` for each list of query items in ``queries``, in order.
+
+        A neighbour search (item, n) that several lists share is made once: an evaluation asks
+        about the same few items thousands of times, and a search always gives the same answer.
+        """
+        item_ids = self.item_ids.tolist()  # Python values: indexing a list is much faster than an array
+        searched: dict[tuple[int, int], tuple[list[int], list[float]]] = {}
+        answers = []
+        for query_item_ids in queries:
+            excluded = set(query_item_ids)
+            n = k + len(excluded)
+            best: dict[int, float] = {}
+            for item_id in query_item_ids:
+                search = (self.position_of(item_id), n)
+                if search not in searched:
+                    searched[search] = self.nearest(n, position=search[0])
+                for position, distance in zip(*searched[search]):
+                    if item_ids[position] not in excluded and distance < best.get(position, math.inf):
+                        best[position] = distance
+            ranked = sorted(best.items(), key=lambda pair: (pair[1], pair[0]))[:k]
+            answers.append([(str(item_ids[position]), float(distance)) for position, distance in ranked])
+        return answers
 
     def nearest_to_vector(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The k items nearest to an embedding that need not be in the index."""

@@ -173,21 +173,27 @@ class TasteUsers:
                         min(len(members[c]), max(1, round(items_per_user * mix.get(c, 0.0)))) for c in categories}
         cumulative = {c: np.cumsum(histograms[c]) / histograms[c].sum() for c in categories}
         rng = np.random.default_rng(self.seed)
-        frames = []
-        for user in range(self.n_users):
+        rated_positions, ratings = [], []  # per (user, category), users outer, as the draws are made
+        for _ in range(self.n_users):
             taste = rng.normal(0.0, 1.0, features.shape[1])
             for category in categories:
                 rated = rng.choice(members[category], size=per_category[category], replace=False)
                 scores = features[rated] @ taste / math.sqrt(attributes.shape[1])
                 scores += rng.normal(0.0, self.noise, len(rated))
                 quantiles = (np.argsort(np.argsort(scores)) + 0.5) / len(rated)
-                frames.append(pd.DataFrame({
-                    "user_id": f"user-{user:04d}",
-                    "item_id": item_ids[rated],
-                    "category": category,
-                    "rating": 1 + np.searchsorted(cumulative[category], quantiles),
-                }))
-        return SimulatedUsers(pd.concat(frames, ignore_index=True), self.favourite_threshold, simulation)
+                rated_positions.append(rated)
+                ratings.append(1 + np.searchsorted(cumulative[category], quantiles))
+        # One frame at the end (a frame per pair took most of the time): a user's rows, then the next
+        # user's; within a user, a category's rows in ``categories`` order.
+        pair_sizes = [per_category[c] for c in categories] * self.n_users
+        user_ids = np.array([f"user-{user:04d}" for user in range(self.n_users)], dtype=object)
+        ratings_table = pd.DataFrame({
+            "user_id": np.repeat(user_ids, sum(per_category.values())),
+            "item_id": item_ids[np.concatenate(rated_positions)],
+            "category": np.repeat(np.array(categories * self.n_users, dtype=object), pair_sizes),
+            "rating": np.concatenate(ratings),
+        })
+        return SimulatedUsers(ratings_table, self.favourite_threshold, simulation)
 
     def hold_out(self, users: SimulatedUsers, fraction: float) -> HeldOutSplits:
         """Each (user, category) pair's favourites split at random (``hold_out_favourites``)."""
@@ -305,16 +311,27 @@ def hold_out_favourites(users: SimulatedUsers, fraction: float, *, seed: int) ->
     """
     if not 0.0 < fraction < 1.0:
         raise UsersConfigError(f"eval.holdout_fraction must be in (0, 1), got {fraction}")
+    ratings = users.ratings
+    # Pairs numbered in groupby's sorted (user, category) order; a pair's favourites stay in the
+    # order of its rows. Only the shuffles loop over pairs (a frame per pair took most of the time).
+    pair_of_row = ratings.groupby(["user_id", "category"], sort=True).ngroup().to_numpy()
+    n_pairs = int(pair_of_row.max()) + 1 if len(pair_of_row) else 0
+    first_row = np.unique(pair_of_row, return_index=True)[1]
+    user_ids, categories = ratings["user_id"].to_numpy()[first_row], ratings["category"].to_numpy()[first_row]
+    favourite_rows = np.flatnonzero((ratings["rating"] >= users.favourite_threshold).to_numpy())
+    favourite_rows = favourite_rows[np.argsort(pair_of_row[favourite_rows], kind="stable")]
+    per_pair = np.bincount(pair_of_row[favourite_rows], minlength=n_pairs)
+    favourite_items = np.split(ratings["item_id"].to_numpy()[favourite_rows], np.cumsum(per_pair)[:-1])
     rng = np.random.default_rng(seed)
     splits, skipped = [], 0
-    for (user_id, category), group in users.ratings.groupby(["user_id", "category"], sort=True):
-        favourites = group.loc[group["rating"] >= users.favourite_threshold, "item_id"].tolist()
+    for pair in range(n_pairs):
+        favourites = favourite_items[pair].tolist()
         if len(favourites) < 2:
             skipped += 1
             continue
         shuffled = [favourites[i] for i in rng.permutation(len(favourites))]
         n_held = min(len(shuffled) - 1, max(1, round(fraction * len(shuffled))))
-        splits.append(HeldOutFavourites(user_id, category, shuffled[n_held:], shuffled[:n_held]))
+        splits.append(HeldOutFavourites(user_ids[pair], categories[pair], shuffled[n_held:], shuffled[:n_held]))
     if not splits:
         log.warning("no user has >= 2 favourites in any category: precision@k is undefined (NaN); "
                     "raise users.items_per_user or lower users.favourite_threshold")

@@ -93,17 +93,14 @@ class ClassificationReport(StageResult):
         pd.DataFrame.from_dict(self.per_class, orient="index").rename_axis("category").to_csv(table)
 
     def plot_confusion_matrix(self, path: Path) -> Path:
-        import matplotlib
+        from matplotlib.figure import Figure  # the object API: no pyplot state, so any thread may draw
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, axes = plt.subplots(figsize=(5, 4.5))
+        figure = Figure(figsize=(5, 4.5))
+        axes = figure.subplots()
         ConfusionMatrixDisplay(self.confusion, display_labels=list(CATEGORIES)).plot(ax=axes, colorbar=False)
         axes.set_title(f"Test split, accuracy {self.accuracy:.3f}")
         figure.tight_layout()
         figure.savefig(path, dpi=100)
-        plt.close(figure)
         return path
 
 

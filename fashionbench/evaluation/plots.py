@@ -16,18 +16,18 @@ from fashionbench.evaluation.summaries import ALL
 def plot_ladder(summary: pd.DataFrame, k: int, path: Path) -> Path:
     """The run at a glance: precision@k of every recommender, floor to ceiling, per category and
     over all pairs (``summary_table``'s rows), each bar labelled with its value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object API, not pyplot: no global figure state, so a run can draw on a thread of its own.
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     column = metric_column("precision", k)
     scopes = [ALL, *(c for c in CATEGORIES if c in set(summary["category"]))]
     recommenders = [r for r in LADDER if r in set(summary["recommender"])]
     values = summary.set_index(["recommender", "category"])[column]
-    figure, axes = plt.subplots(figsize=(1.9 * len(scopes) + 1.5, 3.8))
+    figure = Figure(figsize=(1.9 * len(scopes) + 1.5, 3.8))
+    axes = figure.subplots()
     width = 0.8 / len(recommenders)
-    colours = plt.cm.viridis(np.linspace(0.05, 0.9, len(recommenders)))
+    colours = colormaps["viridis"](np.linspace(0.05, 0.9, len(recommenders)))
     for i, (recommender, colour) in enumerate(zip(recommenders, colours)):
         heights = [values.get((recommender, scope), np.nan) for scope in scopes]
         xs = np.arange(len(scopes)) + (i - (len(recommenders) - 1) / 2) * width
@@ -42,5 +42,4 @@ def plot_ladder(summary: pd.DataFrame, k: int, path: Path) -> Path:
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path

@@ -203,7 +203,9 @@ def train_classifier(
 
 def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batch_size, seed, verbose, callbacks):
     start = time.perf_counter()
-    parts = [cache.features(split, train.images)] + ([cache.features(split, val.images)] if len(val) else [])
+    digests: dict[int, str] = {}  # the frozen trunk's weights, hashed once for both splits
+    parts = [cache.features(split, train.images, digests)] + \
+        ([cache.features(split, val.images, digests)] if len(val) else [])
     feature_seconds = time.perf_counter() - start
     hits = sum(part.hit for part in parts)
     # The tail is compiled as the classifier was, with the classifier's own optimizer (it

@@ -189,7 +189,8 @@ class TrunkCache:
         """What the boundary activations of ``rows`` images take, stored in the cache's dtype."""
         return _activation_bytes(split.trunk, rows, self.dtype)
 
-    def features(self, split: FreezeSplit, images: np.ndarray | StoredRows) -> CachedFeatures:
+    def features(self, split: FreezeSplit, images: np.ndarray | StoredRows,
+                 digests: dict[int, str] | None = None) -> CachedFeatures:
         """The boundary activations of ``images``: read from disk, or computed and stored.
 
         A miss starts from the nearest stored boundary upstream of this one (another freeze
@@ -198,8 +199,13 @@ class TrunkCache:
         ResNet, the output of the block the boundary cuts), as an entry of its own, and runs
         the rest from there: every freeze value cut inside that block then starts from it,
         whichever order a sweep runs them in, and parallel jobs compute it once.
+
+        ``digests``: the trunk's weight hashes (``weights_fingerprint``), shared by the calls for
+        the splits of one training, whose trunk does not change between them (hashing ResNet50's
+        94 MB takes 0.2 s).
         """
-        return self._features(split.trunk, split.boundary, images, images_fingerprint(images), {})
+        return self._features(split.trunk, split.boundary, images, images_fingerprint(images),
+                              {} if digests is None else digests)
 
     def _features(self, trunk: keras.Model, boundary: tuple[str, ...], images: np.ndarray | StoredRows,
                   images_key: str, digests: dict) -> CachedFeatures:

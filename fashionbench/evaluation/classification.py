@@ -107,7 +107,13 @@ class ClassificationReport(StageResult):
 def evaluate_classifier(model, test: Catalogue, batch_size: int) -> ClassificationReport:
     """Classify the test split with ``model`` (a Keras classifier) and score it; log a warning
     when it does not beat the majority class."""
-    report = classification_report(test.labels, predict_in_batches(model, test.images, batch_size))
+    return score_classification(test, predict_in_batches(model, test.images, batch_size))
+
+
+def score_classification(test: Catalogue, probabilities: np.ndarray) -> ClassificationReport:
+    """Score the classifier's ``probabilities`` for the test split; log a warning when it does not
+    beat the majority class."""
+    report = classification_report(test.labels, probabilities)
     if report.warning():
         log.warning("%s", report.warning())
     return report

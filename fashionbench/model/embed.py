@@ -6,18 +6,25 @@ import numpy as np
 
 from fashionbench.data import Catalogue
 from fashionbench.index.base import ItemEmbeddings
-from fashionbench.model.classifier import Classifier, predict_in_batches
+from fashionbench.model.classifier import Classifier
 
-__all__ = ["ItemEmbeddings", "embed_items"]
+__all__ = ["ItemEmbeddings", "classify_and_embed", "embed_items"]
 
 
 def embed_items(classifier: Classifier, catalogue: Catalogue, batch_size: int = 128) -> ItemEmbeddings:
     """Embed every item of ``catalogue`` with the classifier's embedding layer (flattened)."""
-    outputs = predict_in_batches(classifier.embedding_model(), catalogue.images, batch_size)
-    vectors = outputs.reshape(len(catalogue), -1).astype(np.float32)
-    return ItemEmbeddings(
+    return classify_and_embed(classifier, catalogue, batch_size)[1]
+
+
+def classify_and_embed(classifier: Classifier, catalogue: Catalogue, batch_size: int = 128
+                       ) -> tuple[np.ndarray, ItemEmbeddings]:
+    """The classifier's probabilities for every item of ``catalogue`` and the items' embeddings, in
+    one pass over the images (``Classifier.shop_model``)."""
+    probabilities, vectors = classifier.probabilities_and_embeddings(catalogue.images, batch_size)
+    embeddings = ItemEmbeddings(
         catalogue.items["item_id"].to_numpy(),
         catalogue.items["category"].to_numpy(),
         vectors,
         classifier.embedding_layer,
     )
+    return probabilities, embeddings

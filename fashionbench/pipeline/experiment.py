@@ -19,14 +19,14 @@ from omegaconf import DictConfig
 from fashionbench.artifacts import TAG_CONFIG_FINGERPRINT, TAG_GPU, TAG_TRAINING_FINGERPRINT
 from fashionbench.config import ExperimentConfig
 from fashionbench.data.catalogue_store import load_catalogue
-from fashionbench.evaluation.classification import evaluate_classifier
+from fashionbench.evaluation.classification import score_classification
 from fashionbench.evaluation.pairs import check_cutoffs, evaluate_shop
 from fashionbench.evaluation.references import UNTRAINED
 from fashionbench.evaluation.same_item import has_views, ladder_vectors, same_item_retrieval
 from fashionbench.index.quality import measure_shop_index
 from fashionbench.index.shop import build_shop_index
 from fashionbench.model.classifier import build_classifier
-from fashionbench.model.embed import embed_items
+from fashionbench.model.embed import classify_and_embed, embed_items
 from fashionbench.options import Stage
 from fashionbench.pipeline.fingerprints import stage_fingerprint, training_fingerprint
 from fashionbench.pipeline.job import Job, prepare_job
@@ -92,12 +92,12 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
         untrained = kept.remember("untrained", lambda: embed_items(build_classifier(x.model, x.data.image_size), shop,
                                                                    x.eval.batch_size)) \
             if UNTRAINED in x.eval.references else None
-        # Same weights, same shop: the same predictions (kept for the sweep's next index-only job).
-        classification = kept.remember("classification", lambda: evaluate_classifier(classifier.model, shop,
-                                                                                     x.eval.batch_size))
+        # One pass over the shop (the test split) classifies and embeds it. Same weights, same shop: the
+        # same predictions (kept for the sweep's next index-only job).
+        probabilities, embeddings = kept.remember("shop outputs", lambda: classify_and_embed(classifier, shop,
+                                                                                            x.eval.batch_size))
+        classification = score_classification(shop, probabilities)
         run.record(classification)
-
-        embeddings = kept.remember("embeddings", lambda: embed_items(classifier, shop, x.eval.batch_size))
         run.record(embeddings)
         shop_index = build_shop_index(shop, embeddings, x.index)
         run.record(shop_index)

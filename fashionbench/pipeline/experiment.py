@@ -99,6 +99,8 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
         classification = score_classification(shop, probabilities)
         run.record(classification)
         run.record(embeddings)
+        if x.tracking.log_model and weights_from is None:  # trained: its weights are final from here
+            run.prepare_classifier(classifier)  # on the run's thread while the stages below run
         shop_index = build_shop_index(shop, embeddings, x.index)
         run.record(shop_index)
         # Against exact search, as ann-benchmarks does, whatever the backend.

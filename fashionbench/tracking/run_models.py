@@ -151,11 +151,13 @@ def _store_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     return [run.info.run_id for run in sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))]
 
 
-def log_run_model(client: MlflowClient, run_id: str, experiment_id: str, classifier: Classifier) -> str:
+def log_run_model(client: MlflowClient, run_id: str, experiment_id: str, classifier: Classifier,
+                  split: tuple[ModelParts, Backbone | None] | None = None) -> str:
     """Log the classifier of run ``run_id`` lean: its own weights under ``model/``, its backbone
     in the experiment's backbone store (once per fingerprint). Tag the run with the model's URI,
-    the backbone's fingerprint and its store; return the URI."""
-    parts, backbone = split_classifier(classifier)
+    the backbone's fingerprint and its store; return the URI. ``split``: ``split_classifier`` of
+    the classifier, when it was made already (it copies and hashes every weight)."""
+    parts, backbone = split_classifier(classifier) if split is None else split
     tags = {}
     if backbone is not None:
         store = BackboneStore.of_experiment(client, experiment_id)

@@ -131,3 +131,32 @@ def test_a_diagnostic_that_cannot_be_logged_is_a_warning_on_a_finished_run(tmp_p
     assert "diagnostic_failed/dataset_training" in finished.data.tags
     assert [a.path for a in MlflowClient(settings.uri).list_artifacts(run.run_id)] == ["kept.txt"]
     assert "plots_broken was not logged (the run goes on)" in caplog.text
+
+
+class SlowPlot(StageResult):
+    stage = "slow"
+
+    def __init__(self, drawn: list) -> None:
+        self.drawn = drawn
+
+    def write_diagnostics(self, directory: Path) -> None:
+        time.sleep(0.3)
+        (directory / "slow.txt").write_text("drawn")
+        self.drawn.append("drawn")
+
+
+def test_plots_are_drawn_beside_the_stages_and_done_before_a_timing_and_the_end(tmp_path):
+    """A stage's plots are drawn on the run's own thread; ``wait_idle`` (before the index's queries
+    per second are timed) and the run's end wait for them."""
+    settings = tracking_settings("sqlite:///" + str(tmp_path / "mlflow.db"))
+    drawn: list = []
+    with tracked_run(settings) as run:
+        run.record(SlowPlot(drawn))
+        assert drawn == []  # still drawing: the stage's record did not wait for it
+        run.wait_idle()
+        assert drawn == ["drawn"]
+        run.record(SlowPlot(drawn))
+    assert drawn == ["drawn", "drawn"]  # the run ended once its second plot was logged
+    finished = MlflowClient(settings.uri).get_run(run.run_id)
+    assert finished.info.status == "FINISHED"
+    assert [a.path for a in MlflowClient(settings.uri).list_artifacts(run.run_id)] == ["slow.txt"]

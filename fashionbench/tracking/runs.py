@@ -129,6 +129,11 @@ class TrackedRun:
                                  lambda: self._log_diagnostics(result))
         self._since = time.perf_counter()  # logging is the harness's time, not the next stage's
 
+    def wait_idle(self) -> None:
+        """Wait until nothing runs or waits on the run's thread: before a timing the run logs (the
+        index's queries per second), which must not share the processor with a plot being drawn."""
+        self._background.submit(lambda: None).result()  # one worker, first in first out
+
     def finish(self, *, cancel: bool = False) -> None:
         """Wait for the work still running on the run's thread: the run is not complete before.
         ``cancel`` (the run failed or was interrupted): drop what has not started, and wait for what

@@ -66,6 +66,10 @@ class ProcessMemory:
     def keep(self, kept: KeptTraining) -> None:
         self._kept = kept
 
+    def forget(self) -> None:
+        """Keep nothing: the next run starts as in a new process."""
+        self._kept = None
+
     def find(self, weights_of: str, key: str) -> KeptTraining | None:
         kept = self._kept
         return kept if kept is not None and (kept.weights_of, kept.key) == (weights_of, key) else None

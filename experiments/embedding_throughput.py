@@ -3,7 +3,8 @@
     python experiments/embedding_throughput.py                   # ~ 1-2 minutes on 2 cores
     python experiments/embedding_throughput.py --items 256 --image-size 32
 
-Both embed the same decoded uint8 images with the same embedding model: ``embed_items`` reads
+Both embed the same decoded uint8 images with the same model (``Classifier.shop_model``: the
+probabilities and the embedding in one pass, as a run embeds its shop): ``embed_items`` reads
 them through tf.data (batched, preprocessed in the pipeline, prefetched); the bare reference
 preprocesses the whole array up front (not timed) and calls ``model.predict`` on it. Best of
 ``--repeats``, interleaved, after one warm-up each. Ratio > 1: the harness is faster than the bare call.
@@ -51,7 +52,7 @@ def main() -> None:
 
     shop = SyntheticSource(seed=0, image_size=args.image_size, scale=args.scale).load().split("test")
     classifier = build_classifier(ModelConfig(weights=None, seed=0), args.image_size)
-    model = classifier.embedding_model()
+    model = classifier.shop_model()  # what embed_items runs: the probabilities and the embedding in one pass
     preprocessed = np.asarray(preprocess_images(shop.images))
     print(f"machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU; {len(shop)} images at "
           f"{args.image_size} px, embedding layer {classifier.embedding_layer}, best of {args.repeats}")

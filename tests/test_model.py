@@ -32,8 +32,8 @@ def test_head_is_the_courses(classifier):
 def test_embedding_layers_give_their_width(classifier, layer, dim):
     assert layer in embedding_layers([512, 128])
     embedder = type(classifier)(classifier.model, "random", classifier.backbone_layers, 4, layer,
-                                classifier.head).embedding_model()
-    assert embedder.output_shape == (None, dim)
+                                classifier.head).shop_model()
+    assert embedder.outputs[-1].shape == (None, dim)  # the embedding, beside the probabilities
 
 
 @pytest.mark.parametrize("freeze", [-1, 176, 2.5])
@@ -46,7 +46,7 @@ def test_the_head_layers_are_named_by_their_widths():
     narrow = build_classifier(ModelConfig(weights=None, dense_units=[64, 16], embedding_layer="dense_16"), 32)
     assert (narrow.model.get_layer("dense_64").units, narrow.model.get_layer("dense_16").units) == (64, 16)
     assert narrow.head == ("pool", "dense_64", "dropout", "dense_16", "softmax")
-    assert narrow.embedding_model().output_shape == (None, 16)
+    assert narrow.shop_model().outputs[-1].shape == (None, 16)
     with pytest.raises(ModelConfigError, match="'pool', 'dense_64', 'dense_16', 'softmax'"):
         build_classifier(ModelConfig(weights=None, dense_units=[64, 16], embedding_layer="dense_128"), 32)
     assert embedding_layers([32, 32]) == ("pool", "dense_32", "dense_32_2", "softmax")  # equal widths, two names

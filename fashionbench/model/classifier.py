@@ -66,17 +66,6 @@ class Classifier(StageResult):
     # Without them a run still stores an exact model, but shares its backbone with no other run.
     built_backbone_weights: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
-    def embedding_model(self) -> keras.Model:
-        """A model from the classifier's input to the embedding layer's output (built once).
-
-        Built once per classifier because each new keras.Model traces its own predict
-        function: a second ``embed_items`` call would otherwise pay the tracing again.
-        """
-        if "_embedding_model" not in self.__dict__:  # frozen dataclass: memoise in __dict__
-            self.__dict__["_embedding_model"] = keras.Model(
-                self.model.input, self.model.get_layer(self.embedding_layer).output)
-        return self.__dict__["_embedding_model"]
-
     def shop_model(self) -> keras.Model:
         """A model from the classifier's input to its probabilities and its embedding layer's output
         (built once; one output when the embedding layer is the softmax): one pass over the shop

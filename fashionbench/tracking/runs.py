@@ -191,10 +191,6 @@ class TrackedRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         mlflow.log_params(dict(params))
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if metrics:
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
-
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if tags:
             mlflow.set_tags({k: str(v) for k, v in tags.items()})

@@ -38,7 +38,6 @@ from fashionbench.artifacts import (
 )
 from fashionbench.evaluation.metrics import higher_is_better as metric_direction
 from fashionbench.read_side import ReadSideOptionError, add_run_selection_arguments, store_settings
-from fashionbench.runtime.console import quiet_tensorflow
 from fashionbench.serving.bundle import build_bundle
 from fashionbench.serving.recommender import DEFAULT_MODEL_NAME
 from fashionbench.tracking.records import (
@@ -151,7 +150,7 @@ def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str
     version = registered_version_of_run(settings, model_name, best.run_id)
     created = version is None
     if created:
-        quiet_tensorflow()  # the bundle holds the Keras classifier
+        # The bundle's classifier is the run's files, checked against their hashes: no TensorFlow here.
         with tempfile.TemporaryDirectory() as scratch:
             try:
                 bundle = build_bundle(StoredRun(settings, best), Path(scratch), settings.experiment_name, metric)

@@ -140,3 +140,18 @@ def test_the_registered_model_answers_in_a_fresh_process_like_the_runs_indexes(t
         got = sorted((r for r in rows if r["category"] == category), key=lambda r: r["rank"])
         assert [r["item_id"] for r in got] == [item for item, _ in expected]
         assert [r["distance"] for r in got] == pytest.approx([d for _, d in expected])
+
+
+@pytest.mark.slow
+def test_promote_registers_a_run_without_tensorflow(tracked_store, tmp_path):
+    """The bundle's classifier is the run's files checked against their hashes: registering a version
+    never imports TensorFlow, and the version's classifier is the run's (test_run_models checks it whole)."""
+    code = ("import sys\nfrom fashionbench import promote\n"
+            f"code = promote.main(['--tracking-uri', {tracked_store.uri!r}, '--experiment', "
+            f"{tracked_store.experiment!r}, '--model-name', 'promoted-without-tensorflow'])\n"
+            "print('CODE', code, 'LOADED', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "CODE 0 LOADED []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "registered as new version 1 of 'promoted-without-tensorflow'" in result.stdout
+    version = MlflowClient(tracked_store.uri).get_model_version_by_alias("promoted-without-tensorflow", "champion")
+    assert version.tags["source_run_id"] == tracked_store.real_run_id

@@ -21,11 +21,13 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import TAG_BACKBONE, TAG_BACKBONE_STORE_RUN, TAG_MODEL_URI, ArtifactError
 from fashionbench.model.classifier import build_classifier, predict_in_batches
-from fashionbench.model.parts import split_classifier
+from fashionbench.model.parts import BACKBONE_FILE, split_classifier
 from fashionbench.model.schema import ModelConfig
 from fashionbench.serving.bundle import BUNDLE_CLASSIFIER
+from fashionbench.serving.recommender import BundleError
+from fashionbench.serving.recommender import _load_classifier as load_bundle_classifier
 from fashionbench.tracking.records import is_experiment_run
-from fashionbench.tracking.run_models import BackboneStore, BackboneUnavailableError, load_run_model
+from fashionbench.tracking.run_models import BackboneStore, BackboneUnavailableError, load_run_model, save_run_model
 from fashionbench.tracking.runs import tracked_run
 from fashionbench.tracking.settings import tracking_settings
 from fashionbench.tracking.store import StoredRun, ensure_experiment, experiment_runs
@@ -174,20 +176,32 @@ def test_runs_that_logged_the_whole_keras_model_still_load(tmp_path):
         mlflow.set_tag(TAG_MODEL_URI, info.model_uri)  # as runs tagged it before lean artifacts
     x = np.ones((1, 3), dtype="float32")
     np.testing.assert_allclose(load_run_model(settings, run.run_id)(x), model(x), rtol=1e-6)
+    # promote's bundle of such a run holds it whole, and the recommender loads it so
+    save_run_model(settings, run.run_id, tmp_path / "bundle" / BUNDLE_CLASSIFIER)
+    np.testing.assert_allclose(load_bundle_classifier(tmp_path / "bundle")(x), model(x), rtol=1e-6)
 
 
 def test_the_registered_model_holds_the_whole_network(tracked_store, champion, tmp_path):
-    """promote's bundle is self-contained: its classifier file alone is the run's full model."""
+    """promote's bundle is self-contained: its classifier folder alone is the run's full model, and
+    a damaged copy of its backbone is refused naming the file, never served."""
     # The registry named explicitly: another test may have left a different one set in this process.
     client = MlflowClient(tracking_uri=tracked_store.uri, registry_uri=tracked_store.uri)
     source = client.get_model_version_download_uri(MODEL_NAME, champion.version)
     local = Path(mlflow.artifacts.download_artifacts(source, dst_path=str(tmp_path), tracking_uri=tracked_store.uri))
-    (classifier_file,) = local.rglob(BUNDLE_CLASSIFIER)
-    registered = keras.models.load_model(classifier_file, compile=False)
+    (folder,) = local.rglob(BUNDLE_CLASSIFIER)
+    registered = load_bundle_classifier(folder.parent)
     rebuilt = load_run_model(tracked_store.settings, tracked_store.real_run_id)
     assert len(registered.weights) == len(rebuilt.weights) > 300  # ResNet50 + head: every weight, frozen ones too
     for stored, expected in zip(registered.weights, rebuilt.weights):
         np.testing.assert_array_equal(np.asarray(stored), np.asarray(expected))
+    backbone = folder / BACKBONE_FILE
+    with np.load(backbone) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    first = sorted(arrays)[0]
+    arrays[first] = arrays[first] + 1
+    np.savez(backbone, **arrays)
+    with pytest.raises(BundleError, match=f"{BACKBONE_FILE}: not the backbone the model needs: its weights hash to"):
+        load_bundle_classifier(folder.parent)
 
 
 def free_port() -> int:

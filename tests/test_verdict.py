@@ -295,11 +295,21 @@ def test_the_report_draws_every_difference_and_the_users_the_top_two_differ_for(
 
 
 def test_reading_commands_answer_without_tensorflow(planted_study, tmp_path):
-    """compare (its calibration, comparison and plan) and report read runs: no TensorFlow."""
+    """compare (its calibration, comparison and plan) and report read runs, and promote's gate keeps a champion
+    (a second training of its configuration scored higher: a tie by the configuration test): no TensorFlow."""
     import subprocess
     import sys
 
     settings, seeds, pick = planted_study
+    client = MlflowClient(settings.uri)
+    client.create_registered_model("gated")
+    champion = client.create_model_version("gated", source=str(tmp_path), run_id=pick["8"],
+                                           tags={"source_run_id": pick["8"]})
+    client.set_registered_model_alias("gated", "champion", champion.version)
+    rng = np.random.default_rng(11)
+    log_pairs_run(client, client.get_experiment_by_name("verdict").experiment_id,
+                  planted_pairs(rng, rng.normal(0, USER_SD, USERS), 0.5), tmp_path, "freeze-8-again", freeze="8",
+                  **{"model.seed": "1"})
     code = ("import sys\nfrom fashionbench import compare\n"
             f"codes = [compare.main(['--tracking-uri', {settings.uri!r}, '--experiment', 'verdict', *args, '--out', "
             f"{str(tmp_path / 'c.md')!r}]) for args in (['--calibrate', '--runs', *{seeds!r}], "
@@ -307,9 +317,13 @@ def test_reading_commands_answer_without_tensorflow(planted_study, tmp_path):
             "from fashionbench import report\n"
             f"codes.append(report.main(['--tracking-uri', {settings.uri!r}, '--experiment', 'verdict', '--out', "
             f"{str(tmp_path / 'r.md')!r}]) or 0)\n"
+            "from fashionbench import promote\n"
+            f"codes.append(promote.main(['--tracking-uri', {settings.uri!r}, '--experiment', 'verdict', "
+            "'--model-name', 'gated']))\n"
             "print('CODES', codes, 'LOADED', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert "CODES [0, 0, 0, 0] LOADED []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "CODES [0, 0, 0, 0, 0] LOADED []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"champion kept: alias 'champion' -> version {champion.version} of 'gated'" in result.stdout
 
 
 def test_what_an_index_costs_is_measured_against_exact_search_on_the_same_weights(store_uri, tmp_path):

@@ -8,7 +8,10 @@ trainable layers (``ModelParts``), and names by fingerprint the backbone as it w
 frozen layer keeps the weights it was built with, so runs with freeze=2, 4 and 8 of one
 source share one backbone.
 
-No mlflow here: ``fashionbench.tracking.run_models`` stores and fetches these files.
+No mlflow here: ``fashionbench.tracking.run_models`` stores and fetches these files. No Keras
+either, but in ``assemble``: the files are written, read and checked against their hashes with
+numpy alone, so ``promote`` gathers a run's classifier into a bundle without TensorFlow
+(``save_classifier_files``), and the bundle's classifier is assembled where it is served.
 """
 
 from __future__ import annotations
@@ -19,17 +22,25 @@ import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from fashionbench.artifacts import ArtifactError
-from fashionbench.model.classifier import Classifier
+
+if TYPE_CHECKING:  # Keras is imported where a network is built: storing and checking parts needs only numpy
+    import keras
+
+    from fashionbench.model.classifier import Classifier
 
 # The files of a run's model (inside its MODEL artifact folder) and of a stored backbone.
 ARCHITECTURE_FILE = "architecture.json"  # Keras' model config: layers, their wiring and trainable flags
 WEIGHTS_FILE = "weights.npz"  # the trainable layers' weights (BatchNorm statistics included)
 MANIFEST_FILE = "manifest.json"  # which backbone (fingerprint) supplies the other layers
+# A whole classifier in one folder (a recommender bundle's): the parts above and the backbone beside them.
+BACKBONE_FILE = "backbone.npz"
+BACKBONE_MARKER_FILE = "backbone.json"
+WHOLE_MODEL_FILE = "model.keras"  # instead of all those: a run's model logged whole, before lean artifacts
 
 LayerWeights = dict[str, list[np.ndarray]]  # layer name -> its weights, in ``layer.weights`` order
 
@@ -122,6 +133,8 @@ def split_classifier(classifier: Classifier) -> tuple[ModelParts, Backbone | Non
 def assemble(parts: ModelParts, backbone: Backbone | None) -> keras.Model:
     """The classifier ``parts`` describe, its frozen layers' weights from ``backbone`` (uncompiled:
     for inference). Raises ArtifactError when a layer's weights are missing or do not fit."""
+    import keras
+
     if (backbone.fingerprint if backbone else None) != parts.backbone_fingerprint:
         raise ArtifactError(f"the model needs backbone {parts.backbone_fingerprint}, not "
                             f"{backbone.fingerprint if backbone else None}")
@@ -137,6 +150,27 @@ def assemble(parts: ModelParts, backbone: Backbone | None) -> keras.Model:
         except ValueError as error:
             raise ArtifactError(f"the stored weights of layer {layer.name!r} do not fit it: {error}") from None
     return model
+
+
+def save_classifier_files(parts: ModelParts, backbone: Backbone | None, directory: Path) -> None:
+    """The whole classifier in ``directory``: ``parts`` and, beside them, the backbone they name."""
+    parts.save(directory)
+    if backbone is not None:
+        backbone.save(directory / BACKBONE_FILE, directory / BACKBONE_MARKER_FILE)
+
+
+def load_classifier_files(directory: Path) -> tuple[ModelParts, Backbone | None]:
+    """What ``save_classifier_files`` wrote in ``directory``, every file checked against its hash
+    (``assemble`` builds the network). Raises ArtifactError naming the file that is missing or damaged."""
+    parts = ModelParts.load(directory)
+    if parts.backbone_fingerprint is None:
+        return parts, None
+    try:
+        backbone = Backbone.load(directory / BACKBONE_FILE, directory / BACKBONE_MARKER_FILE,
+                                 parts.backbone_fingerprint)
+    except BackboneMismatchError as error:
+        raise ArtifactError(f"{BACKBONE_FILE}: not the backbone the model needs: {error}") from None
+    return parts, backbone
 
 
 def layers_hash(layers: LayerWeights, salt: str = "") -> str:

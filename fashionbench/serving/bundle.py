@@ -11,13 +11,16 @@ import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from omegaconf import OmegaConf
 
 from fashionbench.artifacts import CONFIG, INDEXES, SHOP_IMAGES, SHOP_ITEMS, USER_RATINGS, ArtifactError
 
-BUNDLE_CLASSIFIER = "classifier.keras"  # the fine-tuned Keras classifier
+# The fine-tuned classifier, whole: its parts and backbone (``model.parts.save_classifier_files``),
+# gathered and checked without TensorFlow; bundles registered before held one Keras file instead.
+BUNDLE_CLASSIFIER = "classifier"
+LEGACY_BUNDLE_CLASSIFIER = "classifier.keras"
 BUNDLE_META = "recommender.json"  # embedding layer, image size, k, metric, the source run
 BUNDLE_CONFIG = "config.yaml"  # the run's resolved config
 BUNDLE_INDEXES = "indexes"  # the run's indexes
@@ -37,8 +40,9 @@ class RunArtifacts(Protocol):
     def download(self, artifact_path: str, destination: Path) -> Path:
         """Copy one artifact file or folder into ``destination``; return its local path."""
 
-    def keras_model(self) -> Any:
-        """The run's logged Keras model."""
+    def save_model(self, directory: Path) -> None:
+        """Write the run's logged classifier, whole and checked, into ``directory``
+        (``model.parts.load_classifier_files`` reads it)."""
 
 
 def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_by: str) -> Path:
@@ -54,7 +58,7 @@ def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_b
                                 f"({type(error).__name__}: {error})") from None
         local.rename(directory / name)
     config = OmegaConf.load(directory / BUNDLE_CONFIG)
-    run.keras_model().save(directory / BUNDLE_CLASSIFIER)
+    run.save_model(directory / BUNDLE_CLASSIFIER)
     meta = {
         "source_run_id": run.run_id, "experiment": experiment,
         "embedding_layer": config.model.embedding_layer, "image_size": int(config.data.image_size),

@@ -32,6 +32,7 @@ from fashionbench.serving.bundle import (
     BUNDLE_SHOP_IMAGES,
     BUNDLE_SHOP_ITEMS,
     BUNDLE_USERS,
+    LEGACY_BUNDLE_CLASSIFIER,
 )
 from fashionbench.users.ratings import favourites, load_ratings
 
@@ -65,7 +66,8 @@ class ShopRecommender:
     """Recommends shop items like given favourites (item ids) or photos, per category."""
 
     def __init__(self, directory: Path) -> None:
-        missing = [name for name in BUNDLE_FILES if not (directory / name).exists()]
+        missing = [name for name in BUNDLE_FILES if not (directory / name).exists()
+                   and not (name == BUNDLE_CLASSIFIER and (directory / LEGACY_BUNDLE_CLASSIFIER).exists())]
         if missing:
             raise BundleError(f"{directory} is not a recommender bundle: {missing} missing")
         self.directory = directory
@@ -177,7 +179,7 @@ class ShopRecommender:
         if self._classifier is None:
             import keras
 
-            self._classifier = keras.models.load_model(self.directory / BUNDLE_CLASSIFIER, compile=False)
+            self._classifier = _load_classifier(self.directory)
             layer = self._classifier.get_layer(self.meta["embedding_layer"])
             self._embedder = keras.Model(self._classifier.input, layer.output)
 
@@ -187,6 +189,22 @@ class ShopRecommender:
         except KeyError:
             raise BundleError(f"item {item_id!r} is not in this model's shop ({len(self.shop)} items, "
                               f"e.g. {self.shop.items['item_id'].iat[0]!r})") from None
+
+
+def _load_classifier(directory: Path):
+    """The bundle's Keras classifier (uncompiled): assembled from its checked parts, or the one
+    Keras file of a bundle registered before (or of a run logged whole)."""
+    import keras
+
+    from fashionbench.model.parts import WHOLE_MODEL_FILE, assemble, load_classifier_files
+
+    for whole in (directory / LEGACY_BUNDLE_CLASSIFIER, directory / BUNDLE_CLASSIFIER / WHOLE_MODEL_FILE):
+        if whole.exists():
+            return keras.models.load_model(whole, compile=False)
+    try:
+        return assemble(*load_classifier_files(directory / BUNDLE_CLASSIFIER))
+    except ArtifactError as error:
+        raise BundleError(f"{directory / BUNDLE_CLASSIFIER}: {error}") from None
 
 
 def _as_bytes(data) -> bytes:

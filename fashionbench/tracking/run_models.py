@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -40,10 +40,20 @@ from fashionbench.artifacts import (
     TAG_MODEL_URI,
     ArtifactError,
 )
-from fashionbench.model.classifier import Classifier
-from fashionbench.model.parts import Backbone, BackboneMismatchError, ModelParts, assemble, split_classifier
+from fashionbench.model.parts import (
+    WHOLE_MODEL_FILE,
+    Backbone,
+    BackboneMismatchError,
+    ModelParts,
+    assemble,
+    save_classifier_files,
+    split_classifier,
+)
 from fashionbench.tracking.races import lost_race
 from fashionbench.tracking.settings import TrackingSettings
+
+if TYPE_CHECKING:  # Keras: imported where a network is built; reading or copying a run's model needs none
+    from fashionbench.model.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -189,17 +199,30 @@ def load_run_model(settings: TrackingSettings, run_id: str) -> Any:
     BackboneUnavailableError, naming the run and the fingerprint, when its backbone is missing
     from the store or does not hash to that fingerprint: never a different model.
     """
+    uri = _model_uri(MlflowClient(settings.uri), run_id)
+    if uri.startswith("models:/"):
+        return _load_whole(run_id, uri)
+    return assemble(*run_model_parts(settings, run_id))
+
+
+def save_run_model(settings: TrackingSettings, run_id: str, directory: Path) -> None:
+    """Write the classifier run ``run_id`` logged into ``directory``, whole: its own files and its
+    backbone, checked against their hashes with numpy alone (``model.parts.save_classifier_files``;
+    ``load_classifier_files`` reads them back). A run logged whole, before lean artifacts, is
+    loaded by Keras and saved as WHOLE_MODEL_FILE. Raises what ``load_run_model`` raises."""
+    uri = _model_uri(MlflowClient(settings.uri), run_id)
+    if uri.startswith("models:/"):
+        directory.mkdir(parents=True, exist_ok=True)
+        _load_whole(run_id, uri).save(directory / WHOLE_MODEL_FILE)
+        return
+    save_classifier_files(*run_model_parts(settings, run_id), directory)
+
+
+def run_model_parts(settings: TrackingSettings, run_id: str) -> tuple[ModelParts, Backbone | None]:
+    """The parts of run ``run_id``'s lean model and the backbone they name, each checked against
+    its hash (no Keras). Raises what ``load_run_model`` raises."""
     client = MlflowClient(settings.uri)
-    tags = client.get_run(run_id).data.tags
-    uri = tags.get(TAG_MODEL_URI)
-    if uri is None:
-        raise ArtifactError(f"run {run_id} logged no model (tracking.log_model=false)")
-    if uri.startswith("models:/"):  # a whole Keras model (MLflow LoggedModel), as runs logged it before
-        try:
-            return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
-        except Exception as error:  # noqa: BLE001 - MlflowException or OSError, by store
-            raise ArtifactError(f"run {run_id}: its model {uri} cannot be loaded ({type(error).__name__}: "
-                                f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})") from None
+    uri = _model_uri(client, run_id)
     # runs:/<id>/model: this run's own files, or those of the run whose training it reused.
     owner, _, path = uri.removeprefix("runs:/").partition("/")
     with tempfile.TemporaryDirectory() as scratch:
@@ -214,10 +237,27 @@ def load_run_model(settings: TrackingSettings, run_id: str) -> Any:
             raise ArtifactError(f"run {run_id}: its {MODEL}/ files are damaged: {error}") from None
     backbone = None
     if parts.backbone_fingerprint is not None:
-        fingerprint, store_run = parts.backbone_fingerprint, tags.get(TAG_BACKBONE_STORE_RUN, "")
+        fingerprint = parts.backbone_fingerprint
+        store_run = client.get_run(run_id).data.tags.get(TAG_BACKBONE_STORE_RUN, "")
         try:
             backbone = BackboneStore(client, store_run).get(fingerprint)
         except BackboneMismatchError as error:
             raise BackboneUnavailableError(f"run {run_id}: its shared backbone {fingerprint} is missing or "
                                            f"damaged ({error})") from None
-    return assemble(parts, backbone)
+    return parts, backbone
+
+
+def _model_uri(client: MlflowClient, run_id: str) -> str:
+    uri = client.get_run(run_id).data.tags.get(TAG_MODEL_URI)
+    if uri is None:
+        raise ArtifactError(f"run {run_id} logged no model (tracking.log_model=false)")
+    return uri
+
+
+def _load_whole(run_id: str, uri: str) -> Any:
+    """A whole Keras model (MLflow LoggedModel), as runs logged it before lean artifacts."""
+    try:
+        return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
+    except Exception as error:  # noqa: BLE001 - MlflowException or OSError, by store
+        raise ArtifactError(f"run {run_id}: its model {uri} cannot be loaded ({type(error).__name__}: "
+                            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''})") from None

@@ -302,3 +302,8 @@ class StoredRun:
         from fashionbench.tracking.run_models import load_run_model
 
         return load_run_model(self.settings, self.run_id)
+
+    def save_model(self, directory: Path) -> None:
+        from fashionbench.tracking.run_models import save_run_model
+
+        save_run_model(self.settings, self.run_id, directory)

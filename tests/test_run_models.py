@@ -4,6 +4,7 @@ names the run and the backbone, never a different model. Real TensorFlow, real M
 (SQLite, and a real ``mlflow server`` with ``mlflow-artifacts:``)."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from fashionbench.artifacts import TAG_BACKBONE, TAG_BACKBONE_STORE_RUN, TAG_MOD
 from fashionbench.model.classifier import build_classifier, predict_in_batches
 from fashionbench.model.parts import BACKBONE_FILE, split_classifier
 from fashionbench.model.schema import ModelConfig
-from fashionbench.serving.bundle import BUNDLE_CLASSIFIER
+from fashionbench.serving.bundle import BUNDLE_CLASSIFIER, LEGACY_BUNDLE_CLASSIFIER
 from fashionbench.serving.recommender import BundleError
 from fashionbench.serving.recommender import _load_classifier as load_bundle_classifier
 from fashionbench.tracking.records import is_experiment_run
@@ -202,6 +203,12 @@ def test_the_registered_model_holds_the_whole_network(tracked_store, champion, t
     np.savez(backbone, **arrays)
     with pytest.raises(BundleError, match=f"{BACKBONE_FILE}: not the backbone the model needs: its weights hash to"):
         load_bundle_classifier(folder.parent)
+    # a bundle registered before held the network as one Keras file: it still loads
+    registered.save(folder.parent / LEGACY_BUNDLE_CLASSIFIER)
+    shutil.rmtree(folder)
+    legacy = load_bundle_classifier(folder.parent)
+    for stored, expected in zip(legacy.weights, rebuilt.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(stored), np.asarray(expected))
 
 
 def free_port() -> int:

@@ -8,6 +8,8 @@ attributes look alike. The same seed always draws the same catalogue.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,7 @@ _LENGTH_UNITS = {
     "Blouses": {"short": 0.32, "medium": 0.44, "long": 0.58},
 }
 _RENDER_SCALE = 3  # draw larger, then downsample: anti-aliased edges
+DRAW_CHUNK = 256  # garments drawn at a time by the threads
 
 
 @dataclass
@@ -84,34 +87,44 @@ class SyntheticSource:
             raise CatalogueError(f"data.views must be >= 1, got {self.views}")
 
     def load(self, images: RowsInMemory | RowsWriter | None = None) -> Catalogue:
-        """The drawn catalogue; each image goes into ``images`` as it is drawn (default: a list in
-        memory; the catalogue store passes a ``RowsWriter``)."""
+        """The drawn catalogue; each image goes into ``images`` in catalogue order (default: a list
+        in memory; the catalogue store passes a ``RowsWriter``).
+
+        Each garment draws from its own generator (seeded with ``[seed, number]``), so threads
+        draw them (Pillow and numpy release the GIL while they draw) and the images are the same
+        in any order; a chunk at a time, so memory does not grow with the catalogue."""
         sizes = course_split_sizes(self.scale, self.min_per_split)
         images = images or RowsInMemory((self.image_size, self.image_size, 3))
+        garments = list(enumerate((category, split) for category in CATEGORIES
+                                  for split, count in zip(SPLITS, sizes[category]) for _ in range(count)))
         rows = []
-        garments = 0
-        for category in CATEGORIES:
-            for split, count in zip(SPLITS, sizes[category]):
-                for _ in range(count):
-                    number = garments
-                    garments += 1
-                    rng = np.random.default_rng([self.seed, number])
-                    attributes = draw_attributes(category, rng)
-                    row = {"item_id": f"synthetic-{number:06d}", "category": category, "split": split,
-                           "source": "synthetic", **{ATTRIBUTE_PREFIX + k: v for k, v in attributes.items()}}
-                    if self.views == 1:  # the garment's one image, drawn as it always was
-                        images.append(draw_garment(category, attributes, self.image_size, self.noise, rng))
-                        rows.append(row)
-                        continue
-                    for view in range(self.views):
-                        # Another pose and background (drawn from the generator's next values) and lighting.
-                        garment = draw_garment(category, attributes, self.image_size, self.noise, rng)
-                        lighting = rng.uniform(0.75, 1.15) if view else 1.0
-                        images.append(np.clip(garment.astype(np.float32) * lighting, 0, 255).astype(np.uint8))
-                        role = "" if split != "test" else QUERY_VIEW if view == 0 else GALLERY_VIEW
-                        rows.append({**row, "item_id": f"{row['item_id']}-v{view}", PRODUCT_COLUMN: row["item_id"],
-                                     VIEW_COLUMN: role})
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for start in range(0, len(garments), DRAW_CHUNK):
+                for garment_rows, garment_images in pool.map(self._draw, garments[start:start + DRAW_CHUNK]):
+                    rows.extend(garment_rows)
+                    for image in garment_images:
+                        images.append(image)
         return Catalogue(pd.DataFrame(rows), images.finish())
+
+    def _draw(self, garment: tuple[int, tuple[str, str]]) -> tuple[list[dict], list[np.ndarray]]:
+        """Garment ``number`` of ``category`` in ``split``: its rows (one per view) and images."""
+        number, (category, split) = garment
+        rng = np.random.default_rng([self.seed, number])
+        attributes = draw_attributes(category, rng)
+        row = {"item_id": f"synthetic-{number:06d}", "category": category, "split": split,
+               "source": "synthetic", **{ATTRIBUTE_PREFIX + k: v for k, v in attributes.items()}}
+        if self.views == 1:  # the garment's one image, drawn as it always was
+            return [row], [draw_garment(category, attributes, self.image_size, self.noise, rng)]
+        rows, images = [], []
+        for view in range(self.views):
+            # Another pose and background (drawn from the generator's next values) and lighting.
+            garment_image = draw_garment(category, attributes, self.image_size, self.noise, rng)
+            lighting = rng.uniform(0.75, 1.15) if view else 1.0
+            images.append(np.clip(garment_image.astype(np.float32) * lighting, 0, 255).astype(np.uint8))
+            role = "" if split != "test" else QUERY_VIEW if view == 0 else GALLERY_VIEW
+            rows.append({**row, "item_id": f"{row['item_id']}-v{view}", PRODUCT_COLUMN: row["item_id"],
+                         VIEW_COLUMN: role})
+        return rows, images
 
 
 def draw_attributes(category: str, rng: np.random.Generator) -> dict[str, str]:

@@ -53,16 +53,19 @@ def test_a_run_without_per_pair_results_is_named(three_runs, capsys):
     assert f"1 run(s) have no per-pair results (eval/pairs.csv): {old} (before-pairs)" in error
 
 
-def test_help_answers_before_mlflow_scipy_or_tensorflow_is_loaded(tmp_path):
-    """``compare --help`` costs the interpreter and the config's imports, not MLflow's and SciPy's (2.8 s)."""
+@pytest.mark.parametrize(("command", "option"), [("compare", "--calibrate"), ("report", "--no-log"),
+                                               ("promote", "--force")])
+def test_help_answers_before_mlflow_scipy_or_tensorflow_is_loaded(command, option, tmp_path):
+    """``--help`` of the reading commands costs the interpreter and the read side's imports, not MLflow's
+    and SciPy's (2.3-2.8 s before they were imported after the command line is parsed)."""
     import subprocess
     import sys
 
     code = ("import runpy, sys\n"
-            "sys.argv = ['fashionbench.compare', '--help']\n"
-            "try:\n    runpy.run_module('fashionbench.compare', run_name='__main__')\n"
+            f"sys.argv = ['fashionbench.{command}', '--help']\n"
+            f"try:\n    runpy.run_module('fashionbench.{command}', run_name='__main__')\n"
             "except SystemExit as error:\n    print('EXIT', error.code)\n"
             "print('LOADED', sorted(m for m in ('mlflow', 'scipy', 'tensorflow') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert "--calibrate" in result.stdout and "EXIT 0" in result.stdout, result.stdout + result.stderr
+    assert option in result.stdout and "EXIT 0" in result.stdout, result.stdout + result.stderr
     assert "LOADED []" in result.stdout, result.stdout + result.stderr

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fashionbench.analysis.promotion import PromotionError, promote
 from fashionbench.index.store import load_index
-from fashionbench.promote import PromotionError, main, promote
+from fashionbench.promote import main
 from fashionbench.tracking.records import Constraint, select_runs
 from fashionbench.tracking.settings import tracking_settings
 from fashionbench.tracking.store import download_run_artifacts, experiment_runs

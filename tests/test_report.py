@@ -8,7 +8,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from fashionbench.analysis.report import ReportError
-from fashionbench.report import main, write_report
+from fashionbench.analysis.written_report import write_report
+from fashionbench.report import main
 from fashionbench.tracking.settings import tracking_settings
 from tests.conftest import compose_config
 from tests.tracked_store import plant_run

@@ -250,9 +250,9 @@ def test_the_report_draws_every_difference_and_the_users_the_top_two_differ_for(
     the report's forest plot, contact sheet, HTML page (pictures inline) and LaTeX tables."""
     from PIL import Image
 
+    from fashionbench.analysis.written_report import write_report
     from fashionbench.data.artifact_files import save_shop
     from fashionbench.data.catalogue import Catalogue
-    from fashionbench.report import write_report
 
     client = MlflowClient(store_uri)
     experiment_id = client.create_experiment("pictures", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -330,7 +330,7 @@ def test_what_an_index_costs_is_measured_against_exact_search_on_the_same_weight
     """An index sweep: exact search trained; two Annoy settings reused its weights and lost some of its hits;
     a run of other weights is not compared with it. The report adds the table and the Pareto figure."""
     from fashionbench.analysis.index_cost import index_costs
-    from fashionbench.report import write_report
+    from fashionbench.analysis.written_report import write_report
 
     client = MlflowClient(store_uri)
     experiment_id = client.create_experiment("index-cost", artifact_location=(tmp_path / "artifacts").as_uri())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from fashionbench.analysis.promotion import Promotion, promote
 from fashionbench.pipeline.experiment import run_experiment
-from fashionbench.promote import Promotion, promote
 from fashionbench.tracking.settings import tracking_settings
 from tests.conftest import TINY_RUN, compose_config
 

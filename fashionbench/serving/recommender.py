@@ -38,6 +38,7 @@ from fashionbench.users.ratings import favourites, load_ratings
 
 # The registered model that promote writes and recommend reads unless told otherwise.
 DEFAULT_MODEL_NAME = "fashionbench-recommender"
+DEFAULT_ALIAS = "champion"  # the alias promote points at the version it registers
 
 
 class BundleError(ArtifactError):

@@ -36,6 +36,29 @@ def test_embedding_layers_give_their_width(classifier, layer, dim):
     assert embedder.outputs[-1].shape == (None, dim)  # the embedding, beside the probabilities
 
 
+def test_a_few_batches_predicted_without_a_pipeline_give_what_the_pipeline_gives(classifier, tmp_path, monkeypatch):
+    """Inputs of at most BATCHES_WITHOUT_PIPELINE batches are read and run batch by batch without tf.data,
+    images in memory or on disk alike: the same batches, the same outputs, bit for bit."""
+    import fashionbench.model.classifier as module
+    from fashionbench.data.rows import RowsWriter
+
+    images = np.random.default_rng(0).integers(0, 256, (11, 32, 32, 3), dtype=np.uint8)
+    writer = RowsWriter(tmp_path / "images.npy", (32, 32, 3))
+    for image in images:
+        writer.append(image)
+    stored = writer.finish()
+    model = classifier.shop_model()
+    outputs = {}
+    for limit in (0, 10):  # 0: every input through the pipeline; 10: these 3 batches without it
+        monkeypatch.setattr(module, "BATCHES_WITHOUT_PIPELINE", limit)
+        outputs[limit] = [module.predict_in_batches(model, source, batch_size=4) for source in (images, stored)]
+    for piped, direct in zip(outputs[0], outputs[10], strict=True):
+        for a, b in zip(piped, direct, strict=True):
+            assert a.shape[0] == 11 and np.array_equal(a, b)
+    for a, b in zip(outputs[10][0], outputs[10][1], strict=True):  # memory and disk alike
+        assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("freeze", [-1, 176, 2.5])
 def test_invalid_freeze_names_the_valid_range(freeze):
     with pytest.raises(ModelConfigError, match=r"model.freeze must be an integer in \[0, 175\]"):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -177,8 +178,7 @@ def log_run_model(client: MlflowClient, run_id: str, experiment_id: str, classif
         parts.save(Path(scratch))
         client.log_artifacts(run_id, scratch, MODEL)
     uri = f"runs:/{run_id}/{MODEL}"
-    for key, value in {**tags, TAG_MODEL_URI: uri}.items():
-        client.set_tag(run_id, key, value)
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in {**tags, TAG_MODEL_URI: uri}.items()])
     return uri
 
 

@@ -33,7 +33,8 @@ HARNESS_PARTS = {
     "~model build": "build_classifier",
     "~train setup": "train_classifier",
     # Classifying and embedding the shop, outside the predictions: its input pipeline and the scores.
-    "~classify, embed": ("evaluate_classifier", "score_classification", "embed_items", "classify_and_embed"),
+    "~classify, embed": ("evaluate_classifier", "score_classification", "embed_items", "classify_and_embed",
+                         "shop_outputs"),
     "~index quality": "measure_shop_index",
     "~index setup": "build_shop_index",
     "~evaluation": ("evaluate_shop", "same_item_retrieval"),

@@ -7,11 +7,13 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench.artifacts import INDEX_BYTES, INDEX_EXACT_QPS, INDEX_RECALL, TAG_INDEX_BACKEND
 from fashionbench.model.classifier import build_classifier, predict_in_batches
+from fashionbench.model.embed import classify_and_embed
 from fashionbench.model.freeze_split import split_at_freeze
 from fashionbench.model.schema import ModelConfig
 from fashionbench.pipeline.experiment import run_experiment
 from fashionbench.training.fit import train_classifier
 from fashionbench.training.schema import TrainConfig, TrunkCacheConfigError
+from fashionbench.training.shop_pass import shop_outputs
 from fashionbench.training.trunk_cache import TrunkCache
 from tests.conftest import TINY_RUN, compose_config
 
@@ -61,6 +63,39 @@ def test_cached_training_gives_the_uncached_result(tiny_catalogue, tmp_path):
     assert cached.history.keys() == uncached.history.keys()
     for metric, values in uncached.history.items():
         assert cached.history[metric] == pytest.approx(values, rel=LOSS_RELATIVE_TOLERANCE), metric
+
+
+@pytest.mark.parametrize(("freeze", "embedding_layer"), [(4, "pool"), (2, "dense_128"), (4, "softmax")])
+def test_the_shop_is_classified_and_embedded_on_the_cached_trunk_as_through_the_network(
+        tiny_catalogue, tmp_path, freeze, embedding_layer):
+    """A run's passes over the shop (untrained, then trained) run the tail on the trunk's cached activations:
+    the probabilities and embeddings the whole network gives (on this CPU bit for bit), the second pass a hit."""
+    train, val, shop = (tiny_catalogue.split(s) for s in ("train", "val", "test"))
+    classifier = build_classifier(ModelConfig(weights=None, freeze=freeze, seed=0, embedding_layer=embedding_layer), 32)
+    cache = TrunkCache(tmp_path)
+    outputs = {}
+    for when in ("untrained", "trained"):
+        if when == "trained":
+            train_classifier(classifier.model, train, val, TrainConfig(epochs=1, batch_size=16), seed=0)
+        whole = classify_and_embed(classifier, shop, 8)
+        tail = shop_outputs(classifier, shop, 8, cache, {})
+        for a, b in ((whole[0], tail[0]), (whole[1].vectors, tail[1].vectors)):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+        assert list(tail[1].item_ids) == list(shop.items["item_id"]) and tail[1].layer == embedding_layer
+        outputs[when] = tail
+    assert np.abs(outputs["trained"][0] - outputs["untrained"][0]).max() > 1e-3  # the tail's weights did change
+    assert len([entry for entry in tmp_path.iterdir() if not entry.name.startswith(".")]) >= 1  # stored once, read
+
+
+def test_a_frozen_embedding_layer_embeds_through_the_whole_network(tiny_catalogue, tmp_path):
+    """freeze=2 with a backbone layer below the boundary as the embedding: the tail does not compute it."""
+    shop = tiny_catalogue.split("test")
+    classifier = build_classifier(ModelConfig(weights=None, freeze=2, seed=0, embedding_layer="conv5_block2_out"), 32)
+    assert classifier.shop_tail() is None
+    cache = TrunkCache(tmp_path / "cache")
+    np.testing.assert_array_equal(shop_outputs(classifier, shop, 8, cache)[1].vectors,
+                                  classify_and_embed(classifier, shop, 8)[1].vectors)
+    assert not [entry for entry in (tmp_path / "cache").iterdir() if not entry.name.startswith(".")]  # not used
 
 
 def test_the_boundary_of_a_resnet_includes_the_residual_branch():

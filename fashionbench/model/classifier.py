@@ -24,12 +24,15 @@ import tensorflow as tf
 from fashionbench.artifacts import MODEL_SECTION, TAG_WEIGHTS_USED
 from fashionbench.data import CATEGORIES
 from fashionbench.data.rows import StoredRows, batched_rows
+from fashionbench.model.freeze_split import FreezeSplit, split_at_freeze
 from fashionbench.model.schema import NO_WEIGHTS, ModelConfig, ModelConfigError
 from fashionbench.runtime.console import progress
 from fashionbench.stage import StageResult
 
 log = logging.getLogger(__name__)
 
+IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+BATCHES_WITHOUT_PIPELINE = 4  # predict_batches reads inputs of at most this many batches without tf.data
 
 
 def head_layers(dense_units: Sequence[int]) -> tuple[str, ...]:
@@ -44,12 +47,18 @@ def embedding_layers(dense_units: Sequence[int]) -> tuple[str, ...]:
     """The head's layers an embedding can be read from (``model.embedding_layer``)."""
     return tuple(name for name in head_layers(dense_units) if name != "dropout")
 
-IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-BATCHES_WITHOUT_PIPELINE = 4  # predict_batches reads inputs of at most this many batches without tf.data
-
 
 class WeightsUnavailableError(RuntimeError):
     """ImageNet weights were required but could not be loaded."""
+
+
+@dataclass(frozen=True)
+class ShopTail:
+    """What runs on the frozen trunk's activations of the shop: the cut, and the tail to the
+    probabilities and the embedding."""
+
+    split: FreezeSplit
+    model: keras.Model
 
 
 @dataclass(frozen=True)
@@ -79,10 +88,31 @@ class Classifier(StageResult):
             self.__dict__["_shop_model"] = keras.Model(self.model.input, outputs)
         return self.__dict__["_shop_model"]
 
-    def probabilities_and_embeddings(self, images, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def shop_tail(self) -> ShopTail | None:
+        """The classifier cut at its freeze boundary (``model.freeze_split``) and a model from the
+        boundary's activations to what ``shop_model`` gives (built once, for the untrained and the
+        trained pass alike); None when nothing is frozen or the embedding layer is (its output is
+        not computed from the boundary)."""
+        if "_shop_tail" not in self.__dict__:
+            split, _ = split_at_freeze(self.model)
+            tail = None
+            if split is not None and self.embedding_layer in {layer.name for layer in split.tail.layers}:
+                outputs = [self.model.output]
+                if self.embedding_layer != self.head[-1]:
+                    outputs.append(self.model.get_layer(self.embedding_layer).output)
+                tail = ShopTail(split, keras.Model(split.trunk.outputs, outputs, name="shop_tail"))
+            self.__dict__["_shop_tail"] = tail
+        return self.__dict__["_shop_tail"]
+
+    def probabilities_and_embeddings(self, images, batch_size: int, activations: tuple | None = None
+                                     ) -> tuple[np.ndarray, np.ndarray]:
         """The class probabilities and the flattened float32 embeddings of uint8 ``images``, in one
-        pass (``shop_model``)."""
-        outputs = predict_in_batches(self.shop_model(), images, batch_size)
+        pass (``shop_model``); or, given the frozen trunk's ``activations`` of the images (one array
+        per tensor of ``shop_tail().split.boundary``), the tail's pass over them alone."""
+        if activations is None:
+            outputs = predict_in_batches(self.shop_model(), images, batch_size)
+        else:
+            outputs = predict_in_batches(self.shop_tail().model, tuple(activations), batch_size, preprocess=False)
         probabilities, embeddings = (outputs[0], outputs[-1]) if isinstance(outputs, list) else (outputs, outputs)
         return probabilities, embeddings.reshape(len(probabilities), -1).astype(np.float32)
 

@@ -16,11 +16,12 @@ def embed_items(classifier: Classifier, catalogue: Catalogue, batch_size: int = 
     return classify_and_embed(classifier, catalogue, batch_size)[1]
 
 
-def classify_and_embed(classifier: Classifier, catalogue: Catalogue, batch_size: int = 128
-                       ) -> tuple[np.ndarray, ItemEmbeddings]:
+def classify_and_embed(classifier: Classifier, catalogue: Catalogue, batch_size: int = 128,
+                       activations: tuple | None = None) -> tuple[np.ndarray, ItemEmbeddings]:
     """The classifier's probabilities for every item of ``catalogue`` and the items' embeddings, in
-    one pass over the images (``Classifier.shop_model``)."""
-    probabilities, vectors = classifier.probabilities_and_embeddings(catalogue.images, batch_size)
+    one pass over the images (``Classifier.shop_model``), or over the frozen trunk's
+    ``activations`` of them (``Classifier.shop_tail``)."""
+    probabilities, vectors = classifier.probabilities_and_embeddings(catalogue.images, batch_size, activations)
     embeddings = ItemEmbeddings(
         catalogue.items["item_id"].to_numpy(),
         catalogue.items["category"].to_numpy(),

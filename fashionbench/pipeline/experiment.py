@@ -26,7 +26,6 @@ from fashionbench.evaluation.same_item import has_views, ladder_vectors, same_it
 from fashionbench.index.quality import measure_shop_index
 from fashionbench.index.shop import build_shop_index
 from fashionbench.model.classifier import build_classifier
-from fashionbench.model.embed import classify_and_embed, embed_items
 from fashionbench.options import Stage
 from fashionbench.pipeline.fingerprints import stage_fingerprint, training_fingerprint
 from fashionbench.pipeline.job import Job, prepare_job
@@ -39,6 +38,7 @@ from fashionbench.tracking.runs import reap_orphaned_runs, tracked_run
 from fashionbench.tracking.settings import tracking_settings
 from fashionbench.tracking.store import check_server_answers
 from fashionbench.training.fit import train_classifier
+from fashionbench.training.shop_pass import shop_outputs
 from fashionbench.training.trunk_cache import TrunkCache
 from fashionbench.users.simulation import HeldOutSplits, SimulatedUsers
 
@@ -73,29 +73,36 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
         run.record(data)
         configure_device(x.device)  # before the model is built: its dtype policy and the GPU's memory
         embedding_key = stage_fingerprint(job.values, Stage.EMBEDDING)  # what the kept results depend on
+        cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
+        # The shop's passes run the tail on the frozen trunk's cached activations (training.shop_pass),
+        # unless augmented training leaves the cache out.
+        shop_cache = None if x.train.augment else cache
+        digests: dict[int, str] = {}  # the frozen trunk's weight hashes, once for the shop and the training
         if weights_from is None:
             classifier = build_classifier(x.model, x.data.image_size)
             run.record(classifier)
             kept = KeptTraining(run.run_id, embedding_key, classifier)
             if UNTRAINED in x.eval.references:  # before training changes the weights in place
-                kept.remember("untrained", lambda: embed_items(classifier, shop, x.eval.batch_size))
-            cache = TrunkCache.from_config(x.train, x.eval.batch_size) if x.train.cache else None
+                kept.remember("untrained", lambda: shop_outputs(classifier, shop, x.eval.batch_size, shop_cache,
+                                                                digests)[1])
             training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
-                                        seed=x.model.seed, cache=cache, jit_compile=x.device.jit_compile)
+                                        seed=x.model.seed, cache=cache, trunk_digests=digests,
+                                        jit_compile=x.device.jit_compile)
         else:  # the same data, model, training, seeds and code FINISHED before: its weights, no training
-            kept, training = reuse_training(settings, weights_from, x, shop, embedding_key)
+            kept, training = reuse_training(settings, weights_from, x, shop, embedding_key, shop_cache)
             classifier = kept.classifier
             run.record(classifier)
         run.record(training)
         # Kept from a job that did not score the untrained reference: the seeded classifier, built again,
         # starts where the trained one started.
-        untrained = kept.remember("untrained", lambda: embed_items(build_classifier(x.model, x.data.image_size), shop,
-                                                                   x.eval.batch_size)) \
+        untrained = kept.remember("untrained", lambda: shop_outputs(build_classifier(x.model, x.data.image_size), shop,
+                                                                    x.eval.batch_size, shop_cache)[1]) \
             if UNTRAINED in x.eval.references else None
         # One pass over the shop (the test split) classifies and embeds it. Same weights, same shop: the
         # same predictions (kept for the sweep's next index-only job).
-        probabilities, embeddings = kept.remember("shop outputs", lambda: classify_and_embed(classifier, shop,
-                                                                                            x.eval.batch_size))
+        probabilities, embeddings = kept.remember("shop outputs", lambda: shop_outputs(classifier, shop,
+                                                                                      x.eval.batch_size, shop_cache,
+                                                                                      digests))
         classification = score_classification(shop, probabilities)
         run.record(classification)
         run.record(embeddings)

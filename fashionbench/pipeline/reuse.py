@@ -21,11 +21,12 @@ from fashionbench.config import ExperimentConfig
 from fashionbench.data import Catalogue
 from fashionbench.evaluation.references import UNTRAINED
 from fashionbench.model.classifier import Classifier, build_classifier
-from fashionbench.model.embed import embed_items
 from fashionbench.tracking.records import RunRecord
 from fashionbench.tracking.settings import TrackingSettings
 from fashionbench.tracking.store import StoredRun, finished_runs_with
 from fashionbench.training.fit import ReusedTraining
+from fashionbench.training.shop_pass import shop_outputs
+from fashionbench.training.trunk_cache import TrunkCache
 
 
 def trained_run(settings: TrackingSettings, training_fingerprint: str) -> RunRecord | None:
@@ -79,11 +80,11 @@ MEMORY = ProcessMemory()
 
 
 def reuse_training(settings: TrackingSettings, source: RunRecord, x: ExperimentConfig, shop: Catalogue,
-                   embedding_key: str) -> tuple[KeptTraining, ReusedTraining]:
+                   embedding_key: str, shop_cache: TrunkCache | None = None) -> tuple[KeptTraining, ReusedTraining]:
     """The classifier with ``source``'s trained weights (loaded as ``promote`` loads a run's model)
-    and, when the untrained reference is scored, the untrained classifier's shop embeddings, kept
-    from an earlier job of this process when it had them; and the training stage's result: the run
-    that trained the weights and its times."""
+    and, when the untrained reference is scored, the untrained classifier's shop embeddings (on the
+    trunk's activations from ``shop_cache``, when given), kept from an earlier job of this process
+    when it had them; and the training stage's result: the run that trained the weights and its times."""
     trained_by = source.tags.get(TAG_TRAINING_REUSED_FROM, source.run_id)  # the run that did train
     kept = MEMORY.find(trained_by, embedding_key)
     if kept is None:
@@ -91,5 +92,5 @@ def reuse_training(settings: TrackingSettings, source: RunRecord, x: ExperimentC
         trained = replace(initial, model=StoredRun(settings, source).keras_model())
         kept = KeptTraining(trained_by, embedding_key, trained)
         if UNTRAINED in x.eval.references:
-            kept.remember("untrained", lambda: embed_items(initial, shop, x.eval.batch_size))
+            kept.remember("untrained", lambda: shop_outputs(initial, shop, x.eval.batch_size, shop_cache)[1])
     return kept, ReusedTraining(trained_by, source.metrics[TRAIN_SECONDS], source.metrics.get(FIT_SECONDS, 0.0))

@@ -151,6 +151,7 @@ def train_classifier(
     *,
     seed: int,
     cache: TrunkCache | None = None,
+    trunk_digests: dict[int, str] | None = None,
     jit_compile: bool | None = None,
     verbose: int = 0,
 ) -> TrainingResult:
@@ -161,7 +162,8 @@ def train_classifier(
     ``cache``: fit the trainable tail on the frozen trunk's cached activations (same
     result within float tolerance). It is not used, with the reason in the report, when
     ``options.augment`` is on, nothing is frozen, or the activations would exceed
-    ``train.cache_max_gb`` (the images are streamed instead).
+    ``train.cache_max_gb`` (the images are streamed instead). ``trunk_digests``: the frozen
+    trunk's weight hashes, when the run looked it up already (``TrunkCache.features``).
 
     ``jit_compile`` (``device.jit_compile``): XLA-compile the training step; None is Keras'
     "auto" (on a GPU only).
@@ -186,7 +188,7 @@ def train_classifier(
                           f"({cache.max_bytes / 1e9:.2f} GB)")
             elif split is not None:
                 return _train_tail_on_cache(model, split, reason, cache, train, val, epochs, batch_size, seed, verbose,
-                                            callbacks)
+                                            callbacks, {} if trunk_digests is None else trunk_digests)
         log.info("trunk cache not used: %s", reason)
         report = TrunkCacheReport(False, reason)
     else:
@@ -201,9 +203,10 @@ def train_classifier(
     return TrainingResult(_floats(history.history), seconds, fit_seconds=seconds, cache=report)
 
 
-def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batch_size, seed, verbose, callbacks):
+def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batch_size, seed, verbose, callbacks,
+                         digests):
     start = time.perf_counter()
-    digests: dict[int, str] = {}  # the frozen trunk's weights, hashed once for both splits
+    # ``digests``: the frozen trunk's weights, hashed once for both splits (and the shop's passes)
     parts = [cache.features(split, train.images, digests)] + \
         ([cache.features(split, val.images, digests)] if len(val) else [])
     feature_seconds = time.perf_counter() - start

@@ -4,8 +4,9 @@
     python experiments/scale/benchmark.py --scales 0.02 0.04 --image-size 64   # a quick look
 
 Every size runs the run's stages (fashionbench.run without MLflow: load the catalogue, build
-the classifier, embed the shop untrained, train with the trunk cache, evaluate, embed, index,
-simulate users, score the recommendations) at 128 px, freeze=4, 1 epoch, random weights, in
+the classifier, classify and embed the shop untrained, train with the trunk cache, classify and
+embed the shop trained (both passes on the trunk cache's activations of the shop, as a run does),
+index, simulate users, score the recommendations) at 128 px, freeze=4, 1 epoch, random weights, in
 its own subprocess, so each size's peak RSS is its own: ``ru_maxrss`` of that child, read by
 the parent with ``os.wait4``. Before it, another subprocess writes the catalogue into a fresh
 catalogue store, so the measured child reads it from the store as a second run would (the
@@ -29,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGES = ("data", "model", "untrained", "train", "evaluate", "embed", "index", "users", "recommend")
+STAGES = ("data", "model", "untrained", "train", "classify+embed", "index", "users", "recommend")
 
 
 def overrides(args: argparse.Namespace, scale: float, work: Path) -> list[str]:
@@ -51,14 +52,14 @@ def measure(config_overrides: list[str]) -> dict:
     """The run's stages, timed one by one (as fashionbench.pipeline.experiment.run_experiment calls them)."""
     from fashionbench.config import compose_config, experiment_config
     from fashionbench.data.catalogue_store import load_catalogue
-    from fashionbench.evaluation.classification import evaluate_classifier
+    from fashionbench.evaluation.classification import score_classification
     from fashionbench.evaluation.pairs import evaluate_shop
     from fashionbench.evaluation.references import MODEL, UNTRAINED
     from fashionbench.evaluation.summaries import metric_name
     from fashionbench.index.shop import build_shop_index
     from fashionbench.model.classifier import build_classifier
-    from fashionbench.model.embed import embed_items
     from fashionbench.training.fit import train_classifier
+    from fashionbench.training.shop_pass import shop_outputs
     from fashionbench.training.trunk_cache import TrunkCache
     from fashionbench.users.simulation import hold_out_favourites
 
@@ -77,13 +78,15 @@ def measure(config_overrides: list[str]) -> dict:
     catalogue = data.catalogue
     shop = catalogue.split("test")
     classifier = timed("model", lambda: build_classifier(x.model, x.data.image_size))
-    untrained = timed("untrained", lambda: embed_items(classifier, shop, x.eval.batch_size)
-                      if UNTRAINED in x.eval.references else None)
     cache = TrunkCache.from_config(x.train, x.eval.batch_size)
+    digests: dict[int, str] = {}  # the trunk's weight hashes, shared as the run shares them
+    untrained = timed("untrained", lambda: shop_outputs(classifier, shop, x.eval.batch_size, cache, digests)[1]
+                      if UNTRAINED in x.eval.references else None)
     timed("train", lambda: train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"),
-                                            x.train, seed=x.model.seed, cache=cache))
-    classification = timed("evaluate", lambda: evaluate_classifier(classifier.model, shop, x.eval.batch_size))
-    embeddings = timed("embed", lambda: embed_items(classifier, shop, x.eval.batch_size))
+                                            x.train, seed=x.model.seed, cache=cache, trunk_digests=digests))
+    probabilities, embeddings = timed("classify+embed", lambda: shop_outputs(classifier, shop, x.eval.batch_size,
+                                                                              cache, digests))
+    classification = score_classification(shop, probabilities)
     shop_index = timed("index", lambda: build_shop_index(shop, embeddings, x.index))
     users = timed("users", lambda: x.users.simulate(shop))
     splits = hold_out_favourites(users, x.eval.holdout_fraction, seed=x.users.seed)

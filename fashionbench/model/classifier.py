@@ -137,12 +137,6 @@ def preprocess_images(images: np.ndarray | tf.Tensor) -> tf.Tensor:
     return keras.applications.resnet50.preprocess_input(tf.cast(images, tf.float32))
 
 
-def image_batches(images: np.ndarray | StoredRows, batch_size: int) -> tf.data.Dataset:
-    """Preprocessed batches of uint8 images (in memory or on disk), in order, read and
-    preprocessed in parallel ahead of the model (prefetched)."""
-    return _model_input_batches((images,), batch_size, preprocess_images)
-
-
 def _as_float32(*arrays):
     """A batch of activations in the model's input form: one tensor, or a tuple for several inputs."""
     return tuple(tf.cast(a, tf.float32) for a in arrays) if len(arrays) > 1 else tf.cast(arrays[0], tf.float32)
@@ -156,6 +150,8 @@ def _batches_here(arrays: tuple[np.ndarray | StoredRows, ...], batch_size: int, 
 
 
 def _model_input_batches(arrays: tuple[np.ndarray | StoredRows, ...], batch_size: int, prepare) -> tf.data.Dataset:
+    """Batches of the arrays (in memory or on disk), in order, read and prepared in parallel ahead of
+    the model (prefetched)."""
     dataset = batched_rows(arrays, batch_size).map(  # map passes each array's batch as an argument
         prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

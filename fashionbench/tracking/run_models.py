@@ -199,10 +199,11 @@ def load_run_model(settings: TrackingSettings, run_id: str) -> Any:
     BackboneUnavailableError, naming the run and the fingerprint, when its backbone is missing
     from the store or does not hash to that fingerprint: never a different model.
     """
-    uri = _model_uri(MlflowClient(settings.uri), run_id)
-    if uri.startswith("models:/"):
-        return _load_whole(run_id, uri)
-    return assemble(*run_model_parts(settings, run_id))
+    client = MlflowClient(settings.uri)
+    tags = _model_tags(client, run_id)
+    if tags[TAG_MODEL_URI].startswith("models:/"):
+        return _load_whole(run_id, tags[TAG_MODEL_URI])
+    return assemble(*_lean_parts(client, run_id, tags))
 
 
 def save_run_model(settings: TrackingSettings, run_id: str, directory: Path) -> None:
@@ -210,21 +211,28 @@ def save_run_model(settings: TrackingSettings, run_id: str, directory: Path) -> 
     backbone, checked against their hashes with numpy alone (``model.parts.save_classifier_files``;
     ``load_classifier_files`` reads them back). A run logged whole, before lean artifacts, is
     loaded by Keras and saved as WHOLE_MODEL_FILE. Raises what ``load_run_model`` raises."""
-    uri = _model_uri(MlflowClient(settings.uri), run_id)
-    if uri.startswith("models:/"):
-        directory.mkdir(parents=True, exist_ok=True)
-        _load_whole(run_id, uri).save(directory / WHOLE_MODEL_FILE)
-        return
-    save_classifier_files(*run_model_parts(settings, run_id), directory)
-
-
-def run_model_parts(settings: TrackingSettings, run_id: str) -> tuple[ModelParts, Backbone | None]:
-    """The parts of run ``run_id``'s lean model and the backbone they name, each checked against
-    its hash (no Keras). Raises what ``load_run_model`` raises."""
     client = MlflowClient(settings.uri)
-    uri = _model_uri(client, run_id)
+    tags = _model_tags(client, run_id)
+    if tags[TAG_MODEL_URI].startswith("models:/"):
+        directory.mkdir(parents=True, exist_ok=True)
+        _load_whole(run_id, tags[TAG_MODEL_URI]).save(directory / WHOLE_MODEL_FILE)
+        return
+    save_classifier_files(*_lean_parts(client, run_id, tags), directory)
+
+
+def _model_tags(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """The run's tags; ArtifactError when they name no model."""
+    tags = client.get_run(run_id).data.tags
+    if TAG_MODEL_URI not in tags:
+        raise ArtifactError(f"run {run_id} logged no model (tracking.log_model=false)")
+    return tags
+
+
+def _lean_parts(client: MlflowClient, run_id: str, tags: dict[str, str]) -> tuple[ModelParts, Backbone | None]:
+    """The parts of run ``run_id``'s lean model (``tags``: the run's) and the backbone they name, each
+    checked against its hash (no Keras)."""
     # runs:/<id>/model: this run's own files, or those of the run whose training it reused.
-    owner, _, path = uri.removeprefix("runs:/").partition("/")
+    owner, _, path = tags[TAG_MODEL_URI].removeprefix("runs:/").partition("/")
     with tempfile.TemporaryDirectory() as scratch:
         try:
             local = client.download_artifacts(owner, path or MODEL, scratch)
@@ -237,21 +245,13 @@ def run_model_parts(settings: TrackingSettings, run_id: str) -> tuple[ModelParts
             raise ArtifactError(f"run {run_id}: its {MODEL}/ files are damaged: {error}") from None
     backbone = None
     if parts.backbone_fingerprint is not None:
-        fingerprint = parts.backbone_fingerprint
-        store_run = client.get_run(run_id).data.tags.get(TAG_BACKBONE_STORE_RUN, "")
+        fingerprint, store_run = parts.backbone_fingerprint, tags.get(TAG_BACKBONE_STORE_RUN, "")
         try:
             backbone = BackboneStore(client, store_run).get(fingerprint)
         except BackboneMismatchError as error:
             raise BackboneUnavailableError(f"run {run_id}: its shared backbone {fingerprint} is missing or "
                                            f"damaged ({error})") from None
     return parts, backbone
-
-
-def _model_uri(client: MlflowClient, run_id: str) -> str:
-    uri = client.get_run(run_id).data.tags.get(TAG_MODEL_URI)
-    if uri is None:
-        raise ArtifactError(f"run {run_id} logged no model (tracking.log_model=false)")
-    return uri
 
 
 def _load_whole(run_id: str, uri: str) -> Any:

@@ -1,9 +1,11 @@
 """The trunk cache may make a run faster, never wrong and never failed: damaged, partial and
 orphaned entries, abandoned staging folders and a full disk, injected for real."""
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from fashionbench.model.freeze_split import split_at_freeze
 from fashionbench.pipeline.experiment import run_experiment
-from fashionbench.training.trunk_cache import TrunkCache
+from fashionbench.training.trunk_cache import TrunkCache, images_fingerprint
 from tests.conftest import TINY_RUN, compose_config
 from tests.test_trunk_cache import toy_classifier
 
@@ -48,18 +50,73 @@ def truncate(path: Path) -> None:
     lambda entry: truncate(entry / "boundary_0.npy"),
     lambda entry: (entry / "meta.json").write_text("{ not json"),
     lambda entry: (entry / "boundary_0.npy").unlink(),
-], ids=["zeroed", "changed-values", "truncated", "garbage-meta", "missing-array"])
+    lambda entry: (entry / "meta.json").write_text("null"),  # JSON, but not an entry's record
+    lambda entry: (entry / "meta.json").write_text("[]"),
+    lambda entry: (entry / "meta.json").write_text(json.dumps(  # its arrays, but not what computing them took
+        {k: v for k, v in json.loads((entry / "meta.json").read_text()).items() if k != "compute_seconds"})),
+], ids=["zeroed", "changed-values", "truncated", "garbage-meta", "missing-array", "null-meta", "list-meta",
+        "meta-without-seconds"])
 def test_a_damaged_entry_is_reported_removed_and_computed_again(stored, damage, caplog):
     directory, split, images, fresh, entry = stored
     damage(entry)
     with caplog.at_level(logging.WARNING, logger="fashionbench.training.trunk_cache"):
         again = TrunkCache(directory).features(split, images)
-    assert not again.hit  # never served
+    assert not again.hit and again.stored  # never served; stored again
     np.testing.assert_array_equal(again.arrays[0], fresh)
     assert f"trunk cache: {entry} is damaged" in caplog.text and "computed again" in caplog.text
     repaired = TrunkCache(directory).features(split, images)  # the entry was rewritten, whole
     assert repaired.hit
     np.testing.assert_array_equal(repaired.arrays[0], fresh)
+
+
+@pytest.mark.parametrize("record", [
+    lambda meta: None, lambda meta: [],
+    lambda meta: {**meta, "boundary": 3},  # the images' entry but for its boundary
+], ids=["null", "list", "boundary-not-a-list"])
+def test_a_miss_goes_on_past_another_entry_whose_record_is_not_one(stored, record):
+    """A miss looks through every entry's meta.json for a stored upstream boundary: one that is
+    JSON but not an entry's record is passed over, not a failed run."""
+    directory, split, images, fresh, entry = stored
+    others = images[::-1].copy()  # other images: a miss
+    meta = {**json.loads((entry / "meta.json").read_text()), "images_fingerprint": images_fingerprint(others)}
+    other = directory / ("0" * 32)
+    other.mkdir()
+    (other / "meta.json").write_text(json.dumps(record(meta)))
+    features = TrunkCache(directory).features(split, others)
+    assert not features.hit
+    np.testing.assert_array_equal(features.arrays[0], fresh[::-1])
+
+
+@contextlib.contextmanager
+def undeletable(entry: Path):
+    """``entry``'s files cannot be removed: immutable for root (chattr), a read-only folder otherwise."""
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(entry)]).returncode != 0:
+            pytest.skip("chattr +i is not available on this file system")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(entry)], check=True)
+    else:
+        entry.chmod(0o555)
+        try:
+            yield
+        finally:
+            entry.chmod(0o755)
+
+
+def test_a_damaged_entry_that_cannot_be_removed_is_never_served(stored, caplog):
+    directory, split, images, fresh, entry = stored
+    zero_bytes(entry / "boundary_0.npy")
+    with undeletable(entry):
+        for _ in range(2):  # and not on a later call either
+            with caplog.at_level(logging.WARNING, logger="fashionbench.training.trunk_cache"):
+                again = TrunkCache(directory).features(split, images)
+            assert not again.hit and not again.stored  # this job's own activations, in memory
+            np.testing.assert_array_equal(again.arrays[0], fresh)
+            assert "could not be removed" in caplog.text and "could not be replaced" in caplog.text
+            assert not any(p.name.startswith(".staging") for p in directory.iterdir())
+            caplog.clear()
 
 
 def test_an_entry_without_metadata_is_an_orphan_removed_and_repaired(stored, caplog):

@@ -38,6 +38,7 @@ def shop_outputs(classifier: Classifier, shop: Catalogue, batch_size: int, cache
         outputs = classify_and_embed(classifier, shop, batch_size, features.arrays)
     finally:
         features.release()
-    log.info("shop: the trunk's activations of %d items %s from the trunk cache (%.2f s)", len(shop),
-             "read" if features.hit else "computed and stored", features.seconds)
+    how = "read" if features.hit else "computed and stored" if features.stored else "computed, not stored"
+    log.info("shop: the trunk's activations of %d items %s from the trunk cache (%.2f s)", len(shop), how,
+             features.seconds)
     return outputs

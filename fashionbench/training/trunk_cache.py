@@ -118,6 +118,11 @@ class CachedFeatures:
     derived_from: list[str] | None = None  # a miss computed from this stored upstream boundary
     lease: FileLock | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def stored(self) -> bool:
+        """Whether the activations are the cache's files (not computed into memory only)."""
+        return all(isinstance(array, StoredRows) for array in self.arrays)
+
     def release(self) -> None:
         """Let other jobs evict the entry again."""
         if self.lease is not None:
@@ -239,7 +244,7 @@ class TrunkCache:
                             "computed in memory", entry.path, error)
                 return self._in_memory(trunk, boundary, images, images_key, digests, start)
             return CachedFeatures(arrays, False, time.perf_counter() - start, meta["compute_seconds"],
-                                  meta["derived_from"])
+                                  meta.get("derived_from"))
         finally:
             lock.release(remove=not (entry.path / META).exists())
 
@@ -368,7 +373,15 @@ class TrunkCache:
             except OSError:
                 if not (entry.path / META).exists():
                     raise
-                # Stored by a job that could not lock (no locks here): same key, same activations; keep theirs.
+                # Stored by a job that could not lock (no locks here): same key, same activations; keep
+                # theirs once checked. A damaged entry that could not be removed (a folder this user
+                # cannot write) is never served: this job's activations go unstored.
+                try:
+                    meta, arrays = self._read(entry.path, expected_arrays=len(recorded))
+                except DamagedEntry as error:
+                    raise OSError(f"{entry.path} is damaged ({error}) and could not be replaced") from None
+                _touch(entry.path / META)
+                return arrays, meta
             _touch(entry.path / META)
             self._evict(keep=entry.path)
         finally:
@@ -382,6 +395,10 @@ class TrunkCache:
         DamagedEntry saying what does not match."""
         try:
             meta = json.loads((entry / META).read_text())
+            if not isinstance(meta, dict) or not isinstance(meta.get("arrays"), list) \
+                    or not isinstance(meta.get("compute_seconds"), (int, float)):
+                raise DamagedEntry(f"{META} is not an entry's record (a JSON object with its arrays and "
+                                   "compute_seconds)")
             recorded = meta["arrays"]
             wrong_count = expected_arrays is not None and len(recorded) != expected_arrays
             if meta.get("format") != FORMAT_VERSION or wrong_count:
@@ -402,8 +419,12 @@ class TrunkCache:
         return meta, tuple(arrays)
 
     def _discard(self, entry: Path, why: str) -> None:
-        log.warning("trunk cache: %s is damaged (%s); removed, the activations are computed again", entry, why)
         shutil.rmtree(entry, ignore_errors=True)
+        if entry.exists():  # a folder this user cannot write: left, and never served (_compute_into)
+            log.warning("trunk cache: %s is damaged (%s) and could not be removed; the activations are computed "
+                        "again", entry, why)
+        else:
+            log.warning("trunk cache: %s is damaged (%s); removed, the activations are computed again", entry, why)
 
     def _clean_up(self) -> None:
         """Remove staging folders whose writer is gone, entries without metadata (orphans) and
@@ -457,6 +478,9 @@ class TrunkCache:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):  # evicted by another job, or damaged: read() removes it when asked
                 continue
+            if not isinstance(meta, dict) or not isinstance(meta.get("boundary"), list) \
+                    or not all(isinstance(name, str) for name in meta["boundary"]):
+                continue  # not an entry's record (damaged): _read refuses it when its own job asks for it
             if meta.get("format") != FORMAT_VERSION or meta.get("images_fingerprint") != images_key \
                     or meta.get("dtype") != self.dtype or tuple(meta["boundary"]) == boundary:
                 continue
@@ -467,7 +491,7 @@ class TrunkCache:
                 rest = self._submodel(upstream, remaining) if remaining else None
             except ValueError:  # not a layer of this trunk, or downstream of this boundary
                 continue
-            if weights_fingerprint(prefix, digests) == meta["weights_fingerprint"]:
+            if weights_fingerprint(prefix, digests) == meta.get("weights_fingerprint"):
                 candidates.append((len(rest.layers) if rest else 0, meta_path.parent, meta, upstream, rest))
         for _, path, meta, tensors, rest in sorted(candidates, key=lambda c: c[0]):
             lease = self._lock(path.name)

@@ -142,8 +142,12 @@ def test_a_missing_or_damaged_backbone_is_named_never_a_wrong_model(trained, tmp
     assert f"run {run_id}: its shared backbone {fingerprint} is missing or damaged" in message
     assert "hash to" in message and "\n" not in message
 
+    assert f"backbones/{fingerprint}/{run_id}.npz: its weights hash to" in message  # the file at fault
+
     weights.write_bytes(weights.read_bytes()[:1000])  # a partial copy
-    with pytest.raises(BackboneUnavailableError, match=f"run {run_id}: its shared backbone {fingerprint} .*unreadable"):
+    with pytest.raises(BackboneUnavailableError, match=f"run {run_id}: its shared backbone {fingerprint} is missing "
+                                                       f"or damaged .*backbones/{fingerprint}/{run_id}.npz is "
+                                                       "unreadable"):
         load_run_model(settings, run_id)
 
     for path in folder.iterdir():
@@ -156,16 +160,24 @@ def test_a_runs_own_weights_are_checked_too(trained):
     settings, _, run_id, _, _ = trained
     client = MlflowClient(settings.uri)
     own = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / "model" / "weights.npz"
-    original = own.read_bytes()
+    original, manifest = own.read_bytes(), (own.parent / "manifest.json").read_text()
     with np.load(own) as stored:
         arrays = {key: stored[key] * 2 for key in stored.files}
     try:
         np.savez(own, **arrays)
-        with pytest.raises(ArtifactError, match=f"run {run_id}: its model/ files are damaged: weights.npz holds "
+        with pytest.raises(ArtifactError, match=f"run {run_id}: its model/ files are damaged: model/weights.npz holds "
                                                 "other weights than were saved"):
+            load_run_model(settings, run_id)
+        own.write_bytes(original[:1000])  # a partial copy
+        with pytest.raises(ArtifactError, match=f"run {run_id}: its model/ files are damaged: model/weights.npz is "
+                                                "unreadable"):
+            load_run_model(settings, run_id)
+        (own.parent / "manifest.json").write_text("[]")
+        with pytest.raises(ArtifactError, match="model/manifest.json: not a stored model's manifest"):
             load_run_model(settings, run_id)
     finally:
         own.write_bytes(original)
+        (own.parent / "manifest.json").write_text(manifest)
 
 
 def test_runs_that_logged_the_whole_keras_model_still_load(tmp_path):
@@ -201,7 +213,7 @@ def test_the_registered_model_holds_the_whole_network(tracked_store, champion, t
     first = sorted(arrays)[0]
     arrays[first] = arrays[first] + 1
     np.savez(backbone, **arrays)
-    with pytest.raises(BundleError, match=f"{BACKBONE_FILE}: not the backbone the model needs: its weights hash to"):
+    with pytest.raises(BundleError, match=f"not the backbone the model needs: {BACKBONE_FILE}: its weights hash to"):
         load_bundle_classifier(folder.parent)
     # a bundle registered before held the network as one Keras file: it still loads
     registered.save(folder.parent / LEGACY_BUNDLE_CLASSIFIER)

@@ -73,13 +73,11 @@ class Backbone:
     def load(cls, weights: Path, marker: Path, fingerprint: str) -> Backbone:
         """The backbone stored as ``fingerprint``; BackboneMismatchError when its files are
         damaged or hold other weights."""
-        try:
-            meta = json.loads(marker.read_text())
-            backbone = cls(_load_layers(weights), str(meta["source"]))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # a damaged or partial file
-            raise BackboneMismatchError(f"unreadable ({type(error).__name__}: {error})") from None
+        source = _read_file(marker, lambda path: str(json.loads(path.read_text())["source"]), BackboneMismatchError)
+        backbone = cls(_read_file(weights, _load_layers, BackboneMismatchError), source)
         if backbone.fingerprint != fingerprint:
-            raise BackboneMismatchError(f"its weights hash to {backbone.fingerprint}, not {fingerprint}")
+            raise BackboneMismatchError(f"{weights.name}: its weights hash to {backbone.fingerprint}, "
+                                        f"not {fingerprint}")
         return backbone
 
 
@@ -103,13 +101,13 @@ class ModelParts:
     def load(cls, directory: Path) -> ModelParts:
         """The parts ``save`` wrote; ArtifactError naming the file that is missing, unreadable or
         holds other weights than were saved."""
-        try:
-            manifest = json.loads((directory / MANIFEST_FILE).read_text())
-            parts = cls((directory / ARCHITECTURE_FILE).read_text(), _load_layers(directory / WEIGHTS_FILE),
-                        manifest["backbone_fingerprint"])
-            expected = manifest["weights_hash"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-            raise ArtifactError(f"not a stored model ({type(error).__name__}: {error})") from None
+        manifest = _read_file(directory / MANIFEST_FILE, lambda path: json.loads(path.read_text()), ArtifactError)
+        if not isinstance(manifest, dict) or not {"backbone_fingerprint", "weights_hash"} <= manifest.keys():
+            raise ArtifactError(f"{MANIFEST_FILE}: not a stored model's manifest (backbone_fingerprint and "
+                                "weights_hash expected)")
+        parts = cls(_read_file(directory / ARCHITECTURE_FILE, Path.read_text, ArtifactError),
+                    _read_file(directory / WEIGHTS_FILE, _load_layers, ArtifactError), manifest["backbone_fingerprint"])
+        expected = manifest["weights_hash"]
         if layers_hash(parts.own) != expected:
             raise ArtifactError(f"{WEIGHTS_FILE} holds other weights than were saved (its hash differs)")
         return parts
@@ -169,7 +167,7 @@ def load_classifier_files(directory: Path) -> tuple[ModelParts, Backbone | None]
         backbone = Backbone.load(directory / BACKBONE_FILE, directory / BACKBONE_MARKER_FILE,
                                  parts.backbone_fingerprint)
     except BackboneMismatchError as error:
-        raise ArtifactError(f"{BACKBONE_FILE}: not the backbone the model needs: {error}") from None
+        raise ArtifactError(f"not the backbone the model needs: {error}") from None
     return parts, backbone
 
 
@@ -182,6 +180,17 @@ def layers_hash(layers: LayerWeights, salt: str = "") -> str:
             digest.update(f"|{name}:{i}:{value.dtype}:{value.shape}|".encode())
             digest.update(value.tobytes())
     return digest.hexdigest()
+
+
+def _read_file(path: Path, read, error_type: type[Exception]):
+    """``read(path)``; ``error_type`` naming the file (not the folder it was downloaded to) when it is
+    missing, truncated or not what it should be."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise error_type(f"{path.name} is missing") from None
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+        raise error_type(f"{path.name} is unreadable ({type(error).__name__}: {error})") from None
 
 
 def _save_layers(layers: LayerWeights, path: Path) -> None:

@@ -121,8 +121,8 @@ class BackboneStore:
                     local_weights = self.client.download_artifacts(self.run_id, marker[:-len(".json")] + ".npz",
                                                                    scratch)
                     return Backbone.load(Path(local_weights), Path(local_marker), fingerprint)
-                except BackboneMismatchError as error:
-                    problems.append(f"{marker}: {error}")
+                except BackboneMismatchError as error:  # it names the copy's file at fault
+                    problems.append(f"{folder}/{error}")
                 except Exception as error:  # noqa: BLE001 - MlflowException or OSError, by store
                     problems.append(f"{marker}: cannot download ({type(error).__name__}: {error})")
         raise BackboneMismatchError(f"no intact copy in the backbone store (run {self.run_id}): "
@@ -242,7 +242,7 @@ def _lean_parts(client: MlflowClient, run_id: str, tags: dict[str, str]) -> tupl
         try:
             parts = ModelParts.load(Path(local))
         except ArtifactError as error:
-            raise ArtifactError(f"run {run_id}: its {MODEL}/ files are damaged: {error}") from None
+            raise ArtifactError(f"run {run_id}: its {MODEL}/ files are damaged: {MODEL}/{error}") from None
     backbone = None
     if parts.backbone_fingerprint is not None:
         fingerprint, store_run = parts.backbone_fingerprint, tags.get(TAG_BACKBONE_STORE_RUN, "")

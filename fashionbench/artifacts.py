@@ -32,6 +32,7 @@ LADDER_PLOT = "plots/ladder.png"  # the run at a glance: precision@k per recomme
 PAIRS = "eval/pairs.csv"  # one row per (user, category) pair and recommender (fashionbench.evaluation.pairs)
 PAIR_SUMMARY = "eval/summary.csv"  # the pairs' means per recommender and category
 SAME_ITEM = "eval/same_item.csv"  # one row per same-item query and recommender (fashionbench.evaluation.same_item)
+CHECKSUMS = "checksums"  # <Stage>.json: each file a stage logged, its size and SHA-256 (fashionbench.data.checksums)
 MODEL = "model"  # the run's model: its own weights and architecture (fashionbench.model.parts)
 BACKBONES = "backbones"  # in the experiment's backbone store run: <fingerprint>/ holds one backbone
 REPORT = "report"  # where a report run keeps the report and its plot

@@ -136,17 +136,17 @@ def promote(settings: TrackingSettings, sweep_id: str | None = None, metric: str
         with tempfile.TemporaryDirectory() as scratch:
             try:
                 bundle = build_bundle(StoredRun(settings, best), Path(scratch), settings.experiment_name, metric)
-            except ArtifactError as error:
+                version = register_recommender(settings, model_name, bundle, best.run_id, tags={
+                    "source_run_id": best.run_id, "source_run_name": best.run_name,
+                    "experiment": settings.experiment_name, "selected_by": metric,
+                    "direction": "max" if higher_is_better else "min", metric: best.metrics[metric],
+                    "constraints": "; ".join(map(str, constraints)) or "none",
+                    "gate": decision.reason if decision else ("--force" if force else "first champion"),
+                    TAG_DATA_FINGERPRINT: best.tags.get(TAG_DATA_FINGERPRINT, ""),
+                    TAG_GIT_COMMIT: best.tags.get(TAG_GIT_COMMIT, ""),
+                })
+            except ArtifactError as error:  # a file the run lacks or that is damaged: nothing registered
                 raise PromotionError(str(error)) from None
-            version = register_recommender(settings, model_name, bundle, best.run_id, tags={
-                "source_run_id": best.run_id, "source_run_name": best.run_name,
-                "experiment": settings.experiment_name, "selected_by": metric,
-                "direction": "max" if higher_is_better else "min", metric: best.metrics[metric],
-                "constraints": "; ".join(map(str, constraints)) or "none",
-                "gate": decision.reason if decision else ("--force" if force else "first champion"),
-                TAG_DATA_FINGERPRINT: best.tags.get(TAG_DATA_FINGERPRINT, ""),
-                TAG_GIT_COMMIT: best.tags.get(TAG_GIT_COMMIT, ""),
-            })
     if model_alias_version(settings, model_name, alias) != version:
         set_model_alias(settings, model_name, alias, version)
     return Promotion(best, version, created, decision, False, metric, higher_is_better), selection

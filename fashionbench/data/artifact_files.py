@@ -40,9 +40,17 @@ def save_shop(shop: Catalogue, items_csv: Path, images_npz: Path) -> None:
 def load_shop(items_csv: Path, images_npz: Path) -> Catalogue:
     """The shop ``save_shop`` wrote. Raises ArtifactError when the two files do not describe the same items."""
     # Every column as written (str): attribute values like "none" must not become NaN.
-    items = pd.read_csv(items_csv, dtype=str, keep_default_na=False)
-    with np.load(images_npz) as stored:
-        image_ids, images = stored["item_ids"].astype(str), stored["images"]
+    try:
+        items = pd.read_csv(items_csv, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise ArtifactError(f"{items_csv} is unreadable ({type(error).__name__}: {error})") from None
+    try:
+        with np.load(images_npz) as stored:
+            image_ids, images = stored["item_ids"].astype(str), stored["images"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise ArtifactError(f"{images_npz} is unreadable ({type(error).__name__}: {error})") from None
+    if "item_id" not in items.columns:
+        raise ArtifactError(f"{items_csv} has no item_id column")
     if image_ids.tolist() != items["item_id"].tolist():
         raise ArtifactError(f"{images_npz} does not hold the images of the items in {items_csv} (ids differ)")
     return Catalogue(items, images)

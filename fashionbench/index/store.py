@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from fashionbench.artifacts import ArtifactError
 from fashionbench.index.base import CategoryIndex
 from fashionbench.index.registry import DEFAULT_KIND, backend
 
@@ -22,8 +23,12 @@ def save_indexes(indexes: Mapping[str, CategoryIndex], directory: Path) -> None:
 def load_index(directory: Path, category: str) -> CategoryIndex:
     """The index of ``category`` saved in ``directory`` by any backend, chosen by the kind its
     ``<category>.json`` names."""
-    meta = json.loads((Path(directory) / f"{category}.json").read_text())
-    return backend(meta.get("kind", DEFAULT_KIND)).index.load(Path(directory), meta)
+    try:
+        meta = json.loads((Path(directory) / f"{category}.json").read_text())
+        return backend(meta.get("kind", DEFAULT_KIND)).index.load(Path(directory), meta)
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:  # missing, truncated
+        raise ArtifactError(f"{directory}: the index of {category} ({category}.*) cannot be loaded "
+                            f"({type(error).__name__}: {error})") from None
 
 
 def load_indexes(directory: Path) -> dict[str, CategoryIndex]:

@@ -16,6 +16,7 @@ from typing import Protocol
 from omegaconf import OmegaConf
 
 from fashionbench.artifacts import CONFIG, INDEXES, SHOP_IMAGES, SHOP_ITEMS, USER_RATINGS, ArtifactError
+from fashionbench.data.checksums import check_file, verify, write_checksums
 
 # The fine-tuned classifier, whole: its parts and backbone (``model.parts.save_classifier_files``),
 # gathered and checked without TensorFlow; bundles registered before held one Keras file instead.
@@ -27,6 +28,7 @@ BUNDLE_INDEXES = "indexes"  # the run's indexes
 BUNDLE_SHOP_ITEMS = "shop_items.csv"
 BUNDLE_SHOP_IMAGES = "shop_images.npz"
 BUNDLE_USERS = "users.csv"  # the run's users' ratings
+BUNDLE_CHECKSUMS = "checksums.json"  # each file but the classifier's: size, SHA-256 (older bundles lack it)
 BUNDLE_FILES = (BUNDLE_CLASSIFIER, BUNDLE_META, BUNDLE_CONFIG, BUNDLE_INDEXES, BUNDLE_SHOP_ITEMS,
                 BUNDLE_SHOP_IMAGES, BUNDLE_USERS)
 
@@ -44,11 +46,16 @@ class RunArtifacts(Protocol):
         """Write the run's logged classifier, whole and checked, into ``directory``
         (``model.parts.load_classifier_files`` reads it)."""
 
+    def checksums(self) -> Mapping[str, Mapping]:
+        """The size and hash the run recorded of each file it logged, by artifact path (``fashionbench.data.checksums``;
+        empty for a run logged before them)."""
+
 
 def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_by: str) -> Path:
     """Gather what a recommender needs from ``run`` into ``directory`` (a bundle: see BUNDLE_FILES
     and ``fashionbench.serving.recommender``). Raises ArtifactError naming the artifact a run lacks."""
     scratch = directory / "_downloads"
+    recorded = run.checksums()
     for artifact, name in ((CONFIG, BUNDLE_CONFIG), (SHOP_ITEMS, BUNDLE_SHOP_ITEMS), (SHOP_IMAGES, BUNDLE_SHOP_IMAGES),
                            (USER_RATINGS, BUNDLE_USERS), (INDEXES, BUNDLE_INDEXES)):
         try:
@@ -56,6 +63,12 @@ def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_b
         except Exception as error:  # MlflowException or OSError, by store
             raise ArtifactError(f"run {run.run_id} lacks the artifact {artifact!r} a recommender needs "
                                 f"({type(error).__name__}: {error})") from None
+        # Each file as the run wrote it (a damaged one is refused here, never registered).
+        if local.is_dir():
+            verify(local, {path[len(artifact) + 1:]: value for path, value in recorded.items()
+                           if path.startswith(artifact + "/")}, f"run {run.run_id}: its artifact {artifact}/")
+        elif artifact in recorded:
+            check_file(local, recorded[artifact], f"run {run.run_id}: its artifact {artifact}")
         local.rename(directory / name)
     config = OmegaConf.load(directory / BUNDLE_CONFIG)
     run.save_model(directory / BUNDLE_CLASSIFIER)
@@ -70,4 +83,6 @@ def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_b
     }
     (directory / BUNDLE_META).write_text(json.dumps(meta, indent=2))
     shutil.rmtree(scratch)
+    # Checked where the bundle is loaded; the classifier's files carry hashes of their own.
+    write_checksums(directory, directory / BUNDLE_CHECKSUMS, exclude=(BUNDLE_CLASSIFIER,))
     return directory

@@ -22,9 +22,11 @@ import pandas as pd
 from fashionbench.artifacts import ArtifactError
 from fashionbench.data import CATEGORIES
 from fashionbench.data.artifact_files import load_shop
+from fashionbench.data.checksums import read_checksums, verify
 from fashionbench.data.images import UnusableImage, decode_image_bytes
 from fashionbench.index.store import load_indexes
 from fashionbench.serving.bundle import (
+    BUNDLE_CHECKSUMS,
     BUNDLE_CLASSIFIER,
     BUNDLE_FILES,
     BUNDLE_INDEXES,
@@ -71,6 +73,12 @@ class ShopRecommender:
                    and not (name == BUNDLE_CLASSIFIER and (directory / LEGACY_BUNDLE_CLASSIFIER).exists())]
         if missing:
             raise BundleError(f"{directory} is not a recommender bundle: {missing} missing")
+        if (directory / BUNDLE_CHECKSUMS).exists():  # every file as promote wrote it: never a damaged one served
+            try:
+                verify(directory, read_checksums(directory / BUNDLE_CHECKSUMS, f"bundle {directory}"),
+                       f"bundle {directory}: ")
+            except ArtifactError as error:
+                raise BundleError(str(error)) from None
         self.directory = directory
         self.meta = json.loads((directory / BUNDLE_META).read_text())
         self.shop = load_shop(directory / BUNDLE_SHOP_ITEMS, directory / BUNDLE_SHOP_IMAGES)

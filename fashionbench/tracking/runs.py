@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from fashionbench.artifacts import (
+    CHECKSUMS,
     CONFIG,
     ERROR,
     SWEEP_JOBS_NOT_RUN,
@@ -50,6 +51,7 @@ from fashionbench.artifacts import (
     TAG_SWEEP_ID,
     TAG_SWEEP_JOBS,
 )
+from fashionbench.data.checksums import write_checksums
 from fashionbench.options import flatten
 from fashionbench.runtime import interrupts
 from fashionbench.runtime.interrupts import Terminated
@@ -122,7 +124,10 @@ class TrackedRun:
             self.diagnostic(f"dataset_{dataset.context}", lambda dataset=dataset: log_dataset(dataset))
         with tempfile.TemporaryDirectory() as scratch:
             result.write_artifacts(Path(scratch))
-            if any(Path(scratch).iterdir()):
+            if any(Path(scratch).iterdir()):  # with their checksums: promote checks what it takes
+                (Path(scratch) / CHECKSUMS).mkdir()
+                write_checksums(Path(scratch), Path(scratch) / CHECKSUMS / f"{type(result).__name__}.json",
+                                exclude=(CHECKSUMS,))
                 mlflow.log_artifacts(scratch)
         if type(result).write_diagnostics is not StageResult.write_diagnostics:
             self._background.submit(self.diagnostic, f"plots_{result.stage or type(result).__name__}",

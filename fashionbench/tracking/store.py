@@ -13,6 +13,7 @@ import http.client
 import logging
 import os
 import ssl
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -25,7 +26,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from fashionbench.artifacts import SWEEP_PARENT, TAG_SWEEP, TAG_SWEEP_ID, TAG_SWEEP_REUSED_PREFIX
+from fashionbench.artifacts import CHECKSUMS, SWEEP_PARENT, TAG_SWEEP, TAG_SWEEP_ID, TAG_SWEEP_REUSED_PREFIX
+from fashionbench.data.checksums import read_checksums
 from fashionbench.runtime.locks import LockTimeout, locked
 from fashionbench.tracking.races import lost_race, retry_lost_race
 from fashionbench.tracking.records import LATEST, RunRecord, latest_sweep_id
@@ -296,6 +298,19 @@ class StoredRun:
 
     def download(self, artifact_path: str, destination: Path) -> Path:
         return download_run_artifacts(self.settings, self.run_id, artifact_path, destination)
+
+    def checksums(self) -> dict[str, dict]:
+        """What the run recorded of the files it logged (``fashionbench.data.checksums``): path -> size and
+        hash; empty for a run logged before checksums."""
+        client = MlflowClient(self.settings.uri)
+        if not client.list_artifacts(self.run_id, CHECKSUMS):
+            return {}
+        recorded: dict[str, dict] = {}
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = self.download(CHECKSUMS, Path(scratch))
+            for path in sorted(folder.glob("*.json")):
+                recorded.update(read_checksums(path, f"run {self.run_id}: {CHECKSUMS}/"))
+        return recorded
 
     def keras_model(self) -> Any:
         # Keras loads here, where a model is needed: reading runs (compare, report) never imports it.

@@ -137,3 +137,15 @@ def test_a_run_whose_job_is_requeued_ends_killed_not_failed(store_uri):
         sys.exit(144)
     ended = MlflowClient(store_uri).get_run(run.run_id)
     assert (ended.info.status, ended.data.tags[TAG_ERROR]) == ("KILLED", "SystemExit: 144")
+
+
+def test_runs_started_in_the_same_second_get_a_folder_each(tmp_path):
+    """Hydra names a run's folder by the time it started; by the second, two runs started together
+    (a shell loop, a job array) shared one folder and interleaved their logs and .hydra/ files."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # A config error ends each run quickly, after Hydra has made its folder and written .hydra/.
+    runs = [subprocess.Popen([sys.executable, "-m", "fashionbench.run", "eval.k=0"], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(3)]
+    assert [run.wait(timeout=300) for run in runs] == [1, 1, 1]
+    folders = sorted(tmp_path.glob("outputs/*/*/.hydra"))
+    assert len(folders) == 3, folders

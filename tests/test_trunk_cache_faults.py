@@ -119,6 +119,20 @@ def test_a_damaged_entry_that_cannot_be_removed_is_never_served(stored, caplog):
             caplog.clear()
 
 
+def test_a_file_in_an_entrys_place_is_removed_and_the_entry_stored(stored, caplog):
+    """Else no job could ever store the entry, and every run would compute it again."""
+    directory, split, images, fresh, entry = stored
+    shutil.rmtree(entry)
+    entry.write_bytes(b"not an entry")
+    with caplog.at_level(logging.WARNING, logger="fashionbench.training.trunk_cache"):
+        cache = TrunkCache(directory)
+    assert not entry.exists() and "not a folder" in caplog.text
+    assert not cache.features(split, images).hit
+    again = TrunkCache(directory).features(split, images)
+    assert again.hit
+    np.testing.assert_array_equal(again.arrays[0], fresh)
+
+
 def test_an_entry_without_metadata_is_an_orphan_removed_and_repaired(stored, caplog):
     directory, split, images, fresh, entry = stored
     (entry / "meta.json").unlink()

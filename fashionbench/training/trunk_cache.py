@@ -39,10 +39,12 @@ after the entry is evicted are still the stored ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -73,6 +75,9 @@ STAGING_PREFIX = ".staging-"  # then the entry's key
 LOCKS = ".locks"  # one lock file per entry (FileLock)
 # A staging folder this old is abandoned even when its writer cannot be checked (another host).
 STALE_STAGING_SECONDS = 6 * 3600
+
+
+_ENTRY_NAME = re.compile(r"[0-9a-f]{32}")  # an entry's folder: its key
 
 
 class DamagedEntry(Exception):
@@ -419,8 +424,12 @@ class TrunkCache:
         return meta, tuple(arrays)
 
     def _discard(self, entry: Path, why: str) -> None:
-        shutil.rmtree(entry, ignore_errors=True)
-        if entry.exists():  # a folder this user cannot write: left, and never served (_compute_into)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        if entry.exists() or entry.is_symlink():  # one this user cannot remove: left, never served (_compute_into)
             log.warning("trunk cache: %s is damaged (%s) and could not be removed; the activations are computed "
                         "again", entry, why)
         else:
@@ -441,6 +450,11 @@ class TrunkCache:
                 lock = self._lock(path.name)
                 if lock.acquire(exclusive=True, wait=False):
                     self._discard(path, f"no {META}: a partial or orphaned entry")
+                    lock.release(remove=True)
+            elif _ENTRY_NAME.fullmatch(path.name) and not path.is_dir():  # no entry could ever be stored there
+                lock = self._lock(path.name)
+                if lock.acquire(exclusive=True, wait=False):
+                    self._discard(path, "not a folder")
                     lock.release(remove=True)
         for path in locks:
             lock = FileLock(path)

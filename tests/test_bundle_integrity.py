@@ -101,3 +101,11 @@ def test_a_registered_bundle_checks_its_files_where_it_loads(tracked_store, cham
             ShopRecommender(bundle)
     checksums.unlink()  # a bundle registered before checksums loads as it did
     assert ShopRecommender(bundle).k >= 1
+
+
+@pytest.mark.parametrize("text", ["model: [unclosed", "a: 1", "- a list"], ids=["not-yaml", "other-keys", "a-list"])
+def test_promote_refuses_a_run_whose_config_is_not_one_naming_it(tracked_store, text):
+    path = artifacts_of(tracked_store, tracked_store.real_run_id) / "config.yaml"
+    with damaged(path, lambda path: path.write_text(text)), pytest.raises(PromotionError) as refused:
+        promote(tracked_store.settings, model_name=f"{MODEL_NAME}-bad-config")
+    assert f"run {tracked_store.real_run_id}: its config.yaml is not a run's resolved config" in str(refused.value)

@@ -16,15 +16,10 @@ from pathlib import Path
 
 from fashionbench.artifacts import ArtifactError
 
-CHUNK = 1 << 20
-
 
 def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as file:
-        while block := file.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, "sha256").hexdigest()  # through one small buffer
 
 
 def checksums(directory: Path, exclude: tuple[str, ...] = ()) -> dict[str, dict]:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fashionbench.artifacts import ArtifactError
-from fashionbench.index.base import CategoryIndex
+from fashionbench.index.base import CategoryIndex, IndexConfigError
 from fashionbench.index.registry import DEFAULT_KIND, backend
 
 
@@ -26,6 +26,8 @@ def load_index(directory: Path, category: str) -> CategoryIndex:
     try:
         meta = json.loads((Path(directory) / f"{category}.json").read_text())
         return backend(meta.get("kind", DEFAULT_KIND)).index.load(Path(directory), meta)
+    except IndexConfigError:  # a backend this environment lacks: the error names its package
+        raise
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:  # missing, truncated
         raise ArtifactError(f"{directory}: the index of {category} ({category}.*) cannot be loaded "
                             f"({type(error).__name__}: {error})") from None

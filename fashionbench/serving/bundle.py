@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from fashionbench.artifacts import CONFIG, INDEXES, SHOP_IMAGES, SHOP_ITEMS, USER_RATINGS, ArtifactError
 from fashionbench.data.checksums import check_file, verify, write_checksums
@@ -70,17 +72,22 @@ def build_bundle(run: RunArtifacts, directory: Path, experiment: str, selected_b
         elif artifact in recorded:
             check_file(local, recorded[artifact], f"run {run.run_id}: its artifact {artifact}")
         local.rename(directory / name)
-    config = OmegaConf.load(directory / BUNDLE_CONFIG)
+    try:
+        config = OmegaConf.load(directory / BUNDLE_CONFIG)
+        meta = {
+            "source_run_id": run.run_id, "experiment": experiment,
+            "embedding_layer": config.model.embedding_layer, "image_size": int(config.data.image_size),
+            "k": int(config.eval.k), "index_metric": config.index.metric,
+            # null: every rated item is a favourite (users=interactions without a threshold)
+            "favourite_threshold": None if config.users.get("favourite_threshold") is None
+            else float(config.users.favourite_threshold),
+            "selected_by": selected_by, selected_by: run.metrics.get(selected_by),
+        }
+    except (yaml.YAMLError, OmegaConfBaseException, AttributeError, KeyError, TypeError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ArtifactError(f"run {run.run_id}: its {CONFIG} is not a run's resolved config "
+                            f"({type(error).__name__}: {first_line})") from None
     run.save_model(directory / BUNDLE_CLASSIFIER)
-    meta = {
-        "source_run_id": run.run_id, "experiment": experiment,
-        "embedding_layer": config.model.embedding_layer, "image_size": int(config.data.image_size),
-        "k": int(config.eval.k), "index_metric": config.index.metric,
-        # null: every rated item is a favourite (users=interactions without a threshold)
-        "favourite_threshold": None if config.users.get("favourite_threshold") is None
-        else float(config.users.favourite_threshold),
-        "selected_by": selected_by, selected_by: run.metrics.get(selected_by),
-    }
     (directory / BUNDLE_META).write_text(json.dumps(meta, indent=2))
     shutil.rmtree(scratch)
     # Checked where the bundle is loaded; the classifier's files carry hashes of their own.

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
+from fashionbench.data import rows as stored_rows
 from fashionbench.data.catalogue import (
     ATTRIBUTE_PREFIX,
     CATEGORIES,
@@ -56,7 +57,7 @@ _LENGTH_UNITS = {
     "Blouses": {"short": 0.32, "medium": 0.44, "long": 0.58},
 }
 _RENDER_SCALE = 3  # draw larger, then downsample: anti-aliased edges
-DRAW_CHUNK = 256  # garments drawn at a time by the threads
+DRAW_CHUNK = 256  # garments drawn at a time by the threads, at most (and at most rows.CHUNK_BYTES of images)
 
 
 @dataclass
@@ -98,9 +99,13 @@ class SyntheticSource:
         garments = list(enumerate((category, split) for category in CATEGORIES
                                   for split, count in zip(SPLITS, sizes[category]) for _ in range(count)))
         rows = []
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            for start in range(0, len(garments), DRAW_CHUNK):
-                for garment_rows, garment_images in pool.map(self._draw, garments[start:start + DRAW_CHUNK]):
+        workers = os.cpu_count() or 1
+        # A chunk's images are all in memory until they are written: as many as the writer buffers.
+        garment_bytes = self.image_size * self.image_size * 3 * self.views
+        chunk = max(workers, min(DRAW_CHUNK, stored_rows.CHUNK_BYTES // garment_bytes))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(garments), chunk):
+                for garment_rows, garment_images in pool.map(self._draw, garments[start:start + chunk]):
                     rows.extend(garment_rows)
                     for image in garment_images:
                         images.append(image)

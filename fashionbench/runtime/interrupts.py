@@ -12,8 +12,13 @@ next job (``tracking.sweep_callback``).
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
+from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # The signals noted since the last one was taken, oldest first (a dict as an ordered set).
 _pending: dict[int, None] = {}
@@ -79,3 +84,28 @@ def noting(previous: Any) -> Any:
         _pending.pop(signum, None)  # it returned: ignored, nothing to raise later
 
     return handler
+
+
+def quieting_dropped(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A ``sys.unraisablehook`` that says in one line, not with a traceback, that an interruption
+    raised in a finalizer was dropped there (noted, it is raised again at the next checkpoint);
+    whatever else is unraisable goes to ``previous``."""
+
+    def hook(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        while error is not None and not isinstance(error, (KeyboardInterrupt, Terminated)):
+            error = error.__cause__ or error.__context__  # native code may have wrapped it (SystemError)
+        if error is not None and pending() is not None:
+            log.debug("%s raised in %r was dropped there; it is raised again at the next checkpoint",
+                      type(error).__name__, unraisable.object)
+            return
+        previous(unraisable)
+
+    return hook
+
+
+def install_unraisable_hook() -> Callable[[Any], None]:
+    """Install ``quieting_dropped`` over the current hook; return the hook it replaced."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = quieting_dropped(previous)
+    return previous

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -302,10 +303,13 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: M
         all_tags[TAG_SWEEP_ID] = parent_run_id
     handles_signals = threading.current_thread() is threading.main_thread()
     previous = {}
+    previous_hook = sys.unraisablehook
     if handles_signals:  # each signal is noted as it arrives (runtime.interrupts), so that none is lost
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, interrupts.raise_terminated),
                     signal.SIGINT: signal.getsignal(signal.SIGINT)}
         signal.signal(signal.SIGINT, interrupts.noting(previous[signal.SIGINT]))
+        # One that lands in a finalizer is dropped there and raised again later: no traceback printed.
+        previous_hook = interrupts.install_unraisable_hook()
     try:
         with _signals_deferred(handles_signals) as deliver_deferred:
             active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
@@ -339,6 +343,7 @@ def tracked_run(settings: TrackingSettings, run_name: str | None = None, tags: M
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = previous_hook
 
 
 def _release_frames(error: BaseException, interrupted: bool) -> str:

@@ -12,10 +12,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fashionbench.analysis.promotion import PromotionError, promote
+from fashionbench.analysis.study import DamagedPairsError, load_run_pairs
 from fashionbench.artifacts import CHECKSUMS
 from fashionbench.data.checksums import file_hash
 from fashionbench.serving.bundle import BUNDLE_CHECKSUMS, BUNDLE_INDEXES, BUNDLE_SHOP_IMAGES
 from fashionbench.serving.recommender import BundleError, ShopRecommender
+from fashionbench.tracking.store import experiment_runs
 from tests.tracked_store import MODEL_NAME
 
 pytestmark = pytest.mark.slow
@@ -109,3 +111,17 @@ def test_promote_refuses_a_run_whose_config_is_not_one_naming_it(tracked_store, 
     with damaged(path, lambda path: path.write_text(text)), pytest.raises(PromotionError) as refused:
         promote(tracked_store.settings, model_name=f"{MODEL_NAME}-bad-config")
     assert f"run {tracked_store.real_run_id}: its config.yaml is not a run's resolved config" in str(refused.value)
+
+
+def test_per_pair_results_that_are_not_what_the_run_wrote_are_never_compared(tracked_store, tmp_path):
+    """A value changed in eval/pairs.csv (still a valid table, the same size) is caught by the run's
+    checksum before compare, report or promote's verdict reads it."""
+    run = next(r for r in experiment_runs(tracked_store.settings) if r.run_id == tracked_store.real_run_id)
+    path = artifacts_of(tracked_store, run.run_id) / "eval" / "pairs.csv"
+    text = path.read_text()
+    digit = next(i for i, c in enumerate(text) if c == "0" and text[i - 1] == "," and text[i + 1] == ".")
+    edited = text[:digit] + "1" + text[digit + 1:]  # a metric 0.x made 1.x: same size
+    with damaged(path, lambda path: path.write_text(edited)), pytest.raises(DamagedPairsError) as refused:
+        load_run_pairs(tracked_store.settings, [run], tmp_path)
+    assert f"run {run.run_id} ({run.run_name}): eval/pairs.csv is damaged" in str(refused.value)
+    assert len(load_run_pairs(tracked_store.settings, [run], tmp_path / "again")) == 1  # restored: read

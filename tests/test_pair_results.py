@@ -2,11 +2,13 @@
 reference sees what it must not (the target user's held-out items)."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from fashionbench.artifacts import ArtifactError
 from fashionbench.evaluation.metrics import random_expectations
 from fashionbench.evaluation.pairs import PairResults, eval_fingerprint, evaluate_recommenders, load_pairs, save_pairs
 from fashionbench.evaluation.references import (
@@ -90,6 +92,30 @@ def test_the_table_round_trips_and_fingerprints_who_is_evaluated_on_what(tmp_pat
     assert eval_fingerprint(alone.table, SHOP) == fingerprint
     moved = [SPLITS[0], HeldOutFavourites("u2", "Skirts", queries=["s3", "s5"], held_out=["s4"]), SPLITS[2]]
     assert eval_fingerprint(evaluate_recommenders([RandomRecommender()], moved, SHOP, [2], 2).table, SHOP) != fingerprint
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda text: text[: len(text) // 2], "missing, not numbers"),  # cut inside a row: its metrics empty
+    (lambda text: text + text.split("\n", 1)[1], re.escape("holds 9 row(s) twice, e.g. user 'u1'")),
+    (lambda text: text.replace(",0.5,", ",7.0,", 1), "outside 0..1, e.g. 7.0"),
+    (lambda text: text.replace(",0.5,", ",,", 1), "missing, not numbers or outside 0..1, e.g. ''"),
+    (lambda text: text.replace(",0.5,", ",half,", 1), "e.g. 'half'"),
+    (lambda text: "", re.escape("pairs.csv is unreadable (EmptyDataError")),
+    (lambda text: text.replace("recommender", "who", 1), re.escape("lacks the column(s) ['recommender']")),
+], ids=["truncated", "duplicated", "out-of-range", "empty-metric", "text-metric", "empty-file", "no-column"])
+def test_a_table_that_is_not_a_runs_pairs_is_refused_saying_why(tmp_path, damage, says):
+    save_pairs(planted_results().table, tmp_path / "pairs.csv")
+    text = (tmp_path / "pairs.csv").read_text()
+    assert ",0.5," in text
+    (tmp_path / "pairs.csv").write_text(damage(text))
+    with pytest.raises(ArtifactError, match=says):
+        load_pairs(tmp_path / "pairs.csv", "eval/pairs.csv")
+
+
+def test_random_bytes_are_refused_naming_the_file(tmp_path):
+    (tmp_path / "pairs.csv").write_bytes(bytes(range(128, 256)) * 10)
+    with pytest.raises(ArtifactError, match="eval/pairs.csv is unreadable"):
+        load_pairs(tmp_path / "pairs.csv", "eval/pairs.csv")
 
 
 def users_from(rows) -> SimulatedUsers:

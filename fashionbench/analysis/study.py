@@ -26,19 +26,26 @@ from fashionbench.artifacts import (
     SAME_ITEM,
     SAME_ITEM_COLUMN_PREFIX,
     SAME_ITEM_SECTION,
+    ArtifactError,
     metric_column,
     parse_metric_name,
 )
+from fashionbench.data.checksums import check_file
 from fashionbench.evaluation.pairs import load_pairs
 from fashionbench.evaluation.references import MODEL
 from fashionbench.tracking.records import RunRecord, finished_experiment_runs, is_experiment_run
 from fashionbench.tracking.runs import tracked_run
 from fashionbench.tracking.settings import TrackingSettings
-from fashionbench.tracking.store import download_run_artifacts, experiment_runs, resolve_sweep
+from fashionbench.tracking.store import download_run_artifacts, experiment_runs, resolve_sweep, run_checksums
 
 
 class MissingPairsError(LookupError):
     """A run without per-pair results (logged by runs since per-pair results were added)."""
+
+
+class DamagedPairsError(MissingPairsError):
+    """A run's per-pair results that cannot be used: not what the run wrote (its checksum), or not
+    a per-pair table; the message names the run, the file and what is wrong."""
 
 
 def load_run_pairs(settings: TrackingSettings, runs: list[RunRecord], destination: Path,
@@ -54,7 +61,14 @@ def load_run_pairs(settings: TrackingSettings, runs: list[RunRecord], destinatio
         except Exception:  # MlflowException or OSError, by store: the artifact is not there
             missing.append(run)
             continue
-        loaded.append(RunPairs(run, load_pairs(path)))
+        try:
+            recorded = run_checksums(settings, run.run_id)
+            if artifact in recorded:  # the file as the run wrote it (runs before checksums: its content checked)
+                check_file(path, recorded[artifact], artifact)
+            loaded.append(RunPairs(run, load_pairs(path, artifact)))
+        except ArtifactError as error:
+            raise DamagedPairsError(f"run {run.run_id} ({run.run_name}): {error}; its per-pair results cannot "
+                                    "be compared") from None
     if missing:
         names = ", ".join(f"{run.run_id} ({run.run_name})" for run in missing[:5])
         if artifact == SAME_ITEM:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from fashionbench.artifacts import (
     PAIRS,
     TAG_EVAL_FINGERPRINT,
     TAG_ORACLE,
+    ArtifactError,
     metric_column,
 )
 from fashionbench.data import Catalogue
@@ -167,10 +169,44 @@ def save_pairs(table: pd.DataFrame, path: Path) -> None:
     table.to_csv(path, index=False)
 
 
-def load_pairs(path: Path) -> pd.DataFrame:
-    """The table ``save_pairs`` wrote: ids and lists as text, counts and metrics as numbers."""
-    return pd.read_csv(path, dtype={"user_id": str, "category": str, "recommender": str, "queries": str,
-                                    "held_out": str, "recommended": str}, keep_default_na=False)
+_METRIC_AT_K = re.compile(r"(?P<metric>\w+?)_at_(?P<k>\d+)")
+
+
+def load_pairs(path: Path, name: str | None = None) -> pd.DataFrame:
+    """The table ``save_pairs`` wrote (or ``same_item``'s): ids and lists as text, counts and metrics
+    as numbers. Raises ArtifactError (the file's name and what is wrong) for a file that is not such a
+    table: unreadable, without the ids, a unit twice for one recommender, or a metric that is missing,
+    not a number or out of its range (hits in 0..k, every other metric in 0..1). ``name``: what the
+    messages call the file (default: its name)."""
+    name = name or path.name
+    try:
+        table = pd.read_csv(path, dtype={"user_id": str, "category": str, "recommender": str, "queries": str,
+                                         "held_out": str, "recommended": str}, keep_default_na=False)
+    except (OSError, ValueError) as error:  # UnicodeDecodeError, pandas' ParserError and EmptyDataError
+        raise ArtifactError(f"{name} is unreadable ({type(error).__name__}: {error})") from None
+    missing = [column for column in ID_COLUMNS if column not in table.columns]
+    if missing:
+        raise ArtifactError(f"{name} lacks the column(s) {missing}")
+    twice = table.duplicated(list(ID_COLUMNS))
+    if twice.any():
+        row = table[twice].iloc[0]
+        raise ArtifactError(f"{name} holds {int(twice.sum())} row(s) twice, e.g. user {row['user_id']!r}, "
+                            f"category {row['category']!r}, recommender {row['recommender']!r}")
+    for column in table.columns:
+        match = _METRIC_AT_K.fullmatch(column)
+        if match is None:
+            continue
+        values = pd.to_numeric(table[column].replace("", np.nan), errors="coerce")
+        top = int(match["k"]) if match["metric"] == "hits" else 1
+        bad = ~values.between(-1e-9, top + 1e-9)  # NaN (empty, not a number) is out of range too
+        if bad.any():
+            example = table[column][bad].iloc[0]
+            shown = repr(example) if isinstance(example, str) else str(example)
+            raise ArtifactError(f"{name}: {int(bad.sum())} value(s) of {column} are missing, not numbers or "
+                                f"outside 0..{top}, e.g. {shown}")
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            table[column] = values
+    return table
 
 
 def check_cutoffs(options: EvalConfig, shop: Catalogue) -> None:

@@ -286,6 +286,19 @@ def download_run_artifacts(settings: TrackingSettings, run_id: str, artifact_pat
                                                     dst_path=str(destination), tracking_uri=settings.uri))
 
 
+def run_checksums(settings: TrackingSettings, run_id: str) -> dict[str, dict]:
+    """What the run recorded of the files it logged (``fashionbench.data.checksums``): artifact path ->
+    size and hash; empty for a run logged before checksums. ArtifactError for a damaged record."""
+    if not MlflowClient(settings.uri).list_artifacts(run_id, CHECKSUMS):
+        return {}
+    recorded: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = download_run_artifacts(settings, run_id, CHECKSUMS, Path(scratch))
+        for path in sorted(folder.glob("*.json")):
+            recorded.update(read_checksums(path, f"run {run_id}: {CHECKSUMS}/"))
+    return recorded
+
+
 class StoredRun:
     """A tracked run's artifacts and logged model, read from the store
     (a ``serving.bundle.RunArtifacts``: what ``build_bundle`` reads)."""
@@ -300,17 +313,7 @@ class StoredRun:
         return download_run_artifacts(self.settings, self.run_id, artifact_path, destination)
 
     def checksums(self) -> dict[str, dict]:
-        """What the run recorded of the files it logged (``fashionbench.data.checksums``): path -> size and
-        hash; empty for a run logged before checksums."""
-        client = MlflowClient(self.settings.uri)
-        if not client.list_artifacts(self.run_id, CHECKSUMS):
-            return {}
-        recorded: dict[str, dict] = {}
-        with tempfile.TemporaryDirectory() as scratch:
-            folder = self.download(CHECKSUMS, Path(scratch))
-            for path in sorted(folder.glob("*.json")):
-                recorded.update(read_checksums(path, f"run {self.run_id}: {CHECKSUMS}/"))
-        return recorded
+        return run_checksums(self.settings, self.run_id)
 
     def keras_model(self) -> Any:
         # Keras loads here, where a model is needed: reading runs (compare, report) never imports it.

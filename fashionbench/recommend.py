@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.k is not None and args.k < 1:
         parser.error(f"--k must be >= 1, got {args.k}")
+    if args.user is not None and not args.user.strip():
+        parser.error("--user needs a user id, e.g. user-0003; got an empty one")
     missing = [str(path) for path in args.images or [] if not path.is_file()]
     if missing:  # before the model is loaded, which takes seconds
         print(f"fashionbench.recommend: --images: no file {', '.join(missing)}", file=sys.stderr)

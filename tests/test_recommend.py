@@ -67,6 +67,9 @@ def test_unknown_users_files_and_versions_are_named(tracked_store, champion, tmp
     assert f"no file {tmp_path / 'missing.jpg'}" in capsys.readouterr().err
     assert cli(tracked_store, "--user", "user-0000", "--version", "99") == 1
     assert f"--version '99': {MODEL_NAME!r} has no such version; its versions are 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as empty:  # before any model is loaded
+        cli(tracked_store, "--user", "")
+    assert empty.value.code == 2 and "--user needs a user id" in capsys.readouterr().err
 
 
 def test_a_run_that_was_never_registered_recommends_the_same(tracked_store, recommender, tmp_path, capsys):

@@ -88,6 +88,14 @@ def test_a_bad_request_is_a_400_with_a_one_line_reason(server):
     status, answer = ask(server, {"dataframe_split": {"columns": ["image"], "data": [
         [base64.b64encode(b"not a picture").decode()]]}})
     assert status == 400 and answer["message"].splitlines()[-1].startswith("Error: image 0: not a usable image")
+    # params that cannot be followed are refused, never ignored: k=0 is not "the default k"
+    item = [["no-such-item"]]
+    for payload, reason in (({"params": {"k": 0}}, "Error: params.k must be >= 1, got 0"),
+                            ({"params": {"category": "Hats"}}, "Error: unknown category 'Hats'"),
+                            ({"dataframe_split": {"columns": ["item_id"], "data": [[None]]}},
+                             "Error: the request needs rows with an item_id")):
+        status, answer = ask(server, {"dataframe_split": {"columns": ["item_id"], "data": item}, **payload})
+        assert status == 400 and answer["message"].splitlines()[-1].startswith(reason), answer
 
 
 def test_the_registered_version_declares_its_inputs_outputs_and_params(tracked_store, champion):

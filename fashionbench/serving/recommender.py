@@ -122,9 +122,11 @@ class ShopRecommender:
         ``category`` or the one the classifier predicts). Raises BundleError (an unknown item, a
         photo that is not an image, a request with neither column) with a one-line reason."""
         columns = [c for c in ("item_id", "image") if c in request.columns]
-        if not columns or request.empty:
+        if not columns or request.empty or not any(request[c].notna().any() for c in columns):
             raise BundleError("the request needs rows with an item_id (shop items: favourites) or an image "
                               "(encoded bytes of a photo)")
+        if category and category not in self.indexes:
+            raise BundleError(f"unknown category {category!r}; expected one of {sorted(self.indexes)}")
         tables = []
         if "item_id" in request.columns and request["item_id"].notna().any():
             tables.append(self.recommend_for_items([str(i) for i in request["item_id"].dropna()], k).table)

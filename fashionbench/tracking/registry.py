@@ -68,7 +68,7 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
 
         params = params or {}
         try:
-            k = int(params.get("k") or self.recommender.k)
+            k = self.recommender.k if params.get("k") is None else int(params["k"])
             if k < 1:
                 raise BundleError(f"params.k must be >= 1, got {k}")
             return self.recommender.answer(model_input, k, category=params.get("category") or None).table

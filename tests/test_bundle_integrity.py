@@ -107,10 +107,27 @@ def test_a_registered_bundle_checks_its_files_where_it_loads(tracked_store, cham
 
 @pytest.mark.parametrize("text", ["model: [unclosed", "a: 1", "- a list"], ids=["not-yaml", "other-keys", "a-list"])
 def test_promote_refuses_a_run_whose_config_is_not_one_naming_it(tracked_store, text):
-    path = artifacts_of(tracked_store, tracked_store.real_run_id) / "config.yaml"
-    with damaged(path, lambda path: path.write_text(text)), pytest.raises(PromotionError) as refused:
-        promote(tracked_store.settings, model_name=f"{MODEL_NAME}-bad-config")
+    root = artifacts_of(tracked_store, tracked_store.real_run_id)
+    kept = root.parent / "kept-config-checksum"
+    shutil.move(root / CHECKSUMS / "Config.json", kept)  # as runs logged it before its checksum
+    try:
+        with damaged(root / "config.yaml", lambda path: path.write_text(text)), \
+                pytest.raises(PromotionError) as refused:
+            promote(tracked_store.settings, model_name=f"{MODEL_NAME}-bad-config")
+    finally:
+        shutil.move(kept, root / CHECKSUMS / "Config.json")
     assert f"run {tracked_store.real_run_id}: its config.yaml is not a run's resolved config" in str(refused.value)
+
+
+def test_promote_refuses_a_run_whose_config_was_edited(tracked_store):
+    """Another image size in config.yaml would serve the model on images it never saw."""
+    path = artifacts_of(tracked_store, tracked_store.real_run_id) / "config.yaml"
+    text = path.read_text()
+    assert "image_size: 32" in text
+    edited = text.replace("image_size: 32", "image_size: 64", 1)
+    with damaged(path, lambda path: path.write_text(edited)), pytest.raises(PromotionError) as refused:
+        promote(tracked_store.settings, model_name=f"{MODEL_NAME}-edited-config")
+    assert f"run {tracked_store.real_run_id}: its artifact config.yaml is damaged" in str(refused.value)
 
 
 def test_per_pair_results_that_are_not_what_the_run_wrote_are_never_compared(tracked_store, tmp_path):

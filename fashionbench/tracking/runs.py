@@ -192,7 +192,11 @@ class TrackedRun:
         resolved = flatten_config(OmegaConf.to_container(config, resolve=True))
         raw = flatten_config(OmegaConf.to_container(config, resolve=False))
         self.log_params({name: value for name, value in resolved.items() if not _ALIAS.match(raw.get(name, ""))})
-        self.log_text(OmegaConf.to_yaml(config, resolve=True), CONFIG)
+        with tempfile.TemporaryDirectory() as scratch:  # with its checksum, as a stage's files (record)
+            (Path(scratch) / CONFIG).write_text(OmegaConf.to_yaml(config, resolve=True))
+            (Path(scratch) / CHECKSUMS).mkdir()
+            write_checksums(Path(scratch), Path(scratch) / CHECKSUMS / "Config.json", exclude=(CHECKSUMS,))
+            mlflow.log_artifacts(scratch)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         mlflow.log_params(dict(params))
@@ -200,9 +204,6 @@ class TrackedRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if tags:
             mlflow.set_tags({k: str(v) for k, v in tags.items()})
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        mlflow.log_text(text, artifact_file)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path)

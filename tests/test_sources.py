@@ -110,10 +110,12 @@ def test_folders_flat_and_the_course_split_layout(tmp_path):
             save_photo(flat / category / f"{number}.jpg", CATEGORY_COLOURS.get(category, (200, 200, 200)))
     (flat / "Skirts" / "notes.txt").write_text("not an image")
     (flat / "Skirts" / ".DS_Store").write_bytes(b"\0")
+    (flat / "Dresses" / "loop.jpg").symlink_to("loop.jpg")  # a link to itself: counted, never dropped unsaid
+    (flat / "Dresses" / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
     catalogue = load("folders", flat)
     assert catalogue.items["category"].value_counts().to_dict() == dict.fromkeys(CATEGORIES, 4)
-    assert catalogue.skipped == {"unmapped_label": 4, "other_file_type": 1}
-    assert catalogue.skipped_items["item"].tolist() == ["Skirts/notes.txt"]
+    assert catalogue.skipped == {"unmapped_label": 4, "other_file_type": 1, "not_a_file": 2}
+    assert sorted(catalogue.skipped_items["item"]) == ["Dresses/gone.jpg", "Dresses/loop.jpg", "Skirts/notes.txt"]
 
     course = tmp_path / "course"
     for split, count in (("Train", 3), ("Val", 2), ("Test", 1)):

@@ -68,13 +68,16 @@ class FolderSource(PhotoSourceOptions):
 
         records = []
         for split, folder in groups:
-            files = sorted(path for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
+            entries = sorted(path for path in folder.iterdir() if not path.name.startswith(".") and not path.is_dir())
             category = mapping.get(folder.name)
             if category is None:
-                skips.skip(folder.name, "unmapped_label", count=len(files))
+                skips.skip(folder.name, "unmapped_label", count=len(entries))
                 continue
-            for path in files:
+            for path in entries:
                 relative = path.relative_to(root).as_posix()
+                if not path.is_file():  # a dangling or looping link, a socket or pipe: counted, not dropped
+                    skips.skip(relative, "not_a_file", "a dangling or looping link, or not a regular file")
+                    continue
                 if path.suffix.lower() not in extensions:
                     skips.skip(relative, "other_file_type", f"extension not in {sorted(extensions)}")
                     continue

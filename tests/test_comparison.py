@@ -4,11 +4,14 @@ Runs are planted as RunRecords with per-pair tables (no TensorFlow, no MLflow): 
 statistics themselves are calibrated in test_stats.py.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from fashionbench.analysis.comparison import IncomparableRunsError, RunPairs, compare
+from fashionbench.analysis.design import UnknownConfigurationError
 from fashionbench.tracking.records import RunRecord
 
 USERS = [f"user-{i:04d}" for i in range(120)]
@@ -87,6 +90,19 @@ def test_runs_that_do_not_share_users_are_refused_naming_them_and_what_differs()
     message = str(error.value)
     assert "runs a (freeze=2) and b (freeze=4) do not share users and held-out splits" in message
     assert "users.seed: 0 vs 1" in message
+
+
+def test_a_run_without_the_swept_param_is_refused_never_pooled():
+    """Before, one run lacking ``freeze`` made every run "one configuration: nothing to compare"."""
+    runs = sweep({2: 0.0, 4: 0.1})
+    lacking = runs[0]
+    params = {name: value for name, value in lacking.run.params.items() if name != "freeze"}
+    runs[0] = RunPairs(replace(lacking.run, params=params), lacking.table)
+    with pytest.raises(UnknownConfigurationError) as error:
+        compare(runs, "precision_at_5")
+    message = str(error.value)
+    assert "the param 'freeze' varies between the runs (2, 4) but 1 run(s) lack it: r2-0 (freeze=2 seed=0)" in message
+    compare(runs[2:], "precision_at_5")  # without its replicate (seed 0), compared as before
 
 
 def test_an_unknown_metric_names_the_columns_there_are():

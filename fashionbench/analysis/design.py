@@ -64,8 +64,26 @@ def uneven_parameters(runs: Sequence[RunRecord]) -> list[str]:
     return sorted(set.union(*params) - set.intersection(*params))
 
 
+class UnknownConfigurationError(ValueError):
+    """Runs whose configuration cannot be told: a param that varies between the runs that have it is
+    missing from others; the message names it and those runs."""
+
+
 def configuration_params(runs: Sequence[RunRecord]) -> list[str]:
-    """The swept params that make a configuration: every swept param but the seeds."""
+    """The swept params that make a configuration: every swept param but the seeds.
+
+    Raises UnknownConfigurationError when a param that varies between the runs that have it is
+    missing from others (a param deleted from a run, a run logged by another version of the
+    config): those runs' configuration is unknown, and pooling them would compare nothing."""
+    for name in uneven_parameters(runs):
+        values = {run.params[name] for run in runs if name in run.params}
+        if len(values) > 1 and name not in SEED_PARAMS and not not_swept(name):
+            lacking = [run for run in runs if name not in run.params]
+            names = ", ".join(f"{run.run_id} ({run.run_name})" for run in lacking[:5])
+            raise UnknownConfigurationError(
+                f"the param {name!r} varies between the runs ({', '.join(sorted(values)[:6])}) but {len(lacking)} "
+                f"run(s) lack it: {names}{' ...' if len(lacking) > 5 else ''}; their configuration is unknown. "
+                "Leave them out (--runs), or --group-by the params to compare by")
     return [p for p in swept_parameters(runs) if p not in SEED_PARAMS]
 
 

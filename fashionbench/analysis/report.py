@@ -188,9 +188,11 @@ def plot_metric_by_parameter(runs: Sequence[RunRecord], swept: Sequence[str], pa
             xs = [position[v] for v in values]
             means = [float(np.mean([r.metrics[metric] for r in points[v]])) for v in values]
             cis = [summaries.get(configuration_label(points[v][0], params)) for v in values]
-            if all(ci is not None for ci in cis):
-                errors = [[m - ci.ci_low for m, ci in zip(means, cis)], [ci.ci_high - m for m, ci in zip(means, cis)]]
-                ax.errorbar(xs, means, yerr=errors, fmt="o-", capsize=3, label=f"{name} (95 % CI)")
+            if all(ci is not None for ci in cis):  # the comparison's means, which its intervals are about
+                centres = [ci.mean for ci in cis]
+                errors = [[c - ci.ci_low for c, ci in zip(centres, cis)],
+                          [ci.ci_high - c for c, ci in zip(centres, cis)]]
+                ax.errorbar(xs, centres, yerr=errors, fmt="o-", capsize=3, label=f"{name} (95 % CI)")
             else:
                 ax.plot(xs, means, "o-", label=name)
             baseline = [np.mean([r.metrics.get(random_counterpart(metric), np.nan) for r in points[v]]) for v in values]

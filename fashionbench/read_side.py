@@ -13,6 +13,7 @@ ones directly. The statistics' defaults (``--alpha``, ``--resamples``) are those
 from __future__ import annotations
 
 import argparse
+import os
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -21,6 +22,10 @@ from fashionbench.analysis.schema import AnalysisConfig, AnalysisConfigError
 from fashionbench.artifacts import HEADLINE_METRIC
 from fashionbench.config import compose_config
 from fashionbench.tracking.records import LATEST
+
+# A command reads a run's files one by one (its per-pair results, their checksums, a bundle's parts):
+# MLflow's bar for each download filled the output with a line per file.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 from fashionbench.tracking.settings import TrackingSettings, tracking_settings
 
 

@@ -94,6 +94,11 @@ def test_the_split_is_by_time_and_popularity_counts_only_what_came_before_the_cu
     liked = InteractionUsers(log=str(log), user_column="user", item_column="item", time_column="when",
                              rating_column="stars", favourite_threshold=4, cut="2024-02-01")
     assert liked.simulate(shop, tiny_catalogue).simulation["log_below_threshold"] == 1
+    # A rating that is empty or not a number is not one under the threshold: counted as what it is.
+    text = log.read_text().replace("2024-01-02,4", "2024-01-02,five").replace("2024-02-04,5", "2024-02-04,")
+    log.write_text(text)
+    counted = liked.simulate(shop, tiny_catalogue).simulation
+    assert (counted["log_below_threshold"], counted["log_bad_rating"]) == (1, 2)
 
 
 def test_a_log_that_is_not_all_utf8_is_read_with_its_bad_rows_counted(tiny_catalogue, tmp_path):

@@ -12,7 +12,8 @@ recommenders split it.
   catalogue does not have (``item_not_in_catalogue``: another category, a filtered-out or
   image-less article), an item of the catalogue's training or validation split
   (``item_not_in_shop``: only the shop can be recommended), a rating under
-  ``favourite_threshold`` (``below_threshold``), a row after the held-out window
+  ``favourite_threshold`` (``below_threshold``) or one that is empty or not a number
+  (``bad_rating``), a row after the held-out window
   (``after_window``) and a repeat of a (user, item, time) row (``duplicate``); in a log that is
   not all UTF-8, a row whose user, item or time has bytes that are not (``invalid_utf8``).
 - A user's favourites in a category are their interactions there (with ``favourite_threshold``:
@@ -198,9 +199,12 @@ class InteractionUsers:
             unused["item_not_in_catalogue"] += int((~in_shop & ~in_catalogue).sum())
             chunk = chunk[in_shop]
             if self.favourite_threshold is not None:
-                low = ~(pd.to_numeric(chunk["rating"], errors="coerce") >= self.favourite_threshold)
+                rating = pd.to_numeric(chunk["rating"], errors="coerce")
+                unrated = rating.isna()  # empty, or not a number: not a rating under the threshold
+                low = ~unrated & (rating < self.favourite_threshold)
+                unused["bad_rating"] += int(unrated.sum())
                 unused["below_threshold"] += int(low.sum())
-                chunk = chunk[~low]
+                chunk = chunk[~(unrated | low)]
             if end is not None:
                 late = chunk["time"] >= end
                 unused["after_window"] += int(late.sum())

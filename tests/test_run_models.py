@@ -180,6 +180,23 @@ def test_a_runs_own_weights_are_checked_too(trained):
         (own.parent / "manifest.json").write_text(manifest)
 
 
+def test_a_model_tag_naming_another_trainings_model_is_refused(trained, tmp_path):
+    """A run that reused a training points at that run's model (the same training fingerprint); a tag
+    edited to name a model of another training is refused, never loaded as this run's."""
+    _, classifier, _, _, _ = trained
+    settings = sqlite_settings(tmp_path)
+    owner, other = log_classifier(settings, classifier), log_classifier(settings, classifier)
+    client = MlflowClient(settings.uri)
+    client.set_tag(owner, "training_fingerprint", "a")
+    client.set_tag(other, "model_uri", f"runs:/{owner}/model")
+    client.set_tag(other, "training_fingerprint", "a")  # as a reuse tags it: loads the owner's model
+    assert len(load_run_model(settings, other).weights) == len(classifier.model.weights)
+    client.set_tag(other, "training_fingerprint", "b")
+    with pytest.raises(ArtifactError, match=f"run {other}: its model_uri tag names the model of run {owner}, "
+                                            "whose training differs"):
+        load_run_model(settings, other)
+
+
 def test_runs_that_logged_the_whole_keras_model_still_load(tmp_path):
     settings = sqlite_settings(tmp_path)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])

@@ -39,6 +39,7 @@ from fashionbench.artifacts import (
     TAG_BACKBONE_STORE,
     TAG_BACKBONE_STORE_RUN,
     TAG_MODEL_URI,
+    TAG_TRAINING_FINGERPRINT,
     ArtifactError,
 )
 from fashionbench.model.parts import (
@@ -233,6 +234,8 @@ def _lean_parts(client: MlflowClient, run_id: str, tags: dict[str, str]) -> tupl
     checked against its hash (no Keras)."""
     # runs:/<id>/model: this run's own files, or those of the run whose training it reused.
     owner, _, path = tags[TAG_MODEL_URI].removeprefix("runs:/").partition("/")
+    if owner != run_id:  # a run that reused another's training: the same training, or not that model
+        _check_same_training(client, run_id, tags, owner)
     with tempfile.TemporaryDirectory() as scratch:
         try:
             local = client.download_artifacts(owner, path or MODEL, scratch)
@@ -252,6 +255,21 @@ def _lean_parts(client: MlflowClient, run_id: str, tags: dict[str, str]) -> tupl
             raise BackboneUnavailableError(f"run {run_id}: its shared backbone {fingerprint} is missing or "
                                            f"damaged ({error})") from None
     return parts, backbone
+
+
+def _check_same_training(client: MlflowClient, run_id: str, tags: dict[str, str], owner: str) -> None:
+    """ArtifactError when run ``run_id``'s model tag names the model of run ``owner`` whose training
+    fingerprint is another (an edited tag: that model is not this run's); runs without the
+    fingerprint (logged before it) cannot be told apart and pass."""
+    mine = tags.get(TAG_TRAINING_FINGERPRINT)
+    try:
+        theirs = client.get_run(owner).data.tags.get(TAG_TRAINING_FINGERPRINT)
+    except Exception as error:  # noqa: BLE001 - MlflowException, by store: no such run
+        raise ArtifactError(f"run {run_id}: its {TAG_MODEL_URI} tag names the model of run {owner}, which the "
+                            f"store does not have ({type(error).__name__})") from None
+    if mine and theirs and mine != theirs:
+        raise ArtifactError(f"run {run_id}: its {TAG_MODEL_URI} tag names the model of run {owner}, whose training "
+                            f"differs ({TAG_TRAINING_FINGERPRINT} {theirs} against {mine}): not this run's model")
 
 
 def _load_whole(run_id: str, uri: str) -> Any:

@@ -105,6 +105,17 @@ def test_a_run_without_the_swept_param_is_refused_never_pooled():
     compare(runs[2:], "precision_at_5")  # without its replicate (seed 0), compared as before
 
 
+def test_a_run_without_its_seed_is_refused_naming_it():
+    """Its replicate is unknown: before, it showed as seed=None and the verdict miscounted the strata."""
+    runs = sweep({2: 0.0, 4: 0.1})
+    lacking = runs[3]
+    params = {name: value for name, value in lacking.run.params.items() if name != "seed"}
+    runs[3] = RunPairs(replace(lacking.run, params=params), lacking.table)
+    with pytest.raises(UnknownConfigurationError, match=r"the param 'seed' varies between the runs \(0, 1, 2\) but "
+                                                        r"1 run\(s\) lack it: r4-1"):
+        compare(runs, "precision_at_5")
+
+
 def test_an_unknown_metric_names_the_columns_there_are():
     with pytest.raises(ValueError, match=r"--metric 'ndcg_at_3'.*precision_at_5"):
         compare(sweep({2: 0.0}, seeds=(0,)), "ndcg_at_3")

@@ -74,10 +74,11 @@ def configuration_params(runs: Sequence[RunRecord]) -> list[str]:
 
     Raises UnknownConfigurationError when a param that varies between the runs that have it is
     missing from others (a param deleted from a run, a run logged by another version of the
-    config): those runs' configuration is unknown, and pooling them would compare nothing."""
+    config): those runs' configuration (or, for a seed, their replicate) is unknown, and pooling
+    them would compare nothing."""
     for name in uneven_parameters(runs):
         values = {run.params[name] for run in runs if name in run.params}
-        if len(values) > 1 and name not in SEED_PARAMS and not not_swept(name):
+        if len(values) > 1 and not not_swept(name):  # a seed too: the run's replicate would be unknown
             lacking = [run for run in runs if name not in run.params]
             names = ", ".join(f"{run.run_id} ({run.run_name})" for run in lacking[:5])
             raise UnknownConfigurationError(

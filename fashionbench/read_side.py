@@ -22,11 +22,11 @@ from fashionbench.analysis.schema import AnalysisConfig, AnalysisConfigError
 from fashionbench.artifacts import HEADLINE_METRIC
 from fashionbench.config import compose_config
 from fashionbench.tracking.records import LATEST
+from fashionbench.tracking.settings import TrackingSettings, tracking_settings
 
 # A command reads a run's files one by one (its per-pair results, their checksums, a bundle's parts):
 # MLflow's bar for each download filled the output with a line per file.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-from fashionbench.tracking.settings import TrackingSettings, tracking_settings
 
 
 class ReadSideOptionError(ValueError):

@@ -125,11 +125,8 @@ class TrackedRun:
             self.diagnostic(f"dataset_{dataset.context}", lambda dataset=dataset: log_dataset(dataset))
         with tempfile.TemporaryDirectory() as scratch:
             result.write_artifacts(Path(scratch))
-            if any(Path(scratch).iterdir()):  # with their checksums: promote checks what it takes
-                (Path(scratch) / CHECKSUMS).mkdir()
-                write_checksums(Path(scratch), Path(scratch) / CHECKSUMS / f"{type(result).__name__}.json",
-                                exclude=(CHECKSUMS,))
-                mlflow.log_artifacts(scratch)
+            if any(Path(scratch).iterdir()):
+                _log_with_checksums(Path(scratch), type(result).__name__)
         if type(result).write_diagnostics is not StageResult.write_diagnostics:
             self._background.submit(self.diagnostic, f"plots_{result.stage or type(result).__name__}",
                                  lambda: self._log_diagnostics(result))
@@ -192,11 +189,9 @@ class TrackedRun:
         resolved = flatten_config(OmegaConf.to_container(config, resolve=True))
         raw = flatten_config(OmegaConf.to_container(config, resolve=False))
         self.log_params({name: value for name, value in resolved.items() if not _ALIAS.match(raw.get(name, ""))})
-        with tempfile.TemporaryDirectory() as scratch:  # with its checksum, as a stage's files (record)
+        with tempfile.TemporaryDirectory() as scratch:
             (Path(scratch) / CONFIG).write_text(OmegaConf.to_yaml(config, resolve=True))
-            (Path(scratch) / CHECKSUMS).mkdir()
-            write_checksums(Path(scratch), Path(scratch) / CHECKSUMS / "Config.json", exclude=(CHECKSUMS,))
-            mlflow.log_artifacts(scratch)
+            _log_with_checksums(Path(scratch), "Config")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         mlflow.log_params(dict(params))
@@ -226,6 +221,14 @@ class TrackedRun:
         prepared, split = self._split or (None, None)
         return log_run_model(self._client, self.run_id, self.experiment_id, classifier,
                              split.result() if prepared is classifier else None)
+
+
+def _log_with_checksums(directory: Path, name: str) -> None:
+    """Log the files in ``directory`` into the active run with their sizes and hashes, as
+    ``checksums/<name>.json`` in the same upload: promote checks what it takes against them."""
+    (directory / CHECKSUMS).mkdir()
+    write_checksums(directory, directory / CHECKSUMS / f"{name}.json", exclude=(CHECKSUMS,))
+    mlflow.log_artifacts(str(directory))
 
 
 def this_process() -> dict[str, str]:

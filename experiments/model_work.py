@@ -30,7 +30,8 @@ HARNESS_PARTS = {
     "~users": "_users_and_splits",
     "~run start/end": "tracked_run",
     "~orphans, reuse lookup": ("reap_orphaned_runs", "trained_run", "check_server_answers"),
-    "~model build": "build_classifier",
+    # The whole classifier built, or its tail alone from the trunk cache (training.trunk_free).
+    "~model build": ("build_classifier", "trunk_free_start"),
     "~train setup": "train_classifier",
     # Classifying and embedding the shop, outside the predictions: its input pipeline and the scores.
     "~classify, embed": ("evaluate_classifier", "score_classification", "embed_items", "classify_and_embed",

@@ -54,10 +54,10 @@ class WeightsUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class ShopTail:
-    """What runs on the frozen trunk's activations of the shop: the cut, and the tail to the
-    probabilities and the embedding."""
+    """What runs on the frozen trunk's activations of the shop: the cut (None for a tail built
+    without its trunk, ``model.built_tail``), and the tail to the probabilities and the embedding."""
 
-    split: FreezeSplit
+    split: FreezeSplit | None
     model: keras.Model
 
 
@@ -115,6 +115,15 @@ class Classifier(StageResult):
             outputs = predict_in_batches(self.shop_tail().model, tuple(activations), batch_size, preprocess=False)
         probabilities, embeddings = (outputs[0], outputs[-1]) if isinstance(outputs, list) else (outputs, outputs)
         return probabilities, embeddings.reshape(len(probabilities), -1).astype(np.float32)
+
+    def stored_architecture(self) -> str:
+        """The whole classifier's Keras JSON, as a run stores it (``model.parts.ModelParts``)."""
+        return self.model.to_json()
+
+    def named_backbone(self) -> str | None:
+        """The fingerprint of a backbone this classifier names without holding its weights (a tail
+        built alone, ``model.built_tail``); None when its model holds the backbone."""
+        return None
 
     stage = "model"
 

@@ -63,7 +63,12 @@ def split_at_freeze(model: keras.Model) -> tuple[FreezeSplit | None, str]:
     if random_in_trunk:
         return None, f"frozen layers {random_in_trunk[:3]} are random in training; their outputs cannot be cached"
     tail = keras.Model(boundary, model.outputs, name="trainable_tail")
-    return FreezeSplit(trunk, tail, tuple(producers)), f"boundary {list(producers)}"
+    return FreezeSplit(trunk, tail, tuple(producers)), boundary_note(tuple(producers))
+
+
+def boundary_note(boundary: tuple[str, ...]) -> str:
+    """How a run's ``trunk_cache`` tag names a clean cut: the layers whose outputs cross it."""
+    return f"boundary {list(boundary)}"
 
 
 def dominating_tensor(trunk: keras.Model):

@@ -65,7 +65,7 @@ class Backbone:
     def save(self, weights: Path, marker: Path) -> None:
         """The weights (npz), then a small JSON ``marker`` with the fingerprint: a copy whose
         marker exists is complete."""
-        _save_layers(self.layers, weights)
+        save_layers(self.layers, weights)
         marker.write_text(json.dumps({"fingerprint": self.fingerprint, "source": self.source,
                                       "bytes": weights.stat().st_size}))
 
@@ -74,7 +74,7 @@ class Backbone:
         """The backbone stored as ``fingerprint``; BackboneMismatchError when its files are
         damaged or hold other weights."""
         source = _read_file(marker, lambda path: str(json.loads(path.read_text())["source"]), BackboneMismatchError)
-        backbone = cls(_read_file(weights, _load_layers, BackboneMismatchError), source)
+        backbone = cls(_read_file(weights, load_layers, BackboneMismatchError), source)
         if backbone.fingerprint != fingerprint:
             raise BackboneMismatchError(f"{weights.name}: its weights hash to {backbone.fingerprint}, "
                                         f"not {fingerprint}")
@@ -93,7 +93,7 @@ class ModelParts:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / ARCHITECTURE_FILE).write_text(self.architecture)
-        _save_layers(self.own, directory / WEIGHTS_FILE)
+        save_layers(self.own, directory / WEIGHTS_FILE)
         (directory / MANIFEST_FILE).write_text(json.dumps({"backbone_fingerprint": self.backbone_fingerprint,
                                                            "weights_hash": layers_hash(self.own)}))
 
@@ -106,7 +106,7 @@ class ModelParts:
             raise ArtifactError(f"{MANIFEST_FILE}: not a stored model's manifest (backbone_fingerprint and "
                                 "weights_hash expected)")
         parts = cls(_read_file(directory / ARCHITECTURE_FILE, Path.read_text, ArtifactError),
-                    _read_file(directory / WEIGHTS_FILE, _load_layers, ArtifactError), manifest["backbone_fingerprint"])
+                    _read_file(directory / WEIGHTS_FILE, load_layers, ArtifactError), manifest["backbone_fingerprint"])
         expected = manifest["weights_hash"]
         if layers_hash(parts.own) != expected:
             raise ArtifactError(f"{WEIGHTS_FILE} holds other weights than were saved (its hash differs)")
@@ -115,17 +115,28 @@ class ModelParts:
 
 def split_classifier(classifier: Classifier) -> tuple[ModelParts, Backbone | None]:
     """The classifier (trained or not) as the parts a run stores and the backbone it shares
-    (None when no layer is frozen: the run then owns every weight)."""
+    (None when no layer is frozen: the run then owns every weight; None too for a classifier that
+    names its backbone without holding it, a tail built alone: its parts name that backbone)."""
     model = classifier.model
     own = {layer.name: layer.get_weights() for layer in model.layers if layer.trainable and layer.weights}
+    if classifier.named_backbone() is not None:
+        return ModelParts(classifier.stored_architecture(), own, classifier.named_backbone()), None
     if all(layer.trainable for layer in model.layers if layer.weights):
-        return ModelParts(model.to_json(), own, None), None
-    # Frozen layers still hold the weights they were built with; trainable ones changed, so
-    # their weights as built come from the copy build_classifier kept.
-    backbone = Backbone({layer.name: classifier.built_backbone_weights.get(layer.name) or layer.get_weights()
-                         for layer in model.layers if layer.weights and layer.name not in classifier.head},
-                        classifier.weights_used.split(":")[0])
-    return ModelParts(model.to_json(), own, backbone.fingerprint), backbone
+        return ModelParts(classifier.stored_architecture(), own, None), None
+    backbone = built_backbone(classifier)
+    return ModelParts(classifier.stored_architecture(), own, backbone.fingerprint), backbone
+
+
+def built_backbone(classifier: Classifier) -> Backbone:
+    """Every backbone layer's weights as built (made once per classifier: its fingerprint hashes
+    94 MB). Frozen layers still hold the weights they were built with; trainable ones may have
+    changed, so their weights as built come from the copy build_classifier kept."""
+    if "_built_backbone" not in classifier.__dict__:  # a frozen dataclass: memoised in __dict__
+        classifier.__dict__["_built_backbone"] = Backbone(
+            {layer.name: classifier.built_backbone_weights.get(layer.name) or layer.get_weights()
+             for layer in classifier.model.layers if layer.weights and layer.name not in classifier.head},
+            classifier.weights_used.split(":")[0])
+    return classifier.__dict__["_built_backbone"]
 
 
 def assemble(parts: ModelParts, backbone: Backbone | None) -> keras.Model:
@@ -193,12 +204,12 @@ def _read_file(path: Path, read, error_type: type[Exception]):
         raise error_type(f"{path.name} is unreadable ({type(error).__name__}: {error})") from None
 
 
-def _save_layers(layers: LayerWeights, path: Path) -> None:
+def save_layers(layers: LayerWeights, path: Path) -> None:
     # Uncompressed: float32 weights hardly compress (zlib: 7 % of normal-distributed ones) and load faster so.
     np.savez(path, **{f"{name}:{i}": value for name, values in layers.items() for i, value in enumerate(values)})
 
 
-def _load_layers(path: Path) -> LayerWeights:
+def load_layers(path: Path) -> LayerWeights:
     layers: LayerWeights = {}
     with np.load(path, allow_pickle=False) as stored:
         keys = sorted(stored.files, key=lambda key: (key.rsplit(":", 1)[0], int(key.rsplit(":", 1)[1])))

@@ -12,6 +12,7 @@ its weights (``pipeline.reuse``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from omegaconf import DictConfig
@@ -40,6 +41,7 @@ from fashionbench.tracking.store import check_server_answers
 from fashionbench.training.fit import train_classifier
 from fashionbench.training.shop_pass import shop_outputs
 from fashionbench.training.trunk_cache import TrunkCache
+from fashionbench.training.trunk_free import BuildRecorder, trunk_free_start
 from fashionbench.users.simulation import HeldOutSplits, SimulatedUsers
 
 
@@ -67,7 +69,7 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
         else None
     gpu = gpu_pool.claimed_gpu()  # in a parallel sweep with a GPU pool: the one this worker holds
     with tracked_run(settings, run_name=x.run_name, tags={TAG_GPU: gpu} if gpu else None,
-                     parent_run_id=x.tracking.parent_run_id) as run:
+                     parent_run_id=x.tracking.parent_run_id) as run, contextlib.ExitStack() as leases:
         run.log_config(job.node)
         run.set_tags(fingerprints)
         run.record(data)
@@ -78,16 +80,37 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
         # unless augmented training leaves the cache out.
         shop_cache = None if x.train.augment else cache
         digests: dict[int, str] = {}  # the frozen trunk's weight hashes, once for the shop and the training
+        train_split, val_split = catalogue.split("train"), catalogue.split("val")
+        # Where the cache holds the record of this build and every split's activations, the classifier's
+        # tail is built alone: the frozen trunk would compute nothing (training.trunk_free).
+        start = trunk_free_start(shop_cache, x.model, x.data.image_size, train_split, val_split, shop,
+                                 run.backbone_stored if x.tracking.log_model else None) \
+            if weights_from is None and shop_cache is not None else None
+        if start is not None:
+            leases.callback(start.release)
+            shop_pass = lambda classifier: start.shop_outputs(classifier, shop, x.eval.batch_size)  # noqa: E731
+        else:
+            shop_pass = lambda classifier: shop_outputs(classifier, shop, x.eval.batch_size, shop_cache,  # noqa: E731
+                                                        digests)
+        recorder = None
         if weights_from is None:
-            classifier = build_classifier(x.model, x.data.image_size)
+            if start is not None:
+                classifier = start.classifier
+            else:
+                classifier = build_classifier(x.model, x.data.image_size)
+                if shop_cache is not None:  # for the runs after this one: their tails built alone
+                    recorder = BuildRecorder(shop_cache, x.model, x.data.image_size)
+                    recorder.start(classifier, digests)
             run.record(classifier)
             kept = KeptTraining(run.run_id, embedding_key, classifier)
             if UNTRAINED in x.eval.references:  # before training changes the weights in place
-                kept.remember("untrained", lambda: shop_outputs(classifier, shop, x.eval.batch_size, shop_cache,
-                                                                digests)[1])
-            training = train_classifier(classifier.model, catalogue.split("train"), catalogue.split("val"), x.train,
-                                        seed=x.model.seed, cache=cache, trunk_digests=digests,
-                                        jit_compile=x.device.jit_compile)
+                kept.remember("untrained", lambda: shop_pass(classifier)[1])
+            if start is not None:
+                training = start.train(train_split, val_split, x.train, seed=x.model.seed,
+                                       jit_compile=x.device.jit_compile)
+            else:
+                training = train_classifier(classifier.model, train_split, val_split, x.train, seed=x.model.seed,
+                                            cache=cache, trunk_digests=digests, jit_compile=x.device.jit_compile)
         else:  # the same data, model, training, seeds and code FINISHED before: its weights, no training
             kept, training = reuse_training(settings, weights_from, x, shop, embedding_key, shop_cache)
             classifier = kept.classifier
@@ -100,9 +123,7 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
             if UNTRAINED in x.eval.references else None
         # One pass over the shop (the test split) classifies and embeds it. Same weights, same shop: the
         # same predictions (kept for the sweep's next index-only job).
-        probabilities, embeddings = kept.remember("shop outputs", lambda: shop_outputs(classifier, shop,
-                                                                                      x.eval.batch_size, shop_cache,
-                                                                                      digests))
+        probabilities, embeddings = kept.remember("shop outputs", lambda: shop_pass(classifier))
         classification = score_classification(shop, probabilities)
         run.record(classification)
         run.record(embeddings)
@@ -127,6 +148,8 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
             run.log_classifier(classifier)
         elif x.tracking.log_model:  # the weights the source run logged: that model, not a second copy
             run.set_tags(model_tags(weights_from))
+        if recorder is not None:
+            recorder.finish()
         MEMORY.keep(kept)  # for the next job of this process, once this run has done its work
         metrics = {**training.metrics(), **classification.metrics(), **recommendations.metrics()}
         return RunSummary(run.run_id, settings.uri, run.experiment_id, x.eval.k, metrics)

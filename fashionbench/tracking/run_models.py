@@ -97,7 +97,7 @@ class BackboneStore:
     def put(self, backbone: Backbone, writer: str) -> None:
         """Store ``backbone`` under its fingerprint unless a complete copy is there already."""
         folder = f"{BACKBONES}/{backbone.fingerprint}"
-        if self._markers(folder):
+        if self.has(backbone.fingerprint):
             return
         with tempfile.TemporaryDirectory() as scratch:
             weights, marker = Path(scratch) / f"{writer}.npz", Path(scratch) / f"{writer}.json"
@@ -105,6 +105,10 @@ class BackboneStore:
             self.client.log_artifact(self.run_id, str(weights), folder)
             self.client.log_artifact(self.run_id, str(marker), folder)  # last: the copy is complete
         log.info("stored backbone %s in the backbone store (run %s)", backbone.fingerprint, self.run_id)
+
+    def has(self, fingerprint: str) -> bool:
+        """Whether a complete copy of backbone ``fingerprint`` is stored (not checked: ``get`` checks)."""
+        return bool(self._markers(f"{BACKBONES}/{fingerprint}"))
 
     def get(self, fingerprint: str) -> Backbone:
         """The backbone stored as ``fingerprint``, its weights checked against it. Raises
@@ -171,10 +175,14 @@ def log_run_model(client: MlflowClient, run_id: str, experiment_id: str, classif
     the classifier, when it was made already (it copies and hashes every weight)."""
     parts, backbone = split_classifier(classifier) if split is None else split
     tags = {}
-    if backbone is not None:
+    if parts.backbone_fingerprint is not None:
         store = BackboneStore.of_experiment(client, experiment_id)
-        store.put(backbone, writer=run_id)
-        tags = {TAG_BACKBONE: backbone.fingerprint, TAG_BACKBONE_STORE_RUN: store.run_id}
+        if backbone is not None:
+            store.put(backbone, writer=run_id)
+        elif not store.has(parts.backbone_fingerprint):  # a classifier built without its backbone
+            raise BackboneUnavailableError(f"backbone {parts.backbone_fingerprint} is not in the backbone store "
+                                           f"(run {store.run_id}), and this classifier was built without it")
+        tags = {TAG_BACKBONE: parts.backbone_fingerprint, TAG_BACKBONE_STORE_RUN: store.run_id}
     with tempfile.TemporaryDirectory() as scratch:
         parts.save(Path(scratch))
         client.log_artifacts(run_id, scratch, MODEL)

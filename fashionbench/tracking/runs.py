@@ -211,6 +211,13 @@ class TrackedRun:
 
         self._split = (classifier, self._background.submit(split_classifier, classifier))
 
+    def backbone_stored(self, fingerprint: str) -> bool:
+        """Whether the experiment's backbone store holds backbone ``fingerprint``: a classifier built
+        without its backbone (``model.built_tail``) can be logged only then."""
+        from fashionbench.tracking.run_models import BackboneStore
+
+        return BackboneStore.of_experiment(self._client, self.experiment_id).has(fingerprint)
+
     def log_classifier(self, classifier: Any) -> str:
         """Log the run's classifier lean (``fashionbench.tracking.run_models``): its trainable
         layers under ``model/``, its frozen backbone once per experiment; return the model's URI,

@@ -32,7 +32,7 @@ from fashionbench.runtime import interrupts
 from fashionbench.runtime.console import progress
 from fashionbench.stage import StageResult
 from fashionbench.training.schema import TrainConfig
-from fashionbench.training.trunk_cache import TrunkCache
+from fashionbench.training.trunk_cache import CachedFeatures, TrunkCache
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,15 @@ def features_dataset(features: tuple[np.ndarray | StoredRows, ...], labels: np.n
     return dataset.map(to_float32, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def compile_arguments(options: TrainConfig, jit_compile: bool | None) -> dict:
+    """What the classifier (or a tail built alone) is compiled with: Adam at ``train.learning_rate``."""
+    # float(): Keras refuses an int learning rate, and a YAML "1" is one. Named: Keras numbers unnamed
+    # optimizers within a process (adam, adam_1...), and the name is part of the architecture a run stores.
+    return {"optimizer": keras.optimizers.Adam(learning_rate=float(options.learning_rate), name="adam"),
+            "loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"],
+            "jit_compile": "auto" if jit_compile is None else jit_compile}
+
+
 def train_classifier(
     model: keras.Model,
     train: Catalogue,
@@ -169,13 +178,7 @@ def train_classifier(
     "auto" (on a GPU only).
     """
     callbacks = [EpochProgress(options.epochs)]
-    model.compile(
-        # float(): Keras refuses an int learning rate, and a YAML "1" is one.
-        optimizer=keras.optimizers.Adam(learning_rate=float(options.learning_rate)),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile="auto" if jit_compile is None else jit_compile,
-    )
+    model.compile(**compile_arguments(options, jit_compile))
     epochs, batch_size, augment = options.epochs, options.batch_size, options.augment
     if cache is not None:
         if augment:
@@ -203,6 +206,19 @@ def train_classifier(
     return TrainingResult(_floats(history.history), seconds, fit_seconds=seconds, cache=report)
 
 
+def train_tail(tail: keras.Model, features: list[CachedFeatures], boundary: str, train: Catalogue, val: Catalogue,
+               options: TrainConfig, *, seed: int, feature_seconds: float, jit_compile: bool | None = None,
+               verbose: int = 0) -> TrainingResult:
+    """Compile and fit a tail built without its frozen trunk (``model.built_tail``) on the trunk's
+    stored activations of ``train`` and ``val`` (``features``, read in ``feature_seconds``; their
+    leases released here), as ``train_classifier`` fits the tail it cuts from a whole classifier."""
+    start = time.perf_counter() - feature_seconds
+    callbacks = [EpochProgress(options.epochs)]
+    tail.compile(**compile_arguments(options, jit_compile))
+    return _fit_on_features(tail, features, boundary, train, val, options.epochs, options.batch_size, seed, verbose,
+                            callbacks, start, feature_seconds)
+
+
 def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batch_size, seed, verbose, callbacks,
                          digests):
     start = time.perf_counter()
@@ -210,18 +226,26 @@ def _train_tail_on_cache(model, split, boundary, cache, train, val, epochs, batc
     parts = [cache.features(split, train.images, digests)] + \
         ([cache.features(split, val.images, digests)] if len(val) else [])
     feature_seconds = time.perf_counter() - start
-    hits = sum(part.hit for part in parts)
     # The tail is compiled as the classifier was, with the classifier's own optimizer (it
     # finds each variable's slots by the variable, not by position): the updates are the ones
     # uncached training makes, and the classifier keeps the optimizer state, as when saved.
-    compile_arguments = keras.saving.deserialize_keras_object(model.get_compile_config())
-    split.tail.compile(**{**compile_arguments, "optimizer": model.optimizer})
+    arguments = keras.saving.deserialize_keras_object(model.get_compile_config())
+    split.tail.compile(**{**arguments, "optimizer": model.optimizer})
+    return _fit_on_features(split.tail, parts, boundary, train, val, epochs, batch_size, seed, verbose, callbacks,
+                            start, feature_seconds)
+
+
+def _fit_on_features(tail, parts, boundary, train, val, epochs, batch_size, seed, verbose, callbacks, start,
+                     feature_seconds):
+    """Fit the compiled ``tail`` on the boundary activations ``parts`` (train, then val if any),
+    releasing their leases after; ``start``: when getting the activations began."""
+    hits = sum(part.hit for part in parts)
     train_data = features_dataset(parts[0].arrays, train.labels, batch_size, shuffle_seed=seed)
     val_data = features_dataset(parts[1].arrays, val.labels, batch_size) if len(val) else None
     fit_start = time.perf_counter()
     try:
-        history = split.tail.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose, shuffle=False,
-                                 callbacks=callbacks)
+        history = tail.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose, shuffle=False,
+                           callbacks=callbacks)
     finally:  # read entries may be evicted by other jobs again
         for part in parts:
             part.release()

@@ -35,6 +35,10 @@ fitted: a run never holds them all in memory. Only when they cannot be stored (l
 ``train.cache_max_gb``, or an I/O error) are they computed in memory; ``train`` checks the size
 first and trains without the cache instead. A ``StoredRows`` keeps its file open, so rows read
 after the entry is evicted are still the stored ones.
+
+Beside the activations, an entry may hold the record of a classifier's build
+(``store_entry``, ``read_entry``), with which a later run builds the tail alone
+(``training.trunk_free``); such entries are locked, staged and evicted as the others.
 """
 
 from __future__ import annotations
@@ -49,9 +53,10 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import keras
 import numpy as np
@@ -77,6 +82,7 @@ LOCKS = ".locks"  # one lock file per entry (FileLock)
 STALE_STAGING_SECONDS = 6 * 3600
 
 
+T = TypeVar("T")
 _ENTRY_NAME = re.compile(r"[0-9a-f]{32}")  # an entry's folder: its key
 
 
@@ -187,10 +193,71 @@ class TrunkCache:
         return self._entry(split.trunk, split.boundary, images_fingerprint(images), {}).path.name
 
     def _entry(self, trunk: keras.Model, boundary: tuple[str, ...], images: str, digests: dict) -> _Entry:
-        weights = weights_fingerprint(trunk, digests)
+        return self._entry_of(weights_fingerprint(trunk, digests), boundary, images)
+
+    def _entry_of(self, weights: str, boundary: tuple[str, ...], images: str) -> _Entry:
         parts = [str(FORMAT_VERSION), weights, images, ",".join(boundary), self.dtype]
         key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
         return _Entry(self.directory / key, boundary, weights)
+
+    def stored_features(self, trunk_fingerprint: str, boundary: tuple[str, ...],
+                        images: np.ndarray | StoredRows) -> CachedFeatures | None:
+        """The stored activations of ``images`` at ``boundary`` of the trunk whose weights hash to
+        ``trunk_fingerprint``, read under the entry's shared lock (kept until ``release()``); None
+        when they are not stored, are being written, or are damaged. Never computes: a caller
+        without the trunk (``training.trunk_free``) asks with its fingerprint alone."""
+        start = time.perf_counter()
+        return self._read_shared(self._entry_of(trunk_fingerprint, boundary, images_fingerprint(images)), start)
+
+    def store_entry(self, key: str, write: Callable[[Path], None]) -> bool:
+        """Store an entry of other files than activations under ``key`` (``training.trunk_free``'s
+        built tails): ``write(folder)`` fills a staging folder (its ``meta.json`` last), which is
+        renamed into place, evicted like the others past ``train.cache_max_gb``. False, logged, when
+        it cannot be stored (an I/O error, or stored by another job meanwhile)."""
+        entry = self.directory / key
+        staging = None
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{key}-", dir=self.directory))
+            (staging / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            write(staging)
+            staging.rename(entry)
+        except (OSError, ValueError) as error:  # ValueError: numpy refusing what it was asked to write
+            if not (entry / META).exists():
+                log.warning("trunk cache: could not store %s (%s); continuing without it", entry, error)
+            return False
+        finally:
+            if staging is not None and staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        _touch(entry / META)
+        self._evict(keep=entry)
+        return True
+
+    def read_entry(self, key: str, read: Callable[[Path], T]) -> T | None:
+        """``read(folder)`` of the entry ``store_entry`` stored under ``key``, under its shared lock;
+        None when there is none or it is being written or removed. ``read`` raises DamagedEntry for
+        an entry it cannot trust, which is then removed (logged)."""
+        entry = self.directory / key
+        if not (entry / META).exists():
+            return None
+        lease = self._lock(key)
+        if not lease.acquire(exclusive=False, wait=False):
+            return None
+        try:
+            value = read(entry)
+        except DamagedEntry as error:
+            damaged = error
+        else:
+            damaged = None
+        finally:
+            lease.release()
+        if damaged is not None:
+            lock = self._lock(key)
+            if lock.acquire(exclusive=True, wait=False):
+                self._discard(entry, str(damaged))
+                lock.release(remove=not entry.exists())
+            return None
+        _touch(entry / META)
+        return value
 
     def _lock(self, key: str) -> FileLock:
         return FileLock(self.directory / LOCKS / f"{key}.lock")

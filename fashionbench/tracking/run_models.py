@@ -76,6 +76,7 @@ class BackboneStore:
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self._seen: set[str] = set()  # fingerprints found stored (copies are never removed by a run)
 
     @classmethod
     def of_experiment(cls, client: MlflowClient, experiment_id: str) -> BackboneStore:
@@ -104,11 +105,15 @@ class BackboneStore:
             backbone.save(weights, marker)
             self.client.log_artifact(self.run_id, str(weights), folder)
             self.client.log_artifact(self.run_id, str(marker), folder)  # last: the copy is complete
+        self._seen.add(backbone.fingerprint)
         log.info("stored backbone %s in the backbone store (run %s)", backbone.fingerprint, self.run_id)
 
     def has(self, fingerprint: str) -> bool:
-        """Whether a complete copy of backbone ``fingerprint`` is stored (not checked: ``get`` checks)."""
-        return bool(self._markers(f"{BACKBONES}/{fingerprint}"))
+        """Whether a complete copy of backbone ``fingerprint`` is stored (not checked: ``get`` checks);
+        asked of the store once per fingerprint found."""
+        if fingerprint not in self._seen and self._markers(f"{BACKBONES}/{fingerprint}"):
+            self._seen.add(fingerprint)
+        return fingerprint in self._seen
 
     def get(self, fingerprint: str) -> Backbone:
         """The backbone stored as ``fingerprint``, its weights checked against it. Raises
@@ -168,15 +173,16 @@ def _store_runs(client: MlflowClient, experiment_id: str) -> list[str]:
 
 
 def log_run_model(client: MlflowClient, run_id: str, experiment_id: str, classifier: Classifier,
-                  split: tuple[ModelParts, Backbone | None] | None = None) -> str:
+                  split: tuple[ModelParts, Backbone | None] | None = None, store: BackboneStore | None = None) -> str:
     """Log the classifier of run ``run_id`` lean: its own weights under ``model/``, its backbone
     in the experiment's backbone store (once per fingerprint). Tag the run with the model's URI,
     the backbone's fingerprint and its store; return the URI. ``split``: ``split_classifier`` of
-    the classifier, when it was made already (it copies and hashes every weight)."""
+    the classifier, when it was made already (it copies and hashes every weight); ``store``: the
+    experiment's backbone store, when the run has it already."""
     parts, backbone = split_classifier(classifier) if split is None else split
     tags = {}
     if parts.backbone_fingerprint is not None:
-        store = BackboneStore.of_experiment(client, experiment_id)
+        store = store or BackboneStore.of_experiment(client, experiment_id)
         if backbone is not None:
             store.put(backbone, writer=run_id)
         elif not store.has(parts.backbone_fingerprint):  # a classifier built without its backbone

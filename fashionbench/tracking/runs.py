@@ -110,6 +110,7 @@ class TrackedRun:
         self._client = MlflowClient(mlflow.get_tracking_uri())
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fashionbench-run")
         self._split: tuple[Any, Future] | None = None  # a classifier and its split_classifier, being made
+        self._backbones = None  # the experiment's backbone store (run_models.BackboneStore), once looked up
         self._since = time.perf_counter()  # the previous stage ended here
 
     def record(self, result: StageResult, seconds: float | None = None) -> None:
@@ -214,9 +215,15 @@ class TrackedRun:
     def backbone_stored(self, fingerprint: str) -> bool:
         """Whether the experiment's backbone store holds backbone ``fingerprint``: a classifier built
         without its backbone (``model.built_tail``) can be logged only then."""
-        from fashionbench.tracking.run_models import BackboneStore
+        return self._backbone_store().has(fingerprint)
 
-        return BackboneStore.of_experiment(self._client, self.experiment_id).has(fingerprint)
+    def _backbone_store(self):
+        """The experiment's backbone store, looked up once per run (three requests)."""
+        from fashionbench.tracking.run_models import BackboneStore  # Keras: imported where a model is logged
+
+        if self._backbones is None:
+            self._backbones = BackboneStore.of_experiment(self._client, self.experiment_id)
+        return self._backbones
 
     def log_classifier(self, classifier: Any) -> str:
         """Log the run's classifier lean (``fashionbench.tracking.run_models``): its trainable
@@ -227,7 +234,7 @@ class TrackedRun:
 
         prepared, split = self._split or (None, None)
         return log_run_model(self._client, self.run_id, self.experiment_id, classifier,
-                             split.result() if prepared is classifier else None)
+                             split.result() if prepared is classifier else None, self._backbone_store())
 
 
 def _log_with_checksums(directory: Path, name: str) -> None:

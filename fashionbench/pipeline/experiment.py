@@ -88,10 +88,12 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
             if weights_from is None and shop_cache is not None else None
         if start is not None:
             leases.callback(start.release)
-            shop_pass = lambda classifier: start.shop_outputs(classifier, shop, x.eval.batch_size)  # noqa: E731
-        else:
-            shop_pass = lambda classifier: shop_outputs(classifier, shop, x.eval.batch_size, shop_cache,  # noqa: E731
-                                                        digests)
+
+        def shop_pass(classifier):
+            """The shop classified and embedded: on its stored activations for a tail built alone."""
+            if start is not None:
+                return start.shop_outputs(classifier, shop, x.eval.batch_size)
+            return shop_outputs(classifier, shop, x.eval.batch_size, shop_cache, digests)
         recorder = None
         if weights_from is None:
             if start is not None:

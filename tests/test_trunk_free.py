@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -20,7 +21,15 @@ from fashionbench.model.schema import ModelConfig
 from fashionbench.pipeline.experiment import run_experiment
 from fashionbench.pipeline.reuse import MEMORY
 from fashionbench.training.trunk_cache import META, TrunkCache
-from fashionbench.training.trunk_free import VARIABLES_FILE, BuildRecorder, build_key
+from fashionbench.training.trunk_free import (
+    REDONE,
+    VARIABLES_FILE,
+    BuildRecorder,
+    _read_record,
+    _write_record,
+    build_key,
+    trunk_free_start,
+)
 from tests.conftest import TINY_RUN, compose_config
 
 TRUNK_FREE = "its frozen trunk is not built"
@@ -113,8 +122,7 @@ def test_the_tail_built_alone_is_the_tail_of_the_whole_build(tmp_path):
 
     (record,) = records(tmp_path / "trunk")
     assert record.name == build_key(options, 32)
-    from fashionbench.training.trunk_free import _read_record
-    tail = _read_record(record).classifier()
+    tail = _read_record(record, record.name).classifier()
     assert isinstance(tail, TailClassifier)
     # Python's random state is where the whole build left it: what draws after it sees the same numbers.
     assert [random.random() for _ in range(3)] == draws_after_whole_build
@@ -137,13 +145,64 @@ def test_an_edited_record_is_not_used_and_is_removed(tmp_path, caplog):
     recorder.start(build_classifier(options, 32), {})
     recorder.finish()
     (record,) = records(tmp_path / "trunk")
-    meta = json.loads((record / META).read_text())
-    meta["record"]["trunk_fingerprint"] = "0" * 32  # valid JSON, another trunk: its hash no longer matches
-    (record / META).write_text(json.dumps(meta))
-    from fashionbench.training.trunk_free import _read_record
+    intact = {path.name: path.read_bytes() for path in record.iterdir()}
+
+    def read_after(damage) -> str:
+        """What reading the record says once ``damage(record)`` was done to it (it must be refused and removed)."""
+        record.mkdir(exist_ok=True)
+        for name, content in intact.items():
+            (record / name).write_bytes(content)
+        assert cache.read_entry(record.name, lambda folder: _read_record(folder, record.name), REDONE) is not None
+        damage(record)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="fashionbench"):
+            assert cache.read_entry(record.name, lambda folder: _read_record(folder, record.name), REDONE) is None
+        assert not record.exists() and f"{record} is damaged" in caplog.text and REDONE in caplog.text
+        return caplog.text
+
+    def edit(change):
+        def damage(folder):
+            meta = json.loads((folder / META).read_text())
+            change(meta)
+            (folder / META).write_text(json.dumps(meta))
+        return damage
+
+    # Valid JSON, another trunk: its hash no longer matches.
+    assert "hash differs" in read_after(edit(lambda meta: meta["record"].update(trunk_fingerprint="0" * 32)))
+    # The record of another build copied under this key.
+    assert "records the build of key" in read_after(edit(lambda meta: meta.update(key="f" * 32)))
+    # Other arrays than a tail's variables; a JSON nested too deep to read.
+    assert "IndexError" in read_after(lambda folder: np.savez(folder / VARIABLES_FILE, a=np.zeros(3)))
+    assert "RecursionError" in read_after(lambda folder: (folder / META).write_text("[" * 200_000))
+
+
+def test_a_record_that_hashes_right_but_builds_no_tail_is_removed(tiny_catalogue, tmp_path, caplog):
+    options = ModelConfig(weights=None, freeze=4, seed=0)
+    cache = TrunkCache(tmp_path / "trunk")
+    classifier = build_classifier(options, 32)
+    recorder = BuildRecorder(cache, options, 32)
+    recorder.start(classifier, {})
+    recorder.finish()
+    splits = [tiny_catalogue.split(name) for name in ("train", "val", "test")]
+    for part in splits:  # every split's activations stored, as a first run leaves them
+        cache.features(classifier.shop_tail().split, part.images).release()
+    start = trunk_free_start(cache, options, 32, *splits)
+    assert start is not None  # the intact record starts a run
+    start.release()
+    (record,) = records(tmp_path / "trunk")
+    built = _read_record(record, record.name)
+    # Hashed as written, yet Python refuses the random state it records.
+    for name in (VARIABLES_FILE, META):
+        (record / name).unlink()
+    _write_record(replace(built, random_state=(3, (2**70,) * 625, None)), record.name, record)
     with caplog.at_level(logging.WARNING, logger="fashionbench"):
-        assert cache.read_entry(record.name, _read_record) is None
-    assert "hash differs" in caplog.text and not record.exists()
+        assert trunk_free_start(cache, options, 32, *splits) is None
+    assert "does not fit its tail: OverflowError" in caplog.text and not record.exists()
+    # The next whole build records it again.
+    recorder = BuildRecorder(cache, options, 32)
+    recorder.start(build_classifier(options, 32), {})
+    recorder.finish()
+    assert len(records(tmp_path / "trunk")) == 1
 
 
 def test_the_key_names_everything_the_build_depends_on(tmp_path, monkeypatch):

@@ -144,13 +144,16 @@ class BuiltTail:
         fields = {key: value for key, value in meta.items() if key != "hash"}
         if expected != _record_hash(fields, variables):
             raise ValueError("its hash differs from the record's (damaged or edited)")
+        for name in ("boundary", "head"):
+            if not isinstance(meta.get(name), list) or not all(isinstance(layer, str) for layer in meta[name]):
+                raise ValueError(f"not a built tail's record ({name} is not a list of layer names)")
         try:
             return cls(str(meta["tail_architecture"]), str(meta["architecture"]), variables,
                        tuple(meta["boundary"]), str(meta["boundary_note"]), str(meta["trunk_fingerprint"]),
                        int(meta["seed"]), _state_from_json(meta["random_state"]), str(meta["weights_used"]),
                        int(meta["backbone_layers"]), int(meta["trainable_backbone_layers"]),
                        str(meta["embedding_layer"]), tuple(meta["head"]), str(meta["backbone_fingerprint"]))
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
             raise ValueError(f"not a built tail's record ({type(error).__name__}: {error})") from None
 
 

@@ -232,10 +232,10 @@ class TrunkCache:
         self._evict(keep=entry)
         return True
 
-    def read_entry(self, key: str, read: Callable[[Path], T]) -> T | None:
+    def read_entry(self, key: str, read: Callable[[Path], T], redone: str) -> T | None:
         """``read(folder)`` of the entry ``store_entry`` stored under ``key``, under its shared lock;
         None when there is none or it is being written or removed. ``read`` raises DamagedEntry for
-        an entry it cannot trust, which is then removed (logged)."""
+        an entry it cannot trust, which is then removed (logged, with what is ``redone`` instead)."""
         entry = self.directory / key
         if not (entry / META).exists():
             return None
@@ -251,10 +251,7 @@ class TrunkCache:
         finally:
             lease.release()
         if damaged is not None:
-            lock = self._lock(key)
-            if lock.acquire(exclusive=True, wait=False):
-                self._discard(entry, str(damaged))
-                lock.release(remove=not entry.exists())
+            self.discard_entry(key, str(damaged), redone)
             return None
         _touch(entry / META)
         return value
@@ -490,17 +487,24 @@ class TrunkCache:
             raise DamagedEntry(f"{type(error).__name__}: {error}") from None
         return meta, tuple(arrays)
 
-    def _discard(self, entry: Path, why: str) -> None:
+    def discard_entry(self, key: str, why: str, redone: str) -> None:
+        """Remove entry ``key`` that cannot be trusted (logged: ``why``, and what is ``redone``
+        instead), unless another job holds it."""
+        lock = self._lock(key)
+        if lock.acquire(exclusive=True, wait=False):
+            self._discard(self.directory / key, why, redone)
+            lock.release(remove=not (self.directory / key).exists())
+
+    def _discard(self, entry: Path, why: str, redone: str = "the activations are computed again") -> None:
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
                 entry.unlink()
         if entry.exists() or entry.is_symlink():  # one this user cannot remove: left, never served (_compute_into)
-            log.warning("trunk cache: %s is damaged (%s) and could not be removed; the activations are computed "
-                        "again", entry, why)
+            log.warning("trunk cache: %s is damaged (%s) and could not be removed; %s", entry, why, redone)
         else:
-            log.warning("trunk cache: %s is damaged (%s); removed, the activations are computed again", entry, why)
+            log.warning("trunk cache: %s is damaged (%s); removed, %s", entry, why, redone)
 
     def _clean_up(self) -> None:
         """Remove staging folders whose writer is gone, entries without metadata (orphans) and
@@ -590,11 +594,13 @@ class TrunkCache:
     def _evict(self, keep: Path) -> None:
         """Least recently used entries first, until the cache fits its limit; an entry another job
         reads or writes (its lock is taken) is skipped, as are staging folders."""
-        entries = [p for p in self.directory.iterdir() if not p.name.startswith(".") and (p / META).is_file()]
-        sizes = {p: sum(f.stat().st_size for f in p.iterdir()) for p in entries}
+        # Another job may evict or repair an entry while this one looks: one that is gone is passed over.
+        used = {p: _used(p) for p in self.directory.iterdir() if not p.name.startswith(".")}
+        entries = [p for p, found in used.items() if found is not None]
+        sizes = {p: used[p][1] for p in entries}
         total = sum(sizes.values())
         busy = 0
-        for entry in sorted(entries, key=lambda p: (p / META).stat().st_mtime):
+        for entry in sorted(entries, key=lambda p: used[p][0]):
             if total <= self.max_bytes:
                 break
             lock = self._lock(entry.name)
@@ -618,6 +624,14 @@ def _activation_bytes(trunk: keras.Model, rows: int, dtype: str) -> int:
     """What ``trunk``'s outputs for ``rows`` images take in ``dtype``."""
     per_row = sum(int(np.prod(tensor.shape[1:])) for tensor in trunk.outputs)
     return rows * per_row * np.dtype(dtype).itemsize
+
+
+def _used(entry: Path) -> tuple[float, int] | None:
+    """When an entry was last used and the bytes it holds; None for what is not an entry or is gone."""
+    try:
+        return (entry / META).stat().st_mtime, sum(f.stat().st_size for f in entry.iterdir())
+    except OSError:  # not a folder, no meta.json, or removed meanwhile by another job
+        return None
 
 
 def _released_after(batches: Iterator[list[np.ndarray]], found: CachedFeatures) -> Iterator[list[np.ndarray]]:

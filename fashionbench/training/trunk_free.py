@@ -22,8 +22,8 @@ import hashlib
 import json
 import logging
 import random
+import sys
 import time
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,7 +34,7 @@ import tensorflow as tf
 import fashionbench.model.built_tail
 import fashionbench.model.classifier
 import fashionbench.model.freeze_split
-from fashionbench.data import Catalogue
+from fashionbench.data import CATEGORIES, Catalogue
 from fashionbench.data.checksums import file_hash
 from fashionbench.index.base import ItemEmbeddings
 from fashionbench.model.built_tail import BuiltTail, TailClassifier
@@ -54,7 +54,10 @@ RECORD_FORMAT = 1
 RECORD_KIND = "built_tail"
 VARIABLES_FILE = "tail.npz"
 # The code whose changes change the build: its source is part of the key.
-BUILDING_CODE = (fashionbench.model.classifier, fashionbench.model.freeze_split, fashionbench.model.built_tail)
+BUILDING_CODE = (fashionbench.model.classifier, fashionbench.model.freeze_split, fashionbench.model.built_tail,
+                 sys.modules[__name__])
+# What is redone when a record cannot be used (the trunk cache's log line).
+REDONE = "the whole classifier is built and its build recorded again"
 
 
 def build_key(options: ModelConfig, image_size: int) -> str | None:
@@ -74,7 +77,8 @@ def build_key(options: ModelConfig, image_size: int) -> str | None:
         code.update(Path(module.__file__).read_bytes())
     parts = [RECORD_KIND, str(RECORD_FORMAT), weights, str(options.freeze), options.embedding_layer,
              ",".join(str(n) for n in options.dense_units), repr(float(options.dropout)), str(options.seed),
-             str(image_size), keras.config.dtype_policy().name, keras.__version__, tf.__version__, code.hexdigest()]
+             str(image_size), ",".join(CATEGORIES), keras.config.dtype_policy().name, keras.backend.backend(),
+             keras.__version__, tf.__version__, code.hexdigest()]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
@@ -114,7 +118,7 @@ class BuildRecorder:
         if self.record is None:
             return
         record = replace(self.record, backbone_fingerprint=built_backbone(self.classifier).fingerprint)
-        if self.cache.store_entry(self.key, lambda folder: _write_record(record, folder)):
+        if self.cache.store_entry(self.key, lambda folder: _write_record(record, self.key, folder)):
             log.info("trunk cache: recorded the build of this classifier (entry %s); runs with the same build and "
                      "images build its tail alone", self.key)
         self.record = None
@@ -156,7 +160,7 @@ def trunk_free_start(cache: TrunkCache, options: ModelConfig, image_size: int, t
     builds the whole classifier) when it does not. ``backbone_stored(fingerprint)``: whether the
     backbone is stored where the run's model will name it (a run that logs its model needs it)."""
     key = build_key(options, image_size)
-    record = cache.read_entry(key, _read_record) if key is not None else None
+    record = cache.read_entry(key, lambda folder: _read_record(folder, key), REDONE) if key is not None else None
     if record is None:
         return None
     if backbone_stored is not None and not backbone_stored(record.backbone_fingerprint):
@@ -178,30 +182,34 @@ def trunk_free_start(cache: TrunkCache, options: ModelConfig, image_size: int, t
     seconds = time.perf_counter() - started
     try:
         classifier = record.classifier()
-    except (ValueError, TypeError, KeyError) as error:  # its hash checked, yet Keras cannot build it: not trusted
+    except Exception as error:  # noqa: BLE001 - its hash checked, yet not a tail Keras can build: never trusted
         for held in found:
             held.release()
-        log.warning("trunk cache: the build recorded in entry %s does not fit its tail (%s); building the whole "
-                    "classifier", key, error)
+        cache.discard_entry(key, f"the build it records does not fit its tail: {type(error).__name__}: {error}",
+                            REDONE)
         return None
     log.info("trunk cache: the classifier's tail built alone from the recorded build (entry %s); its frozen trunk is "
              "not built", key)
     return TrunkFreeStart(classifier, record.boundary_note, found[:-1], found[-1], seconds)
 
 
-def _write_record(record: BuiltTail, folder: Path) -> None:
+def _write_record(record: BuiltTail, key: str, folder: Path) -> None:
     save_layers(record.variables, folder / VARIABLES_FILE)
-    (folder / META).write_text(json.dumps({"kind": RECORD_KIND, "format": RECORD_FORMAT, "record": record.meta()}))
+    (folder / META).write_text(json.dumps({"kind": RECORD_KIND, "format": RECORD_FORMAT, "key": key,
+                                           "record": record.meta()}))
 
 
-def _read_record(folder: Path) -> BuiltTail:
-    """The record in an entry's folder; DamagedEntry when it cannot be trusted."""
+def _read_record(folder: Path, key: str) -> BuiltTail:
+    """The record stored under ``key``; DamagedEntry when it cannot be trusted: unreadable, of
+    another kind or format, not hashing to what it holds, or stored under another key (copied)."""
     try:
         meta = json.loads((folder / META).read_text())
         if not isinstance(meta, dict) or meta.get("kind") != RECORD_KIND or meta.get("format") != RECORD_FORMAT:
             raise DamagedEntry(f"{META} is not a built tail's record of format {RECORD_FORMAT}")
+        if meta.get("key") != key:
+            raise DamagedEntry(f"{META} records the build of key {meta.get('key')!r}, not of this entry's")
         return BuiltTail.from_meta(meta.get("record"), load_layers(folder / VARIABLES_FILE))
     except DamagedEntry:
         raise
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:  # missing, truncated
-        raise DamagedEntry(f"{type(error).__name__}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - whatever a damaged file makes json, numpy or the checks raise
+        raise DamagedEntry(f"{type(error).__name__}: {str(error)[:200]}") from None

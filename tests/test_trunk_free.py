@@ -115,7 +115,7 @@ def test_the_tail_built_alone_is_the_tail_of_the_whole_build(tmp_path):
     cache = TrunkCache(tmp_path / "trunk")
     classifier = build_classifier(options, 32)
     after_build = random.getstate()
-    recorder = BuildRecorder(cache, options, 32)
+    recorder = BuildRecorder(cache, build_key(options, 32), options.seed)
     recorder.start(classifier, {})
     recorder.finish()
     draws_after_whole_build = [random.random() for _ in range(3)]
@@ -141,7 +141,7 @@ def test_the_tail_built_alone_is_the_tail_of_the_whole_build(tmp_path):
 def test_an_edited_record_is_not_used_and_is_removed(tmp_path, caplog):
     options = ModelConfig(weights=None, freeze=4, seed=0)
     cache = TrunkCache(tmp_path / "trunk")
-    recorder = BuildRecorder(cache, options, 32)
+    recorder = BuildRecorder(cache, build_key(options, 32), options.seed)
     recorder.start(build_classifier(options, 32), {})
     recorder.finish()
     (record,) = records(tmp_path / "trunk")
@@ -180,13 +180,13 @@ def test_a_record_that_hashes_right_but_builds_no_tail_is_removed(tiny_catalogue
     options = ModelConfig(weights=None, freeze=4, seed=0)
     cache = TrunkCache(tmp_path / "trunk")
     classifier = build_classifier(options, 32)
-    recorder = BuildRecorder(cache, options, 32)
+    recorder = BuildRecorder(cache, build_key(options, 32), options.seed)
     recorder.start(classifier, {})
     recorder.finish()
     splits = [tiny_catalogue.split(name) for name in ("train", "val", "test")]
     for part in splits:  # every split's activations stored, as a first run leaves them
         cache.features(classifier.shop_tail().split, part.images).release()
-    start = trunk_free_start(cache, options, 32, *splits)
+    start = trunk_free_start(cache, build_key(options, 32), *splits)
     assert start is not None  # the intact record starts a run
     start.release()
     (record,) = records(tmp_path / "trunk")
@@ -196,10 +196,10 @@ def test_a_record_that_hashes_right_but_builds_no_tail_is_removed(tiny_catalogue
         (record / name).unlink()
     _write_record(replace(built, random_state=(3, (2**70,) * 625, None)), record.name, record)
     with caplog.at_level(logging.WARNING, logger="fashionbench"):
-        assert trunk_free_start(cache, options, 32, *splits) is None
+        assert trunk_free_start(cache, build_key(options, 32), *splits) is None
     assert "does not fit its tail: OverflowError" in caplog.text and not record.exists()
     # The next whole build records it again.
-    recorder = BuildRecorder(cache, options, 32)
+    recorder = BuildRecorder(cache, build_key(options, 32), options.seed)
     recorder.start(build_classifier(options, 32), {})
     recorder.finish()
     assert len(records(tmp_path / "trunk")) == 1

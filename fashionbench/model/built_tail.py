@@ -37,7 +37,6 @@ class TailClassifier(Classifier):
     probabilities. It classifies and embeds stored activations only, never images."""
 
     whole_architecture: str = ""  # the whole classifier's Keras JSON, as built (not compiled)
-    boundary: tuple[str, ...] = ()
     backbone_fingerprint: str = ""  # fashionbench.model.parts.Backbone.fingerprint of the backbone as built
 
     def shop_model(self) -> keras.Model:
@@ -46,10 +45,7 @@ class TailClassifier(Classifier):
     def shop_tail(self):
         """The tail to the probabilities and the embedding layer's output, built once."""
         if "_shop_tail" not in self.__dict__:
-            outputs = [self.model.outputs[0]]  # a model read from JSON gives its one output as a list
-            if self.embedding_layer != self.head[-1]:
-                outputs.append(self.model.get_layer(self.embedding_layer).output)
-            shop_model = keras.Model(self.model.inputs, outputs, name="shop_tail")
+            shop_model = keras.Model(self.model.inputs, self.shop_outputs(), name="shop_tail")
             self.__dict__["_shop_tail"] = ShopTail(None, shop_model)
         return self.__dict__["_shop_tail"]
 
@@ -77,8 +73,7 @@ class BuiltTail:
     tail_architecture: str  # the tail's Keras JSON (FreezeSplit.tail)
     architecture: str  # the whole classifier's, before compiling
     variables: LayerWeights  # every variable of each tail layer as built (seed generator states too)
-    boundary: tuple[str, ...]
-    boundary_note: str  # split_at_freeze's reason: the run's trunk_cache tag
+    boundary: tuple[str, ...]  # the layers whose outputs the tail takes (FreezeSplit.boundary)
     trunk_fingerprint: str  # training.trunk_cache.weights_fingerprint of the frozen trunk
     seed: int  # model.seed: what the build seeded Keras, NumPy, TensorFlow and Python with
     random_state: tuple  # random.getstate() right after the build
@@ -90,14 +85,14 @@ class BuiltTail:
     backbone_fingerprint: str = ""  # known once the run has split its model (filled in before storing)
 
     @classmethod
-    def capture(cls, classifier: Classifier, split: FreezeSplit, boundary_note: str, trunk_fingerprint: str,
-                seed: int, random_state: tuple) -> BuiltTail:
+    def capture(cls, classifier: Classifier, split: FreezeSplit, trunk_fingerprint: str, seed: int,
+                random_state: tuple) -> BuiltTail:
         """The record of ``classifier`` as just built (before training changes its weights);
         ``random_state``: ``random.getstate()`` taken right after ``build_classifier``."""
         variables = {layer.name: [np.array(keras.ops.convert_to_numpy(v)) for v in layer.variables]
                      for layer in split.tail.layers if layer.variables}
-        return cls(split.tail.to_json(), classifier.model.to_json(), variables, split.boundary, boundary_note,
-                   trunk_fingerprint, seed, random_state, classifier.weights_used, classifier.backbone_layers,
+        return cls(split.tail.to_json(), classifier.model.to_json(), variables, split.boundary, trunk_fingerprint,
+                   seed, random_state, classifier.weights_used, classifier.backbone_layers,
                    classifier.trainable_backbone_layers, classifier.embedding_layer, classifier.head)
 
     def classifier(self) -> TailClassifier:
@@ -120,12 +115,12 @@ class BuiltTail:
         random.setstate(self.random_state)
         return TailClassifier(model, self.weights_used, self.backbone_layers, self.trainable_backbone_layers,
                               self.embedding_layer, self.head, whole_architecture=self.architecture,
-                              boundary=self.boundary, backbone_fingerprint=self.backbone_fingerprint)
+                              backbone_fingerprint=self.backbone_fingerprint)
 
     def meta(self) -> dict:
         """Everything but the variables, as JSON values, with a hash of the whole record."""
         meta = {"tail_architecture": self.tail_architecture, "architecture": self.architecture,
-                "boundary": list(self.boundary), "boundary_note": self.boundary_note,
+                "boundary": list(self.boundary),
                 "trunk_fingerprint": self.trunk_fingerprint, "seed": self.seed,
                 "random_state": _state_to_json(self.random_state),
                 "weights_used": self.weights_used, "backbone_layers": self.backbone_layers,
@@ -149,7 +144,7 @@ class BuiltTail:
                 raise ValueError(f"not a built tail's record ({name} is not a list of layer names)")
         try:
             return cls(str(meta["tail_architecture"]), str(meta["architecture"]), variables,
-                       tuple(meta["boundary"]), str(meta["boundary_note"]), str(meta["trunk_fingerprint"]),
+                       tuple(meta["boundary"]), str(meta["trunk_fingerprint"]),
                        int(meta["seed"]), _state_from_json(meta["random_state"]), str(meta["weights_used"]),
                        int(meta["backbone_layers"]), int(meta["trainable_backbone_layers"]),
                        str(meta["embedding_layer"]), tuple(meta["head"]), str(meta["backbone_fingerprint"]))

@@ -82,11 +82,16 @@ class Classifier(StageResult):
         gives both, and the untrained and trained passes run one traced function (tracing ResNet50
         costs about a second each time)."""
         if "_shop_model" not in self.__dict__:  # frozen dataclass: memoise in __dict__
-            outputs = [self.model.output]
-            if self.embedding_layer != self.head[-1]:
-                outputs.append(self.model.get_layer(self.embedding_layer).output)
-            self.__dict__["_shop_model"] = keras.Model(self.model.input, outputs)
+            self.__dict__["_shop_model"] = keras.Model(self.model.input, self.shop_outputs())
         return self.__dict__["_shop_model"]
+
+    def shop_outputs(self) -> list:
+        """The model's tensors a pass over the shop computes: the probabilities, and the embedding
+        layer's output unless that is the softmax."""
+        outputs = [self.model.outputs[0]]  # (a model read from JSON gives its one output as a list)
+        if self.embedding_layer != self.head[-1]:
+            outputs.append(self.model.get_layer(self.embedding_layer).output)
+        return outputs
 
     def shop_tail(self) -> ShopTail | None:
         """The classifier cut at its freeze boundary (``model.freeze_split``) and a model from the
@@ -97,10 +102,7 @@ class Classifier(StageResult):
             split, _ = split_at_freeze(self.model)
             tail = None
             if split is not None and self.embedding_layer in {layer.name for layer in split.tail.layers}:
-                outputs = [self.model.output]
-                if self.embedding_layer != self.head[-1]:
-                    outputs.append(self.model.get_layer(self.embedding_layer).output)
-                tail = ShopTail(split, keras.Model(split.trunk.outputs, outputs, name="shop_tail"))
+                tail = ShopTail(split, keras.Model(split.trunk.outputs, self.shop_outputs(), name="shop_tail"))
             self.__dict__["_shop_tail"] = tail
         return self.__dict__["_shop_tail"]
 

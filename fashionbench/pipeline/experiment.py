@@ -41,7 +41,7 @@ from fashionbench.tracking.store import check_server_answers
 from fashionbench.training.fit import train_classifier
 from fashionbench.training.shop_pass import shop_outputs
 from fashionbench.training.trunk_cache import TrunkCache
-from fashionbench.training.trunk_free import BuildRecorder, trunk_free_start
+from fashionbench.training.trunk_free import BuildRecorder, build_key, trunk_free_start
 from fashionbench.users.simulation import HeldOutSplits, SimulatedUsers
 
 
@@ -83,9 +83,9 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
         train_split, val_split = catalogue.split("train"), catalogue.split("val")
         # Where the cache holds the record of this build and every split's activations, the classifier's
         # tail is built alone: the frozen trunk would compute nothing (training.trunk_free).
-        start = trunk_free_start(shop_cache, x.model, x.data.image_size, train_split, val_split, shop,
-                                 run.backbone_stored if x.tracking.log_model else None) \
-            if weights_from is None and shop_cache is not None else None
+        build = build_key(x.model, x.data.image_size) if weights_from is None and shop_cache is not None else None
+        start = trunk_free_start(shop_cache, build, train_split, val_split, shop,
+                                 run.backbone_stored if x.tracking.log_model else None) if build else None
         if start is not None:
             leases.callback(start.release)
 
@@ -100,8 +100,8 @@ def run_experiment(job: Job | DictConfig | ExperimentConfig) -> RunSummary:
                 classifier = start.classifier
             else:
                 classifier = build_classifier(x.model, x.data.image_size)
-                if shop_cache is not None:  # for the runs after this one: their tails built alone
-                    recorder = BuildRecorder(shop_cache, x.model, x.data.image_size)
+                if build is not None:  # for the runs after this one: their tails built alone
+                    recorder = BuildRecorder(shop_cache, build, x.model.seed)
                     recorder.start(classifier, digests)
             run.record(classifier)
             kept = KeptTraining(run.run_id, embedding_key, classifier)

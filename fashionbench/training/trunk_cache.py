@@ -217,8 +217,7 @@ class TrunkCache:
         entry = self.directory / key
         staging = None
         try:
-            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{key}-", dir=self.directory))
-            (staging / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            staging = self._staging(key)
             write(staging)
             staging.rename(entry)
         except (OSError, ValueError) as error:  # ValueError: numpy refusing what it was asked to write
@@ -231,6 +230,13 @@ class TrunkCache:
         _touch(entry / META)
         self._evict(keep=entry)
         return True
+
+    def _staging(self, key: str) -> Path:
+        """A new staging folder for entry ``key``, naming this host and process as its writer (so
+        that one left by a process that died is removed: ``_reap_if_abandoned``)."""
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{key}-", dir=self.directory))
+        (staging / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        return staging
 
     def read_entry(self, key: str, read: Callable[[Path], T], redone: str) -> T | None:
         """``read(folder)`` of the entry ``store_entry`` stored under ``key``, under its shared lock;
@@ -417,8 +423,7 @@ class TrunkCache:
         computing = time.perf_counter()  # not counting the wait: what computing costs a sweep
         staging = None
         try:
-            staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{entry.path.name}-", dir=self.directory))
-            (staging / WRITER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            staging = self._staging(entry.path.name)
             files = [_RowsFile(staging / f"boundary_{i}.npy", (len(images), *tensor.shape[1:]), self.dtype)
                      for i, tensor in enumerate(trunk.outputs)]
             try:

@@ -91,10 +91,11 @@ class BuildRecorder:
     key cannot be pinned down, or the classifier has no tail to run on stored activations (nothing
     frozen, or a frozen embedding layer)."""
 
-    def __init__(self, cache: TrunkCache, options: ModelConfig, image_size: int) -> None:
+    def __init__(self, cache: TrunkCache, key: str | None, seed: int) -> None:
+        """``key``: the build's ``build_key``; ``seed``: ``model.seed``, which the build was seeded with."""
         self.cache = cache
-        self.options = options
-        self.key = build_key(options, image_size)
+        self.key = key
+        self.seed = seed
         self.record: BuiltTail | None = None
         self.classifier: Classifier | None = None
 
@@ -108,8 +109,7 @@ class BuildRecorder:
         if tail is None:
             return
         trunk_fingerprint = weights_fingerprint(tail.split.trunk, digests)
-        self.record = BuiltTail.capture(classifier, tail.split, boundary_note(tail.split.boundary), trunk_fingerprint,
-                                        self.options.seed, random_state)
+        self.record = BuiltTail.capture(classifier, tail.split, trunk_fingerprint, self.seed, random_state)
         self.classifier = classifier
 
     def finish(self) -> None:
@@ -130,7 +130,7 @@ class TrunkFreeStart:
     each held (its entry's shared lock) until ``release``."""
 
     classifier: TailClassifier
-    boundary_note: str
+    boundary: tuple[str, ...]
     training_features: list[CachedFeatures]  # the train split's, then the validation split's (if any)
     shop_features: CachedFeatures
     seconds: float  # reading the training splits' activations
@@ -138,8 +138,8 @@ class TrunkFreeStart:
     def train(self, train: Catalogue, val: Catalogue, options: TrainConfig, *, seed: int,
               jit_compile: bool | None = None) -> TrainingResult:
         """Fit the tail on the stored activations (``training.fit.train_tail``)."""
-        return train_tail(self.classifier.model, self.training_features, self.boundary_note, train, val, options,
-                          seed=seed, feature_seconds=self.seconds, jit_compile=jit_compile)
+        return train_tail(self.classifier.model, self.training_features, boundary_note(self.boundary), train, val,
+                          options, seed=seed, feature_seconds=self.seconds, jit_compile=jit_compile)
 
     def shop_outputs(self, classifier: TailClassifier, shop: Catalogue, batch_size: int
                      ) -> tuple[np.ndarray, ItemEmbeddings]:
@@ -153,13 +153,13 @@ class TrunkFreeStart:
             features.release()
 
 
-def trunk_free_start(cache: TrunkCache, options: ModelConfig, image_size: int, train: Catalogue, val: Catalogue,
-                     shop: Catalogue, backbone_stored=None) -> TrunkFreeStart | None:
+def trunk_free_start(cache: TrunkCache, key: str | None, train: Catalogue, val: Catalogue, shop: Catalogue,
+                     backbone_stored=None) -> TrunkFreeStart | None:
     """The run's classifier built without its frozen trunk, when the trunk cache holds the record
-    of its build and the trunk's activations of ``train``, ``val`` and ``shop``; None (the run
-    builds the whole classifier) when it does not. ``backbone_stored(fingerprint)``: whether the
-    backbone is stored where the run's model will name it (a run that logs its model needs it)."""
-    key = build_key(options, image_size)
+    of its build (``key``: ``build_key``) and the trunk's activations of ``train``, ``val`` and
+    ``shop``; None (the run builds the whole classifier) when it does not.
+    ``backbone_stored(fingerprint)``: whether the backbone is stored where the run's model will
+    name it (a run that logs its model needs it)."""
     record = cache.read_entry(key, lambda folder: _read_record(folder, key), REDONE) if key is not None else None
     if record is None:
         return None
@@ -190,7 +190,7 @@ def trunk_free_start(cache: TrunkCache, options: ModelConfig, image_size: int, t
         return None
     log.info("trunk cache: the classifier's tail built alone from the recorded build (entry %s); its frozen trunk is "
              "not built", key)
-    return TrunkFreeStart(classifier, record.boundary_note, found[:-1], found[-1], seconds)
+    return TrunkFreeStart(classifier, record.boundary, found[:-1], found[-1], seconds)
 
 
 def _write_record(record: BuiltTail, key: str, folder: Path) -> None:
